@@ -1,1 +1,5 @@
+//! claude-telemetry: run Claude Code with its telemetry relayed through a local OTLP relay.
+#![allow(dead_code)]
+mod otlp;
+
 fn main() {}
