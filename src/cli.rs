@@ -8,7 +8,7 @@
 use crate::commands;
 use crate::launcher;
 use crate::settings::{self, FlagOverride};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Words that are ours when they come first. Everything else goes to claude.
 pub const OUR_COMMANDS: &[&str] = &["run", "config", "doctor", "help"];
@@ -186,18 +186,14 @@ fn with_settings(
     }
 }
 
-/// The clap definition, for help text and generated completions.
-pub fn command() -> clap::Command {
-    Cli::command()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn clap_definition_is_consistent() {
-        command().debug_assert();
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 /// nested, and a wrapper that loops back to us is detected).
 pub const LAUNCHER_PID_ENV: &str = "CLAUDE_TELEMETRY_LAUNCHER_PID";
 
+/// Set for claude: the relay's OTLP/HTTP endpoint, for hooks and scripts that want their own
+/// telemetry to pass the same policy and reach the same upstream.
+pub const RELAY_HTTP_ENV: &str = "CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT";
+
 /// Runs claude with `args`, returning the code to exit with.
 pub fn run(loaded: &Loaded, args: Vec<String>) -> anyhow::Result<i32> {
     if launched_by_ourselves() {
@@ -96,6 +100,11 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
         };
         let (vars, removed) = claude::child_env(&target, &settings.claude.env);
         spec.set_env.extend(vars);
+        // Hooks and scripts claude runs can send their own OTLP/HTTP through the same relay.
+        spec.set_env.insert(
+            RELAY_HTTP_ENV.into(),
+            format!("http://{}", handle.http_addr),
+        );
         spec.remove_env = removed.into_iter().map(String::from).collect();
         spec.args = match claude::inject_settings(&args, &target) {
             Ok(a) => a,
@@ -149,6 +158,13 @@ fn summarise(loaded: &Loaded, program: &std::path::Path, stats: &RelayStats, dra
         eprintln!(
             "claude-telemetry: {} telemetry batch(es) ({} item(s)) could not be delivered to {}: {reason}",
             drain.undelivered_requests, drain.undelivered_items, upstream.endpoint
+        );
+    }
+    if drain.dropped_for_space > 0 {
+        eprintln!(
+            "claude-telemetry: {} telemetry batch(es) were dropped because the upstream could not \
+             keep up (relay.max_queued_requests = {})",
+            drain.dropped_for_space, loaded.settings.relay.max_queued_requests
         );
     }
     let mut record = last_run::LastRun::from_stats(program, stats, drain);

@@ -67,6 +67,8 @@ pub struct DrainReport {
     /// Requests still undelivered when the drain deadline passed (or with no upstream).
     pub undelivered_requests: u64,
     pub undelivered_items: u64,
+    /// Requests dropped while the run went on because the in-memory bound was reached.
+    pub dropped_for_space: u64,
 }
 
 /// Binds both listeners (so "address in use" fails before claude starts), then serves.
@@ -141,6 +143,7 @@ impl RelayHandle {
         DrainReport {
             undelivered_requests: requests,
             undelivered_items: items,
+            dropped_for_space: self.outbox.dropped(),
         }
     }
 }
@@ -166,3 +169,6 @@ fn local_addr(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,6 @@ pub struct RelayStats {
     pub delivered_requests: AtomicU64,
     pub rejected_requests: AtomicU64,
     pub failed_attempts: AtomicU64,
-    pub dropped_for_space: AtomicU64,
     /// The last delivery problem, without payload content (safe to print).
     pub last_error: Mutex<Option<String>>,
 }

@@ -22,7 +22,13 @@ use toml::{Table, Value};
 pub const ENV_PREFIX: &str = "CLAUDE_TELEMETRY_";
 
 /// Variables under [`ENV_PREFIX`] that are not settings keys.
-const RESERVED_ENV: &[&str] = &["CONFIG_DIR", "DATA_DIR", "POLICY_FILE", "LAUNCHER_PID"];
+const RESERVED_ENV: &[&str] = &[
+    "CONFIG_DIR",
+    "DATA_DIR",
+    "POLICY_FILE",
+    "LAUNCHER_PID",
+    "OTLP_HTTP_ENDPOINT",
+];
 
 /// Where a value came from, in increasing precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]

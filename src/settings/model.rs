@@ -67,16 +67,6 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
-impl Protocol {
-    /// The spelling used in settings and in `OTEL_EXPORTER_OTLP_PROTOCOL`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::HttpProtobuf => "http/protobuf",
-        }
-    }
-}
-
 /// Where the relay forwards telemetry: the local collector or any OTLP endpoint a team runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -160,7 +160,7 @@ impl UnaryService<Bytes> for ExportMethod {
 
 /// Passes message bytes through untouched; decoding happens in [`ExportMethod`].
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub(crate) struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
