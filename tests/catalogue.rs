@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use support::anthropic::{AFTER_TOOL_TEXT, ANSWER_TEXT};
-use support::{FakeAnthropic, OtlpSink, QueryKind, Reply, Rotel, Sandbox, claude_bin};
+use support::{FakeAnthropic, OtlpSink, QueryKind, Reply, Rotel, Sandbox, Transport, claude_bin};
 
 const MODEL: &str = "claude-sonnet-4-6";
 const TOKEN_TYPES: [&str; 4] = ["input", "output", "cacheRead", "cacheCreation"];
@@ -265,6 +265,41 @@ fn rotel_agent_receives_claude_telemetry_over_grpc() {
             rotel.wait_for_output(needle, Duration::from_secs(10)),
             "rotel-agent did not print {needle}; output:\n{}",
             rotel.output()
+        );
+    }
+}
+
+#[test]
+fn print_mode_exports_over_http_protobuf_and_json_with_configured_headers() {
+    let claude = claude_bin();
+    for (protocol, transport) in [
+        ("http/protobuf", Transport::HttpProtobuf),
+        ("http/json", Transport::HttpJson),
+    ] {
+        let api = FakeAnthropic::start();
+        let sink = OtlpSink::start();
+        let mut sandbox = Sandbox::new(&api);
+        sandbox
+            .export_telemetry_to(&sink.http_endpoint(), protocol)
+            .set_env("OTEL_EXPORTER_OTLP_HEADERS", "x-team=harness");
+        let output = sandbox
+            .command(&claude)
+            .args(["-p", "hello over http", "--model", MODEL])
+            .output()
+            .expect("run claude -p");
+        assert!(output.status.success(), "claude -p: {:?}", output.status);
+        assert_telemetry_matches_api(&api, &sink, 1);
+        let requests = sink.requests();
+        assert!(
+            requests.iter().all(|r| r.transport == transport),
+            "{protocol}: every request over {transport:?}"
+        );
+        assert!(
+            requests.iter().all(|r| r
+                .headers
+                .iter()
+                .any(|(k, v)| k == "x-team" && v == "harness")),
+            "{protocol}: OTEL_EXPORTER_OTLP_HEADERS sent on every request"
         );
     }
 }
