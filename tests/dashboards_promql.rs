@@ -37,7 +37,10 @@ const USERS: [&str; 3] = [
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -51,6 +54,9 @@ struct Series {
     labels: BTreeMap<&'static str, String>,
     samples: Vec<(i64, f64)>,
 }
+
+/// A series: its family and sorted labels.
+type SeriesKey = (&'static str, Vec<(&'static str, String)>);
 
 #[derive(Default)]
 struct Totals {
@@ -84,7 +90,7 @@ fn scenario(t0: i64) -> Scenario {
     let mut rng = Lcg(42);
     let mut totals = Totals::default();
     // (family, labels) -> list of (time, delta)
-    let mut deltas: BTreeMap<(&'static str, Vec<(&'static str, String)>), Vec<(i64, f64)>> = BTreeMap::new();
+    let mut deltas: BTreeMap<SeriesKey, Vec<(i64, f64)>> = BTreeMap::new();
     for i in 0..6i64 {
         let session_id = format!("0000000{i}-5e55-4a1d-9c0d-00000000000{i}");
         let user = USERS[(i % 3) as usize].to_string();
@@ -104,7 +110,10 @@ fn scenario(t0: i64) -> Scenario {
                 (label::TERMINAL_TYPE, "tmux".to_string()),
                 (label::TEAM_ID, team.to_string()),
                 (label::DEPARTMENT, "engineering".to_string()),
-                (label::PROJECT, if i < 3 { "web-app" } else { "relay" }.to_string()),
+                (
+                    label::PROJECT,
+                    if i < 3 { "web-app" } else { "relay" }.to_string(),
+                ),
             ];
             l.extend_from_slice(extra);
             l.sort();
@@ -115,10 +124,17 @@ fn scenario(t0: i64) -> Scenario {
         totals.users.insert(user.clone());
         *totals.sessions_by_user.entry(user.clone()).or_default() += 1;
         deltas
-            .entry((metric::SESSION_COUNT, base(&[(label::START_TYPE, "fresh".to_string())])))
+            .entry((
+                metric::SESSION_COUNT,
+                base(&[(label::START_TYPE, "fresh".to_string())]),
+            ))
             .or_default()
             .push((start, 1.0));
-        let models: Vec<&str> = if i % 3 == 0 { MODELS.to_vec() } else { vec![MODELS[(i % 2) as usize]] };
+        let models: Vec<&str> = if i % 3 == 0 {
+            MODELS.to_vec()
+        } else {
+            vec![MODELS[(i % 2) as usize]]
+        };
         for k in 0..(20 + rng.below(20) as i64) {
             let t = start + 30 + k * 60 + rng.below(40) as i64;
             let model = models[(k as usize) % models.len()];
@@ -134,7 +150,10 @@ fn scenario(t0: i64) -> Scenario {
                 let n = (1 + rng.below(scale)) as f64;
                 req_cost += n * price;
                 deltas
-                    .entry((metric::TOKEN_USAGE, base(&[ml.clone(), qs.clone(), (label::TYPE, ty.to_string())])))
+                    .entry((
+                        metric::TOKEN_USAGE,
+                        base(&[ml.clone(), qs.clone(), (label::TYPE, ty.to_string())]),
+                    ))
                     .or_default()
                     .push((t, n));
                 *totals.tokens.entry(ty).or_default() += n;
@@ -150,13 +169,19 @@ fn scenario(t0: i64) -> Scenario {
                 let added = (1 + rng.below(80)) as f64;
                 let removed = rng.below(30) as f64;
                 deltas
-                    .entry((metric::LINES_OF_CODE, base(&[ml.clone(), (label::TYPE, "added".to_string())])))
+                    .entry((
+                        metric::LINES_OF_CODE,
+                        base(&[ml.clone(), (label::TYPE, "added".to_string())]),
+                    ))
                     .or_default()
                     .push((t + 5, added));
                 totals.lines_added += added;
                 if removed > 0.0 {
                     deltas
-                        .entry((metric::LINES_OF_CODE, base(&[ml.clone(), (label::TYPE, "removed".to_string())])))
+                        .entry((
+                            metric::LINES_OF_CODE,
+                            base(&[ml.clone(), (label::TYPE, "removed".to_string())]),
+                        ))
                         .or_default()
                         .push((t + 5, removed));
                     totals.lines_removed += removed;
@@ -169,7 +194,10 @@ fn scenario(t0: i64) -> Scenario {
                         metric::CODE_EDIT_TOOL_DECISION,
                         base(&[
                             (label::TOOL_NAME, tool.to_string()),
-                            (label::DECISION, if accept { "accept" } else { "reject" }.to_string()),
+                            (
+                                label::DECISION,
+                                if accept { "accept" } else { "reject" }.to_string(),
+                            ),
                             (label::SOURCE, "config".to_string()),
                             (label::LANGUAGE, language.to_string()),
                         ]),
@@ -184,25 +212,43 @@ fn scenario(t0: i64) -> Scenario {
             }
             let cli = 2.0 + rng.below(50) as f64 / 2.0;
             let usr = 1.0 + rng.below(20) as f64 / 4.0;
-            deltas.entry((metric::ACTIVE_TIME, base(&[(label::TYPE, "cli".to_string())]))).or_default().push((t, cli));
-            deltas.entry((metric::ACTIVE_TIME, base(&[(label::TYPE, "user".to_string())]))).or_default().push((t, usr));
+            deltas
+                .entry((
+                    metric::ACTIVE_TIME,
+                    base(&[(label::TYPE, "cli".to_string())]),
+                ))
+                .or_default()
+                .push((t, cli));
+            deltas
+                .entry((
+                    metric::ACTIVE_TIME,
+                    base(&[(label::TYPE, "user".to_string())]),
+                ))
+                .or_default()
+                .push((t, usr));
             totals.cli += cli;
             totals.user += usr;
         }
         let commits = 1 + rng.below(3);
         for c in 0..commits as i64 {
-            deltas.entry((metric::COMMIT_COUNT, base(&[]))).or_default().push((start + 600 + c * 120, 1.0));
+            deltas
+                .entry((metric::COMMIT_COUNT, base(&[])))
+                .or_default()
+                .push((start + 600 + c * 120, 1.0));
         }
         totals.commits += commits as f64;
         if i == 1 || i == 4 {
-            deltas.entry((metric::PULL_REQUEST_COUNT, base(&[]))).or_default().push((start + 1500, 1.0));
+            deltas
+                .entry((metric::PULL_REQUEST_COUNT, base(&[])))
+                .or_default()
+                .push((start + 1500, 1.0));
             totals.prs += 1.0;
         }
     }
     // Exporter view: created at the first delta (zero sample there), then scraped every 15 s.
     let mut series = Vec::new();
     for ((family, labels), mut points) in deltas {
-        points.sort_by(|a, b| a.0.cmp(&b.0));
+        points.sort_by_key(|p| p.0);
         let created = points[0].0;
         let mut samples = vec![(created, 0.0)];
         let mut value = 0.0;
@@ -222,14 +268,20 @@ fn scenario(t0: i64) -> Scenario {
             samples,
         });
     }
-    Scenario { series, totals, end }
+    Scenario {
+        series,
+        totals,
+        end,
+    }
 }
 
 fn openmetrics(s: &Scenario) -> String {
     let mut out = String::new();
     let families: BTreeSet<&str> = s.series.iter().map(|x| x.family).collect();
     for family in families {
-        let base = family.strip_suffix("_total").expect("counters end in _total");
+        let base = family
+            .strip_suffix("_total")
+            .expect("counters end in _total");
         let _ = writeln!(out, "# TYPE {base} counter");
         for series in s.series.iter().filter(|x| x.family == family) {
             let labels: Vec<String> = series
@@ -275,7 +327,11 @@ fn start_prometheus(prometheus: &Path, dir: &Path, data: &Path) -> (Running, u16
         if let Ok((200, _)) = http_get(port, "/-/ready") {
             return (running, port);
         }
-        assert!(Instant::now() < deadline, "prometheus not ready: {}", std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "prometheus not ready: {}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -283,7 +339,8 @@ fn start_prometheus(prometheus: &Path, dir: &Path, data: &Path) -> (Running, u16
 fn query(port: u16, expr: &str, time: i64) -> Result<Value, String> {
     let path = format!("/api/v1/query?query={}&time={time}", urlencode(expr));
     let (status, body) = http_get(port, &path).map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
+    let v: Value =
+        serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
     if v["status"] != "success" {
         return Err(format!("HTTP {status}: {body}"));
     }
@@ -344,17 +401,27 @@ struct Query {
 fn prometheus_queries() -> Vec<Query> {
     let dir = repo_root().join("config/grafana/dashboards");
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("dashboards dir").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dashboards dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
-    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
-        let d: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("dashboard JSON");
+    for path in files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let d: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("dashboard JSON");
         let uid = d["uid"].as_str().expect("uid").to_string();
         let mut stack = vec![d["panels"].clone()];
         while let Some(panels) = stack.pop() {
             for p in panels.as_array().into_iter().flatten() {
                 stack.push(p["panels"].clone());
                 for t in p["targets"].as_array().into_iter().flatten() {
-                    let ds = t["datasource"]["uid"].as_str().or(p["datasource"]["uid"].as_str());
+                    let ds = t["datasource"]["uid"]
+                        .as_str()
+                        .or(p["datasource"]["uid"].as_str());
                     if ds != Some(definitions::datasource::PROMETHEUS_UID) {
                         continue;
                     }
@@ -376,7 +443,8 @@ fn prometheus_queries() -> Vec<Query> {
 fn expectations(t: &Totals) -> BTreeMap<(&'static str, &'static str, &'static str), f64> {
     let tok = |k: &str| t.tokens.get(k).copied().unwrap_or(0.0);
     let all_tokens: f64 = t.tokens.values().sum();
-    let cache = definitions::cache_efficiency(tok("input"), tok("cacheRead"), tok("cacheCreation")).expect("input");
+    let cache = definitions::cache_efficiency(tok("input"), tok("cacheRead"), tok("cacheCreation"))
+        .expect("input");
     let per_1k = definitions::cost_per_1k_output_tokens(t.cost, tok("output")).expect("output");
     let ratio = definitions::productivity_ratio(t.cli, t.user).expect("user time");
     let n = t.sessions as f64;
@@ -410,12 +478,18 @@ fn expectations(t: &Totals) -> BTreeMap<(&'static str, &'static str, &'static st
     e.insert((ca, "Pull requests", "A"), t.prs);
     e.insert((ca, "Edits accepted", "A"), t.accepts);
     e.insert((ca, "Edits rejected", "A"), t.rejects);
-    e.insert((ca, "Acceptance rate", "A"), t.accepts / (t.accepts + t.rejects));
+    e.insert(
+        (ca, "Acceptance rate", "A"),
+        t.accepts / (t.accepts + t.rejects),
+    );
     let tp = "claude-code-time";
     e.insert((tp, "CLI active time", "A"), t.cli);
     e.insert((tp, "User active time", "A"), t.user);
     e.insert((tp, "Productivity ratio", "A"), ratio);
-    e.insert((tp, "Average active time per session", "A"), (t.cli + t.user) / n);
+    e.insert(
+        (tp, "Average active time per session", "A"),
+        (t.cli + t.user) / n,
+    );
     e
 }
 
@@ -425,11 +499,15 @@ fn within_one_percent(got: f64, want: f64) -> bool {
 
 #[test]
 fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals() {
-    let (Some(promtool), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus")) else {
+    let (Some(promtool), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus"))
+    else {
         return;
     };
     let work = tempfile::tempdir().expect("tempdir");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     let t0 = (now - 8 * 3600) / STEP * STEP;
     let sc = scenario(t0);
 
@@ -443,19 +521,35 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
         .arg(&data)
         .output()
         .expect("run promtool");
-    assert!(out.status.success(), "create-blocks failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "create-blocks failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // 2. Parse every expression with promtool (as recording rules).
     let queries = prometheus_queries();
-    assert!(queries.len() > 40, "expected the dashboards' queries, found {}", queries.len());
+    assert!(
+        queries.len() > 40,
+        "expected the dashboards' queries, found {}",
+        queries.len()
+    );
     let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
     for (i, q) in queries.iter().enumerate() {
         let expr = substitute(&q.expr, &BTreeMap::new());
-        let _ = writeln!(rules, "      - record: dashboard_expr_{i}\n        expr: {}", serde_json::to_string(&expr).expect("json string"));
+        let _ = writeln!(
+            rules,
+            "      - record: dashboard_expr_{i}\n        expr: {}",
+            serde_json::to_string(&expr).expect("json string")
+        );
     }
     let rules_path = work.path().join("rules.yml");
     std::fs::write(&rules_path, rules).expect("write rules");
-    let out = Command::new(&promtool).args(["check", "rules"]).arg(&rules_path).output().expect("run promtool");
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&rules_path)
+        .output()
+        .expect("run promtool");
     assert!(
         out.status.success(),
         "promtool rejected a dashboard expression:\n{}{}",
@@ -478,7 +572,10 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
             }
         };
         if result["result"].as_array().is_none_or(Vec::is_empty) {
-            failures.push(format!("{} / {} [{}]: empty result for {expr}", q.dashboard, q.panel, q.ref_id));
+            failures.push(format!(
+                "{} / {} [{}]: empty result for {expr}",
+                q.dashboard, q.panel, q.ref_id
+            ));
             continue;
         }
         if matches!(q.panel_type.as_str(), "stat" | "gauge") {
@@ -487,7 +584,10 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
                 .find(|(d, p, r)| *d == q.dashboard && *p == q.panel && *r == q.ref_id)
                 .copied();
             let Some(key) = key else {
-                failures.push(format!("{} / {} [{}]: stat panel without an expected scenario figure", q.dashboard, q.panel, q.ref_id));
+                failures.push(format!(
+                    "{} / {} [{}]: stat panel without an expected scenario figure",
+                    q.dashboard, q.panel, q.ref_id
+                ));
                 continue;
             };
             let want = expected[&key];
@@ -495,7 +595,10 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
                 Some(got) if within_one_percent(got, want) => {
                     checked.insert(key);
                 }
-                other => failures.push(format!("{} / {} [{}]: got {other:?}, scenario total {want}", q.dashboard, q.panel, q.ref_id)),
+                other => failures.push(format!(
+                    "{} / {} [{}]: got {other:?}, scenario total {want}",
+                    q.dashboard, q.panel, q.ref_id
+                )),
             }
         }
     }
@@ -506,15 +609,29 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
     }
 
     // 4. Breakdowns: tokens by type and cost by model.
-    let tokens_by_type = query(port, &format!("sum by (type) (increase({}[{RANGE}]))", metric::TOKEN_USAGE), sc.end).expect("query");
+    let tokens_by_type = query(
+        port,
+        &format!("sum by (type) (increase({}[{RANGE}]))", metric::TOKEN_USAGE),
+        sc.end,
+    )
+    .expect("query");
     for (ty, want) in &sc.totals.tokens {
-        let got = by_label(&tokens_by_type, "type").get(*ty).copied().unwrap_or(f64::NAN);
+        let got = by_label(&tokens_by_type, "type")
+            .get(*ty)
+            .copied()
+            .unwrap_or(f64::NAN);
         if !within_one_percent(got, *want) {
             failures.push(format!("tokens of type {ty}: {got} vs {want}"));
         }
     }
-    let cost_q = queries.iter().find(|q| q.panel == "Cost by model").expect("Cost by model panel");
-    let cost_by_model = by_label(&query(port, &substitute(&cost_q.expr, &BTreeMap::new()), sc.end).expect("query"), "model");
+    let cost_q = queries
+        .iter()
+        .find(|q| q.panel == "Cost by model")
+        .expect("Cost by model panel");
+    let cost_by_model = by_label(
+        &query(port, &substitute(&cost_q.expr, &BTreeMap::new()), sc.end).expect("query"),
+        "model",
+    );
     for (model, want) in &sc.totals.cost_by_model {
         let got = cost_by_model.get(model).copied().unwrap_or(f64::NAN);
         if !within_one_percent(got, *want) {
@@ -523,7 +640,10 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
     }
 
     // 5. The variables filter: one model's cost, one user's sessions.
-    let total_cost = queries.iter().find(|q| q.dashboard == "claude-code-overview" && q.panel == "Total cost").expect("panel");
+    let total_cost = queries
+        .iter()
+        .find(|q| q.dashboard == "claude-code-overview" && q.panel == "Total cost")
+        .expect("panel");
     let haiku = MODELS[1];
     let vars = BTreeMap::from([("model", regex_escape(haiku))]);
     let got = scalar_of(&query(port, &substitute(&total_cost.expr, &vars), sc.end).expect("query"));
@@ -536,9 +656,14 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
     let got = scalar_of(&query(port, &substitute(&total_cost.expr, &vars), sc.end).expect("query"));
     let want = sc.totals.cost_by_model[opus];
     if !got.is_some_and(|g| within_one_percent(g, want)) {
-        failures.push(format!("model variable with [1m] suffix: cost of {opus} {got:?} vs {want}"));
+        failures.push(format!(
+            "model variable with [1m] suffix: cost of {opus} {got:?} vs {want}"
+        ));
     }
-    let sessions = queries.iter().find(|q| q.dashboard == "claude-code-overview" && q.panel == "Sessions").expect("panel");
+    let sessions = queries
+        .iter()
+        .find(|q| q.dashboard == "claude-code-overview" && q.panel == "Sessions")
+        .expect("panel");
     let vars = BTreeMap::from([("user", USERS[0].to_string())]);
     let got = scalar_of(&query(port, &substitute(&sessions.expr, &vars), sc.end).expect("query"));
     let want = sc.totals.sessions_by_user[USERS[0]] as f64;
@@ -563,11 +688,18 @@ fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals()
         let (_, body) = http_get(port, &path).expect("labels");
         let v: Value = serde_json::from_str(&body).expect("json");
         if v["data"].as_array().is_none_or(Vec::is_empty) {
-            failures.push(format!("label_values({metric_name}, {label_name}) is empty"));
+            failures.push(format!(
+                "label_values({metric_name}, {label_name}) is empty"
+            ));
         }
     }
 
-    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!(
         "evaluated {} PromQL expressions; {} stat figures equal the scenario within 1% (cost {:.4} USD, {} sessions)",
         queries.len(),
@@ -591,7 +723,9 @@ fn regex_escape(value: &str) -> String {
 
 #[test]
 fn promtool_accepts_the_prometheus_config() {
-    let Some(promtool) = require_tool("promtool") else { return };
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
     let out = Command::new(promtool)
         .args(["check", "config"])
         .arg(repo_root().join("config/prometheus.yml"))

@@ -126,6 +126,12 @@ where
     .unwrap_or_else(|e| panic!("cannot build a tokio runtime: {e}"))
 }
 
+/// Writes one line to stdout; a closed pipe (`| head`) ends output quietly instead of panicking.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
 fn data_dir(settings: &StackSettings) -> anyhow::Result<PathBuf> {
     settings.resolved_data_dir().ok_or_else(|| {
         anyhow!("no data directory: set `[stack] data_dir` (no home directory could be determined)")
@@ -208,16 +214,16 @@ pub fn run_up(args: &UpArgs, settings: &StackSettings) -> anyhow::Result<i32> {
 
 fn print_urls(settings: &StackSettings) {
     let p = &settings.ports;
-    println!(
+    emit(&format!(
         "Grafana:     http://127.0.0.1:{}/d/claude-code-overview  (anonymous read-only; admin/admin to edit)",
         p.grafana
-    );
-    println!("Prometheus:  http://127.0.0.1:{}", p.prometheus);
-    println!("Loki:        http://127.0.0.1:{}", p.loki);
-    println!(
+    ));
+    emit(&format!("Prometheus:  http://127.0.0.1:{}", p.prometheus));
+    emit(&format!("Loki:        http://127.0.0.1:{}", p.loki));
+    emit(&format!(
         "OTLP:        grpc 127.0.0.1:{}  http http://127.0.0.1:{}",
         p.otlp_grpc, p.otlp_http
-    );
+    ));
 }
 
 /// `claude-telemetry down`.
@@ -307,10 +313,10 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
         Ok(rows) => rows,
         Err(e) => {
             if args.json {
-                println!(
+                emit(&format!(
                     "{}",
                     serde_json::json!({ "healthy": false, "error": e.to_string() })
-                );
+                ));
             }
             return Ok(report_docker_error(&e));
         }
@@ -322,7 +328,7 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
             "healthy": all_healthy,
             "services": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        emit(&serde_json::to_string_pretty(&doc)?);
     } else {
         let mut table = Table::new();
         table.load_style(UTF8_FULL_CONDENSED);
@@ -341,7 +347,7 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
                 r.url.clone(),
             ]);
         }
-        println!("{table}");
+        emit(&table.to_string());
         if !all_healthy {
             eprintln!(
                 "Not all services are healthy: `claude-telemetry up` starts them, `claude-telemetry logs <service>` shows why."
@@ -437,11 +443,14 @@ pub fn run_validate(args: &ValidateArgs, settings: &StackSettings) -> anyhow::Re
     };
     let report = validate::validate(&source);
     if report.findings.is_empty() {
-        println!("ok: {} files in {where_} are valid", report.checked);
+        emit(&format!(
+            "ok: {} files in {where_} are valid",
+            report.checked
+        ));
         Ok(0)
     } else {
         for f in &report.findings {
-            println!("{f}");
+            emit(&f.to_string());
         }
         eprintln!("{} problem(s) in {where_}", report.findings.len());
         Ok(1)
@@ -458,39 +467,33 @@ pub const SETUP_ENV: &str =
 /// `claude-telemetry setup`.
 pub fn run_setup(_args: &SetupArgs, settings: &StackSettings) -> anyhow::Result<i32> {
     let p = &settings.ports;
-    println!(
-        "# 1. Recommended: run claude through claude-telemetry. Add to ~/.bashrc or ~/.zshrc:"
+    let mut text = String::from(
+        "# 1. Recommended: run claude through claude-telemetry. Add to ~/.bashrc or ~/.zshrc:\n",
     );
     for line in ALIAS_SNIPPET
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
     {
-        println!("{line}");
+        text.push_str(line);
+        text.push('\n');
     }
-    println!();
-    println!("# 2. Shell completions:");
-    println!(
-        "#    bash: claude-telemetry completions bash > ~/.local/share/bash-completion/completions/claude-telemetry"
-    );
-    println!("#    zsh:  claude-telemetry completions zsh > \"${{fpath[1]}}/_claude-telemetry\"");
-    println!(
-        "#    fish: claude-telemetry completions fish > ~/.config/fish/completions/claude-telemetry.fish"
-    );
-    println!();
-    println!("# 3. Alternative without the relay (no privacy policy, no local copy): plain claude");
-    println!("#    exporting straight to the stack's collector. Source this in your shell:");
-    let env = SETUP_ENV.replace(
+    text.push_str(concat!(
+        "\n# 2. Shell completions:\n",
+        "#    bash: claude-telemetry completions bash > ~/.local/share/bash-completion/completions/claude-telemetry\n",
+        "#    zsh:  claude-telemetry completions zsh > \"${fpath[1]}/_claude-telemetry\"\n",
+        "#    fish: claude-telemetry completions fish > ~/.config/fish/completions/claude-telemetry.fish\n",
+        "\n# 3. Alternative without the relay (no privacy policy, no local copy): plain claude\n",
+        "#    exporting straight to the stack's collector. Source this in your shell:\n",
+    ));
+    text.push_str(&SETUP_ENV.replace(
         "${CLAUDE_TELEMETRY_OTLP_GRPC_PORT:-4317}",
         &p.otlp_grpc.to_string(),
-    );
-    for line in env.lines() {
-        println!("{line}");
-    }
-    println!();
-    println!(
-        "# The stack: `claude-telemetry up`, then Grafana at http://127.0.0.1:{}/",
+    ));
+    text.push_str(&format!(
+        "\n# The stack: `claude-telemetry up`, then Grafana at http://127.0.0.1:{}/",
         p.grafana
-    );
+    ));
+    emit(&text);
     Ok(0)
 }
 

@@ -230,7 +230,7 @@ pub fn check_image_pinned(image: &str) -> Result<(), String> {
     match name.split_once(':') {
         None => Err(format!("image `{effective}` has no tag")),
         Some((_, "latest")) => Err(format!("image `{effective}` uses `latest`")),
-        Some((_, tag)) if tag.is_empty() => Err(format!("image `{effective}` has an empty tag")),
+        Some((_, "")) => Err(format!("image `{effective}` has an empty tag")),
         Some(_) => Ok(()),
     }
 }

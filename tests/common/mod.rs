@@ -20,7 +20,9 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     });
     if found.is_none() {
         if in_ci() {
-            panic!("`{name}` is required by this test and missing (CI=true: failing, not skipping)");
+            panic!(
+                "`{name}` is required by this test and missing (CI=true: failing, not skipping)"
+            );
         }
         eprintln!("SKIPPED: `{name}` is not installed");
     }
@@ -32,7 +34,9 @@ pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
