@@ -133,10 +133,10 @@ pub fn classify(err: &bollard::errors::Error) -> DockerError {
     }
 }
 
-/// Connects and negotiates the API version (old engines reject newer clients), bounded by
+/// Connects to `DOCKER_HOST` (unix socket or tcp; default the local socket) and negotiates the API version (old engines reject newer clients), bounded by
 /// `timeout` so a hung daemon does not hang the command.
 pub async fn connect(timeout: Duration) -> Result<Docker, DockerError> {
-    let docker = Docker::connect_with_local_defaults().map_err(|e| classify(&e))?;
+    let docker = Docker::connect_with_defaults().map_err(|e| classify(&e))?;
     match tokio::time::timeout(timeout, docker.negotiate_version()).await {
         Ok(Ok(docker)) => Ok(docker),
         Ok(Err(e)) => Err(classify(&e)),
