@@ -44,10 +44,22 @@ fn stdout(out: &Output) -> String {
 #[test]
 fn validate_accepts_the_repository_and_the_embedded_files() {
     let out = run(bin().args(["validate", "--dir"]).arg(repo_root()));
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert!(stdout(&out).contains("ok: 11 files"), "{}", stdout(&out));
     let out = run(bin().args(["validate", "--embedded"]));
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -59,13 +71,27 @@ fn validate_reports_a_dashboard_with_an_unknown_metric_and_a_missing_mount() {
     }
     let dash = root.join("config/grafana/dashboards/claude-code-overview.json");
     let text = std::fs::read_to_string(&dash).expect("read");
-    std::fs::write(&dash, text.replacen("claude_code_cost_usage_USD_total", "claude_code_cost_usd_total", 1)).expect("write");
+    std::fs::write(
+        &dash,
+        text.replacen(
+            "claude_code_cost_usage_USD_total",
+            "claude_code_cost_usd_total",
+            1,
+        ),
+    )
+    .expect("write");
     std::fs::remove_file(root.join("config/prometheus.yml")).expect("remove");
     let out = run(bin().args(["validate", "--dir"]).arg(root));
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("unknown metric `claude_code_cost_usd_total`"), "{text}");
-    assert!(text.contains("mounts `../config/prometheus.yml`, which does not exist"), "{text}");
+    assert!(
+        text.contains("unknown metric `claude_code_cost_usd_total`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mounts `../config/prometheus.yml`, which does not exist"),
+        "{text}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -87,19 +113,36 @@ fn setup_prints_the_alias_and_the_env_alternative_with_configured_ports() {
     let out = run(bin().arg("setup").env("CLAUDE_TELEMETRY_CONFIG", cfg));
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    assert!(text.contains("alias claude='claude-telemetry run --'"), "{text}");
-    assert!(text.contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"http://127.0.0.1:14317\""), "{text}");
+    assert!(
+        text.contains("alias claude='claude-telemetry run --'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"http://127.0.0.1:14317\""),
+        "{text}"
+    );
     assert!(text.contains("CLAUDE_CODE_ENABLE_TELEMETRY=1"), "{text}");
 }
 
 #[test]
 fn completions_are_generated_for_bash_zsh_and_fish() {
-    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef claude-telemetry"), ("fish", "complete -c claude-telemetry")] {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef claude-telemetry"),
+        ("fish", "complete -c claude-telemetry"),
+    ] {
         let out = run(bin().args(["completions", shell]));
         assert_eq!(out.status.code(), Some(0), "{shell}");
         let text = stdout(&out);
-        assert!(text.contains(marker), "{shell}: {}", &text[..text.len().min(300)]);
-        assert!(text.contains("status"), "{shell} completion lacks subcommands");
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..text.len().min(300)]
+        );
+        assert!(
+            text.contains("status"),
+            "{shell} completion lacks subcommands"
+        );
     }
 }
 
@@ -108,13 +151,16 @@ fn clean_without_yes_and_without_a_terminal_refuses_and_touches_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = settings_file(tmp.path(), "");
     // DOCKER_HOST at a dead socket: refusing must happen before Docker is even asked.
-    let out = run(bin()
-        .arg("clean")
-        .env("CLAUDE_TELEMETRY_CONFIG", cfg)
-        .env("DOCKER_HOST", format!("unix://{}/dead.sock", tmp.path().display())));
+    let out = run(bin().arg("clean").env("CLAUDE_TELEMETRY_CONFIG", cfg).env(
+        "DOCKER_HOST",
+        format!("unix://{}/dead.sock", tmp.path().display()),
+    ));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("clean --yes"), "{}", stderr(&out));
-    assert!(!tmp.path().join("data").exists(), "clean wrote files before confirmation");
+    assert!(
+        !tmp.path().join("data").exists(),
+        "clean wrote files before confirmation"
+    );
 }
 
 /// Asserts one message line on stderr that contains every needle.
@@ -136,19 +182,40 @@ fn daemon_down_gives_one_message_and_exit_69_for_every_command() {
     if common::require_tool("docker").is_none() {
         return;
     }
-    for args in [vec!["status"], vec!["up"], vec!["down"], vec!["logs"], vec!["clean", "--yes"]] {
-        let out = run(bin().args(&args).env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", &dead));
-        assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER), "{args:?}: {}", stderr(&out));
+    for args in [
+        vec!["status"],
+        vec!["up"],
+        vec!["down"],
+        vec!["logs"],
+        vec!["clean", "--yes"],
+    ] {
+        let out = run(bin()
+            .args(&args)
+            .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+            .env("DOCKER_HOST", &dead));
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_NO_DOCKER),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert_one_message(&out, &["not running", "dead.sock", "Start it"]);
     }
     // A TCP DOCKER_HOST nobody listens on is honoured (not silently replaced by the local socket).
     let tcp = format!("tcp://127.0.0.1:{}", common::free_port());
-    let out = run(bin().arg("status").env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", &tcp));
+    let out = run(bin()
+        .arg("status")
+        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("DOCKER_HOST", &tcp));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER), "{}", stderr(&out));
     assert_one_message(&out, &["not running", &tcp]);
-    let out = run(bin().args(["status", "--json"]).env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", &dead));
+    let out = run(bin()
+        .args(["status", "--json"])
+        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("DOCKER_HOST", &dead));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status --json prints JSON on failure too");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).expect("status --json prints JSON on failure too");
     assert_eq!(v["healthy"], false);
 }
 
@@ -162,7 +229,10 @@ fn stale_socket_file_without_a_daemon_is_daemon_down() {
     let sock = tmp.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
     assert!(sock.exists());
-    let out = run(bin().arg("status").env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", format!("unix://{}", sock.display())));
+    let out = run(bin()
+        .arg("status")
+        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("DOCKER_HOST", format!("unix://{}", sock.display())));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER));
     assert_one_message(&out, &["not running", "stale.sock"]);
 }
@@ -175,11 +245,24 @@ fn no_docker_installed_gives_install_advice_and_local_only_on_the_run_path() {
     std::fs::create_dir_all(&empty_path).expect("mkdir");
     let dead = format!("unix://{}/none.sock", tmp.path().display());
     for args in [vec!["status"], vec!["up"]] {
-        let out = run(bin().args(&args).env("PATH", &empty_path).env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", &dead));
-        assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER), "{args:?}: {}", stderr(&out));
+        let out = run(bin()
+            .args(&args)
+            .env("PATH", &empty_path)
+            .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+            .env("DOCKER_HOST", &dead));
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_NO_DOCKER),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert_one_message(&out, &["Docker is not installed", "Install Docker"]);
     }
-    let out = run(bin().arg("stack-ensure").env("PATH", &empty_path).env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", &dead));
+    let out = run(bin()
+        .arg("stack-ensure")
+        .env("PATH", &empty_path)
+        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("DOCKER_HOST", &dead));
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("LocalOnly"), "{}", stdout(&out));
     assert_one_message(&out, &["local-only mode", "Docker is not installed"]);
@@ -193,9 +276,15 @@ fn run_path_with_daemon_down_is_local_only_and_fast() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A collector health port nobody listens on.
     let port = common::free_port();
-    let cfg = settings_file(tmp.path(), &format!("[stack.ports]\ncollector_health = {port}\n"));
+    let cfg = settings_file(
+        tmp.path(),
+        &format!("[stack.ports]\ncollector_health = {port}\n"),
+    );
     let dead = format!("unix://{}/dead.sock", tmp.path().display());
-    let out = run(bin().arg("stack-ensure").env("CLAUDE_TELEMETRY_CONFIG", &cfg).env("DOCKER_HOST", &dead));
+    let out = run(bin()
+        .arg("stack-ensure")
+        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("DOCKER_HOST", &dead));
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(text.contains("LocalOnly"), "{text}");
@@ -225,7 +314,9 @@ fn permission_denied_on_the_socket_says_how_to_get_access() {
     let is_root = unsafe_free_euid_is_root();
     let mut cmd = if is_root {
         // Root ignores file modes: run the binary as `nobody` so the socket's 0600 applies.
-        let Some(setpriv) = common::require_tool("setpriv") else { return };
+        let Some(setpriv) = common::require_tool("setpriv") else {
+            return;
+        };
         let mut c = Command::new(setpriv);
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(env!("CARGO_BIN_EXE_claude-telemetry"));

@@ -1,0 +1,358 @@
+//! `up` / `status` / `logs` / `down` / `clean` and the run path's background start against the
+//! real Docker engine, with the stand-in image of `tests/stack-images/` (built locally: nothing
+//! can be pulled) selected for every service through the `[stack.images]` override.
+//!
+//! Needs a running engine and `docker compose` v2; under CI=true their absence fails the test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, in_ci, repo_root, require_tool};
+use serde_json::Value;
+
+const IMAGE: &str = "claude-telemetry-standin:test";
+
+/// Whether the engine and compose v2 are usable; under CI anything missing panics.
+fn docker_usable() -> bool {
+    if require_tool("docker").is_none() {
+        return false;
+    }
+    let ok = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ok(&["compose", "version"]) {
+        assert!(
+            !in_ci(),
+            "`docker compose` v2 is required (CI=true: failing, not skipping)"
+        );
+        eprintln!("SKIPPED: docker compose v2 missing");
+        return false;
+    }
+    if !ok(&["info", "--format", "{{.ServerVersion}}"]) {
+        assert!(
+            !in_ci(),
+            "the Docker daemon is not running (CI=true: failing, not skipping)"
+        );
+        eprintln!("SKIPPED: the Docker daemon is not running");
+        return false;
+    }
+    true
+}
+
+fn build_standin() {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *built {
+        return;
+    }
+    let out = Command::new("sh")
+        .arg(repo_root().join("tests/stack-images/build.sh"))
+        .arg(IMAGE)
+        .output()
+        .expect("run build.sh");
+    assert!(
+        out.status.success(),
+        "building the stand-in image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *built = true;
+}
+
+struct Stack {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    project: String,
+    grafana_port: u16,
+}
+
+impl Stack {
+    /// A stack with its own project name (`tag` keeps parallel tests apart) and free ports.
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = format!("cttest{}{tag}", std::process::id());
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let cfg = dir.path().join("settings.toml");
+        let text = format!(
+            "[stack]\nproject_name = \"{project}\"\ndata_dir = \"{}\"\nready_timeout_secs = 90\n\
+             [stack.ports]\notlp_grpc = {}\notlp_http = {}\ncollector_health = {}\nprometheus = {}\nloki = {}\ngrafana = {}\n\
+             [stack.images]\ncollector = \"{IMAGE}\"\nprometheus = \"{IMAGE}\"\nloki = \"{IMAGE}\"\ngrafana = \"{IMAGE}\"\n",
+            dir.path().join("data").display(),
+            ports[0],
+            ports[1],
+            ports[2],
+            ports[3],
+            ports[4],
+            ports[5]
+        );
+        std::fs::write(&cfg, text).expect("write settings");
+        Self {
+            dir,
+            cfg,
+            project,
+            grafana_port: ports[5],
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
+            .args(args)
+            .env("CLAUDE_TELEMETRY_CONFIG", &self.cfg)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run claude-telemetry")
+    }
+
+    fn status_json(&self) -> (Option<i32>, Value) {
+        let out = self.run(&["status", "--json"]);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), v)
+    }
+
+    fn volumes(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["volume", "ls", "--quiet", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.project))
+            .output()
+            .expect("docker volume ls");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    /// Removes whatever a failed test left behind (containers, volumes, network).
+    fn drop(&mut self) {
+        let compose = self.data().join("compose/docker-compose.yml");
+        if compose.exists() {
+            let _ = Command::new("docker")
+                .args(["compose", "--file"])
+                .arg(&compose)
+                .args([
+                    "--project-name",
+                    &self.project,
+                    "down",
+                    "--volumes",
+                    "--timeout",
+                    "1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn wait_healthy(stack: &Stack, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, v) = stack.status_json();
+        if code == Some(0) && v["healthy"] == true {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "stack not healthy in time: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn assert_loopback_ports(v: &Value) {
+    for s in v["services"].as_array().expect("services") {
+        let ports = s["ports"].as_array().expect("ports");
+        assert!(!ports.is_empty(), "{} publishes nothing", s["service"]);
+        for p in ports {
+            assert!(
+                p.as_str().is_some_and(|p| p.starts_with("127.0.0.1:")),
+                "{} publishes {p}",
+                s["service"]
+            );
+        }
+    }
+}
+
+#[test]
+fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
+    if !docker_usable() {
+        return;
+    }
+    build_standin();
+    let stack = Stack::new("full");
+
+    // Not started yet: status is unhealthy (every service missing), exit non-zero.
+    let (code, v) = stack.status_json();
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["services"]
+            .as_array()
+            .is_some_and(|s| s.len() == 4 && s.iter().all(|x| x["state"] == "missing")),
+        "{v}"
+    );
+
+    // up: writes the files, starts the containers, waits for readiness, prints the URLs.
+    let out = stack.run(&["up", "--timeout", "90"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "http://127.0.0.1:{}/d/claude-code-overview",
+            stack.grafana_port
+        )),
+        "{}",
+        text(&out)
+    );
+    for svc in ["otel-collector", "prometheus", "loki", "grafana"] {
+        assert!(
+            text(&out).contains(&format!("ready: {svc}")),
+            "no progress line for {svc}: {}",
+            text(&out)
+        );
+    }
+    assert!(
+        stack
+            .data()
+            .join("config/grafana/dashboards/claude-code-overview.json")
+            .exists()
+    );
+
+    // up again is idempotent.
+    let out = stack.run(&["up", "--timeout", "90"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // status: all running and ready, ports on loopback only; the table names every service.
+    let (code, v) = stack.status_json();
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["healthy"], true);
+    assert!(
+        v["services"].as_array().is_some_and(|s| s
+            .iter()
+            .all(|x| x["state"] == "running" && x["healthy"] == true)),
+        "{v}"
+    );
+    assert_loopback_ports(&v);
+    let out = stack.run(&["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    for svc in ["otel-collector", "prometheus", "loki", "grafana"] {
+        assert!(text(&out).contains(svc), "{}", text(&out));
+    }
+
+    // logs: one service, prefixed, showing the arguments compose passed (the compose file's command).
+    let out = stack.run(&["logs", "prometheus", "--tail", "all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let logs = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        logs.lines().all(|l| l.starts_with("prometheus |")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("--enable-feature=created-timestamp-zero-ingestion"),
+        "{logs}"
+    );
+    let out = stack.run(&["logs"]);
+    assert_eq!(out.status.code(), Some(0));
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    for svc in ["otel-collector", "prometheus", "loki", "grafana"] {
+        assert!(
+            all.lines().any(|l| l.starts_with(svc)),
+            "no {svc} lines in {all}"
+        );
+    }
+    let out = stack.run(&["logs", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Run path with the stack up: one probe, Ready, no message.
+    let out = stack.run(&["stack-ensure"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("Ready"),
+        "{}",
+        text(&out)
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+
+    // A user edit survives `up` and is reported.
+    let prom = stack.data().join("config/prometheus.yml");
+    let edited = format!(
+        "{}\n# my edit\n",
+        std::fs::read_to_string(&prom).expect("read")
+    );
+    std::fs::write(&prom, &edited).expect("edit");
+    let out = stack.run(&["up", "--timeout", "90"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("kept your edited"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&prom).expect("read"), edited);
+    assert!(stack.data().join("config/prometheus.yml.new").exists());
+
+    // down: containers gone, volumes kept; status exits non-zero.
+    let out = stack.run(&["down"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, v) = stack.status_json();
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(stack.volumes().len(), 3, "down must keep the volumes");
+
+    // Run path with the stack down: returns at once, the stack comes up in the background.
+    let out = stack.run(&["stack-ensure"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.starts_with("Starting"), "{}", text(&out));
+    let micros: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("elapsed_us="))
+        .and_then(|v| v.parse().ok())
+        .expect("elapsed_us");
+    assert!(micros < 500_000, "the run path waited {micros} µs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out)
+    );
+    let v = wait_healthy(&stack, Duration::from_secs(90));
+    assert_loopback_ports(&v);
+
+    // clean without --yes and without a terminal refuses; with --yes removes the volumes.
+    let out = stack.run(&["clean"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(stack.volumes().len(), 3);
+    let out = stack.run(&["clean", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stack.volumes().is_empty(),
+        "volumes left: {:?}",
+        stack.volumes()
+    );
+    let (code, _) = stack.status_json();
+    assert_eq!(code, Some(1));
+}
+
+#[test]
+fn restart_brings_the_stack_back_healthy() {
+    if !docker_usable() {
+        return;
+    }
+    build_standin();
+    let stack = Stack::new("restart");
+    let out = stack.run(&["restart", "--timeout", "90"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, v) = stack.status_json();
+    assert_eq!(code, Some(0), "{v}");
+    let out = stack.run(&["clean", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
