@@ -356,3 +356,60 @@ fn restart_brings_the_stack_back_healthy() {
     let out = stack.run(&["clean", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// `docker compose config` (compose's own parser, no daemon needed) on the repository's compose
+/// file: every bind-mounted file exists, every port is published on 127.0.0.1, every image tag
+/// is pinned, and the image/port overrides reach the resolved file.
+#[test]
+fn compose_config_resolves_with_existing_mounts_loopback_ports_and_pinned_tags() {
+    if require_tool("docker").is_none() {
+        return;
+    }
+    let compose = repo_root().join("compose/docker-compose.yml");
+    let resolve = |env: &[(&str, &str)]| -> Value {
+        let out = Command::new("docker")
+            .args(["compose", "--file"])
+            .arg(&compose)
+            .args(["config", "--format", "json"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker compose config");
+        assert!(
+            out.status.success(),
+            "compose rejected the file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("compose config JSON")
+    };
+    let d = resolve(&[]);
+    let services = d["services"].as_object().expect("services");
+    assert_eq!(services.len(), 4);
+    for (name, s) in services {
+        let image = s["image"].as_str().expect("image");
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+            "{name}: image `{image}` not pinned"
+        );
+        for p in s["ports"].as_array().expect("ports") {
+            assert_eq!(p["host_ip"], "127.0.0.1", "{name}: {p}");
+        }
+        for v in s["volumes"].as_array().into_iter().flatten() {
+            if v["type"] == "bind" {
+                let source = v["source"].as_str().expect("source");
+                assert!(
+                    std::path::Path::new(source).exists(),
+                    "{name}: mounts missing {source}"
+                );
+            }
+        }
+    }
+    let d = resolve(&[
+        ("CLAUDE_TELEMETRY_LOKI_IMAGE", IMAGE),
+        ("CLAUDE_TELEMETRY_GRAFANA_PORT", "3999"),
+    ]);
+    assert_eq!(d["services"]["loki"]["image"], IMAGE);
+    assert_eq!(d["services"]["grafana"]["ports"][0]["published"], "3999");
+    assert_eq!(d["services"]["grafana"]["ports"][0]["host_ip"], "127.0.0.1");
+}
