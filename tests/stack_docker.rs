@@ -77,6 +77,11 @@ struct Stack {
 impl Stack {
     /// A stack with its own project name (`tag` keeps parallel tests apart) and free ports.
     fn new(tag: &str) -> Self {
+        Self::with_loki_image(tag, IMAGE)
+    }
+
+    /// Like [`Stack::new`], with another image for the `loki` service.
+    fn with_loki_image(tag: &str, loki_image: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let project = format!("cttest{}{tag}", std::process::id());
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
@@ -84,7 +89,7 @@ impl Stack {
         let text = format!(
             "[stack]\nproject_name = \"{project}\"\ndata_dir = \"{}\"\nready_timeout_secs = 90\n\
              [stack.ports]\notlp_grpc = {}\notlp_http = {}\ncollector_health = {}\nprometheus = {}\nloki = {}\ngrafana = {}\n\
-             [stack.images]\ncollector = \"{IMAGE}\"\nprometheus = \"{IMAGE}\"\nloki = \"{IMAGE}\"\ngrafana = \"{IMAGE}\"\n",
+             [stack.images]\ncollector = \"{IMAGE}\"\nprometheus = \"{IMAGE}\"\nloki = \"{loki_image}\"\ngrafana = \"{IMAGE}\"\n",
             dir.path().join("data").display(),
             ports[0],
             ports[1],
@@ -353,6 +358,31 @@ fn restart_brings_the_stack_back_healthy() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (code, v) = stack.status_json();
     assert_eq!(code, Some(0), "{v}");
+    let out = stack.run(&["clean", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_crashing_service_fails_up_fast_with_its_last_log_lines() {
+    if !docker_usable() {
+        return;
+    }
+    build_standin();
+    let stack = Stack::with_loki_image("crash", &format!("{IMAGE}-crash"));
+    let started = Instant::now();
+    let out = stack.run(&["up", "--timeout", "90"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("service `loki` is"), "{err}");
+    assert!(
+        err.contains("failing on purpose"),
+        "the container's own log line is missing: {err}"
+    );
+    // Well before the 90 s readiness timeout: the engine's view ended the wait.
+    assert!(took < Duration::from_secs(60), "up took {took:?}");
+    let (code, v) = stack.status_json();
+    assert_eq!(code, Some(1), "{v}");
     let out = stack.run(&["clean", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

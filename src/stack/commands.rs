@@ -171,7 +171,9 @@ pub fn run_up(args: &UpArgs, settings: &StackSettings) -> anyhow::Result<i32> {
         "Starting the telemetry stack ({})…",
         compose.file().display()
     );
-    let status = compose.up(None).map_err(|e| anyhow!("{e}"))?;
+    let status = compose
+        .up((!args.no_wait).then_some(timeout))
+        .map_err(|e| anyhow!("{e}"))?;
     if !status.success() {
         eprintln!(
             "claude-telemetry: `docker compose up` failed (see above); `claude-telemetry logs` shows the containers' output."
@@ -183,7 +185,8 @@ pub fn run_up(args: &UpArgs, settings: &StackSettings) -> anyhow::Result<i32> {
         return Ok(0);
     }
     eprintln!("Waiting for the services to be ready (up to {timeout} s)…");
-    let pending = readiness::wait_all_ready(
+    let mut last_check = std::time::Instant::now();
+    let outcome = readiness::wait_all_ready(
         &settings.ports,
         Duration::from_secs(timeout),
         |service, after| {
@@ -193,23 +196,67 @@ pub fn run_up(args: &UpArgs, settings: &StackSettings) -> anyhow::Result<i32> {
                 after.as_secs_f64()
             );
         },
+        || {
+            // Ask the engine every 2 s whether a container has given up, to fail fast.
+            if last_check.elapsed() < Duration::from_secs(2) {
+                return None;
+            }
+            last_check = std::time::Instant::now();
+            failed_container(settings)
+        },
     );
-    if !pending.is_empty() {
-        for (service, probe) in &pending {
-            eprintln!(
-                "  NOT ready: {:<15} {} at {}",
-                service.name,
-                probe.describe(),
-                service.ready_url(&settings.ports)
-            );
+    match outcome {
+        readiness::WaitOutcome::Ready => {}
+        readiness::WaitOutcome::Failed(reason) => {
+            eprintln!("claude-telemetry: {reason}");
+            return Ok(EXIT_UNHEALTHY);
         }
-        eprintln!(
-            "claude-telemetry: the stack did not become ready within {timeout} s; see `claude-telemetry logs <service>`."
-        );
-        return Ok(EXIT_UNHEALTHY);
+        readiness::WaitOutcome::TimedOut(pending) => {
+            for (service, probe) in &pending {
+                eprintln!(
+                    "  NOT ready: {:<15} {} at {}",
+                    service.name,
+                    probe.describe(),
+                    service.ready_url(&settings.ports)
+                );
+            }
+            eprintln!(
+                "claude-telemetry: the stack did not become ready within {timeout} s; see `claude-telemetry logs <service>`."
+            );
+            return Ok(EXIT_UNHEALTHY);
+        }
     }
     print_urls(settings);
     Ok(0)
+}
+
+/// A container of the stack that exited or keeps restarting, with its last log lines.
+fn failed_container(settings: &StackSettings) -> Option<String> {
+    block_on(async {
+        let docker = docker::connect(Duration::from_secs(2)).await.ok()?;
+        let containers = docker::project_containers(&docker, &settings.project_name)
+            .await
+            .ok()?;
+        let failed = containers
+            .into_iter()
+            .find(|c| matches!(c.state.as_str(), "exited" | "dead" | "restarting"))?;
+        let mut tail = Vec::new();
+        let _ = docker::write_logs(
+            &docker,
+            std::slice::from_ref(&failed),
+            false,
+            "5",
+            &mut tail,
+        )
+        .await;
+        Some(format!(
+            "service `{}` is {} instead of running; its last log lines:\n{}\nFix the cause (`claude-telemetry validate`, `claude-telemetry logs {}`) and run `claude-telemetry up` again.",
+            failed.service,
+            failed.state,
+            String::from_utf8_lossy(&tail).trim_end(),
+            failed.service
+        ))
+    })
 }
 
 fn print_urls(settings: &StackSettings) {

@@ -110,13 +110,26 @@ pub fn probe_all(ports: &StackPorts, timeout: Duration) -> Vec<(&'static Service
         .collect()
 }
 
-/// Polls every service until all are ready or `timeout` passes, calling `progress` once
-/// when each service becomes ready. Returns the services still not ready (empty = success).
+/// How waiting for the stack ended.
+#[derive(Debug)]
+pub enum WaitOutcome {
+    /// Every service answered its readiness endpoint.
+    Ready,
+    /// The time ran out; these services were still not ready.
+    TimedOut(Vec<(&'static Service, Probe)>),
+    /// `check_failed` reported a failure (e.g. a container that keeps exiting).
+    Failed(String),
+}
+
+/// Polls every service until all are ready, `timeout` passes, or `check_failed` (called
+/// between rounds while some service is not ready) returns a reason to stop; calls `progress`
+/// once when each service becomes ready.
 pub fn wait_all_ready(
     ports: &StackPorts,
     timeout: Duration,
     mut progress: impl FnMut(&Service, Duration),
-) -> Vec<(&'static Service, Probe)> {
+    mut check_failed: impl FnMut() -> Option<String>,
+) -> WaitOutcome {
     let start = Instant::now();
     let mut pending: Vec<&'static Service> = SERVICES.iter().collect();
     loop {
@@ -127,8 +140,14 @@ pub fn wait_all_ready(
                 other => still.push((service, other)),
             }
         }
-        if still.is_empty() || start.elapsed() >= timeout {
-            return still;
+        if still.is_empty() {
+            return WaitOutcome::Ready;
+        }
+        if start.elapsed() >= timeout {
+            return WaitOutcome::TimedOut(still);
+        }
+        if let Some(reason) = check_failed() {
+            return WaitOutcome::Failed(reason);
         }
         pending = still.into_iter().map(|(s, _)| s).collect();
         std::thread::sleep(Duration::from_millis(500));
