@@ -306,9 +306,33 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     assert_eq!(std::fs::read_to_string(&prom).expect("read"), edited);
     assert!(stack.data().join("config/prometheus.yml.new").exists());
 
+    // logs -f follows new output (here: each stand-in's shutdown line) until the containers stop.
+    let follower = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
+        .args(["logs", "--follow", "--tail", "0"])
+        .env("CLAUDE_TELEMETRY_CONFIG", &stack.cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
+    std::thread::sleep(Duration::from_secs(2));
+
     // down: containers gone, volumes kept; status exits non-zero.
     let out = stack.run(&["down"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let followed = follower
+        .wait_with_output()
+        .expect("logs -f ends when the containers stop");
+    assert_eq!(followed.status.code(), Some(0), "{}", text(&followed));
+    let followed = String::from_utf8_lossy(&followed.stdout).to_string();
+    for svc in ["otel-collector", "prometheus", "loki", "grafana"] {
+        assert!(
+            followed
+                .lines()
+                .any(|l| l.starts_with(svc) && l.ends_with("stand-in stopping")),
+            "logs -f missed {svc} stopping: {followed}"
+        );
+    }
     let (code, v) = stack.status_json();
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(stack.volumes().len(), 3, "down must keep the volumes");
