@@ -10,7 +10,6 @@
 mod common;
 
 #[path = "../src/definitions.rs"]
-#[allow(dead_code)]
 mod definitions;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -14,19 +14,20 @@ const EXIT_NO_DOCKER: i32 = 69;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"));
-    cmd.stdin(Stdio::null());
+    cmd.stdin(Stdio::null()).current_dir(std::env::temp_dir());
     cmd
 }
 
-/// Writes a settings file with `[stack]` pointing at `data_dir` and returns its path.
+/// Writes `config.toml` with `[stack]` pointing at `<dir>/data` and returns the config dir
+/// (for `CLAUDE_TELEMETRY_CONFIG_DIR`).
 fn settings_file(dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("settings.toml");
+    let path = dir.join("config.toml");
     let text = format!(
         "[stack]\nproject_name = \"ctclitest\"\ndata_dir = \"{}\"\n{extra}",
         dir.join("data").display()
     );
     std::fs::write(&path, text).expect("write settings");
-    path
+    dir.to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -110,7 +111,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn setup_prints_the_alias_and_the_env_alternative_with_configured_ports() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = settings_file(tmp.path(), "[stack.ports]\notlp_grpc = 14317\n");
-    let out = run(bin().arg("setup").env("CLAUDE_TELEMETRY_CONFIG", cfg));
+    let out = run(bin().arg("setup").env("CLAUDE_TELEMETRY_CONFIG_DIR", cfg));
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
@@ -151,10 +152,13 @@ fn clean_without_yes_and_without_a_terminal_refuses_and_touches_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cfg = settings_file(tmp.path(), "");
     // DOCKER_HOST at a dead socket: refusing must happen before Docker is even asked.
-    let out = run(bin().arg("clean").env("CLAUDE_TELEMETRY_CONFIG", cfg).env(
-        "DOCKER_HOST",
-        format!("unix://{}/dead.sock", tmp.path().display()),
-    ));
+    let out = run(bin()
+        .arg("clean")
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", cfg)
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/dead.sock", tmp.path().display()),
+        ));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("clean --yes"), "{}", stderr(&out));
     assert!(
@@ -191,7 +195,7 @@ fn daemon_down_gives_one_message_and_exit_69_for_every_command() {
     ] {
         let out = run(bin()
             .args(&args)
-            .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+            .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
             .env("DOCKER_HOST", &dead));
         assert_eq!(
             out.status.code(),
@@ -205,13 +209,13 @@ fn daemon_down_gives_one_message_and_exit_69_for_every_command() {
     let tcp = format!("tcp://127.0.0.1:{}", common::free_port());
     let out = run(bin()
         .arg("status")
-        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
         .env("DOCKER_HOST", &tcp));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER), "{}", stderr(&out));
     assert_one_message(&out, &["not running", &tcp]);
     let out = run(bin()
         .args(["status", "--json"])
-        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
         .env("DOCKER_HOST", &dead));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER));
     let v: serde_json::Value =
@@ -231,7 +235,7 @@ fn stale_socket_file_without_a_daemon_is_daemon_down() {
     assert!(sock.exists());
     let out = run(bin()
         .arg("status")
-        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
         .env("DOCKER_HOST", format!("unix://{}", sock.display())));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER));
     assert_one_message(&out, &["not running", "stale.sock"]);
@@ -248,7 +252,7 @@ fn no_docker_installed_gives_install_advice_and_local_only_on_the_run_path() {
         let out = run(bin()
             .args(&args)
             .env("PATH", &empty_path)
-            .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+            .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
             .env("DOCKER_HOST", &dead));
         assert_eq!(
             out.status.code(),
@@ -259,9 +263,9 @@ fn no_docker_installed_gives_install_advice_and_local_only_on_the_run_path() {
         assert_one_message(&out, &["Docker is not installed", "Install Docker"]);
     }
     let out = run(bin()
-        .arg("stack-ensure")
+        .arg("stack-check")
         .env("PATH", &empty_path)
-        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
         .env("DOCKER_HOST", &dead));
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("LocalOnly"), "{}", stdout(&out));
@@ -282,8 +286,8 @@ fn run_path_with_daemon_down_is_local_only_and_fast() {
     );
     let dead = format!("unix://{}/dead.sock", tmp.path().display());
     let out = run(bin()
-        .arg("stack-ensure")
-        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .arg("stack-check")
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
         .env("DOCKER_HOST", &dead));
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
@@ -310,7 +314,11 @@ fn permission_denied_on_the_socket_says_how_to_get_access() {
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let cfg = settings_file(tmp.path(), "");
-    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::set_permissions(
+        cfg.join("config.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
     let is_root = unsafe_free_euid_is_root();
     let mut cmd = if is_root {
         // Root ignores file modes: run the binary as `nobody` so the socket's 0600 applies.
@@ -327,7 +335,7 @@ fn permission_denied_on_the_socket_says_how_to_get_access() {
     };
     let out = run(cmd
         .arg("status")
-        .env("CLAUDE_TELEMETRY_CONFIG", &cfg)
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
         .env("HOME", tmp.path())
         .env("DOCKER_HOST", format!("unix://{}", sock.display())));
     assert_eq!(out.status.code(), Some(EXIT_NO_DOCKER), "{}", stderr(&out));

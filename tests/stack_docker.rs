@@ -69,6 +69,7 @@ fn build_standin() {
 
 struct Stack {
     dir: tempfile::TempDir,
+    /// The config dir holding `config.toml` (for `CLAUDE_TELEMETRY_CONFIG_DIR`).
     cfg: PathBuf,
     project: String,
     grafana_port: u16,
@@ -85,7 +86,7 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let project = format!("cttest{}{tag}", std::process::id());
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-        let cfg = dir.path().join("settings.toml");
+        let cfg = dir.path().join("config.toml");
         let text = format!(
             "[stack]\nproject_name = \"{project}\"\ndata_dir = \"{}\"\nready_timeout_secs = 90\n\
              [stack.ports]\notlp_grpc = {}\notlp_http = {}\ncollector_health = {}\nprometheus = {}\nloki = {}\ngrafana = {}\n\
@@ -100,8 +101,8 @@ impl Stack {
         );
         std::fs::write(&cfg, text).expect("write settings");
         Self {
+            cfg: dir.path().to_path_buf(),
             dir,
-            cfg,
             project,
             grafana_port: ports[5],
         }
@@ -114,7 +115,8 @@ impl Stack {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
             .args(args)
-            .env("CLAUDE_TELEMETRY_CONFIG", &self.cfg)
+            .env("CLAUDE_TELEMETRY_CONFIG_DIR", &self.cfg)
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .output()
             .expect("run claude-telemetry")
@@ -285,7 +287,7 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     assert_eq!(out.status.code(), Some(2));
 
     // Run path with the stack up: one probe, Ready, no message.
-    let out = stack.run(&["stack-ensure"]);
+    let out = stack.run(&["stack-check"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("Ready"),
         "{}",
@@ -309,7 +311,7 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     // logs -f follows new output (here: each stand-in's shutdown line) until the containers stop.
     let follower = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
         .args(["logs", "--follow", "--tail", "0"])
-        .env("CLAUDE_TELEMETRY_CONFIG", &stack.cfg)
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &stack.cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -338,7 +340,7 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     assert_eq!(stack.volumes().len(), 3, "down must keep the volumes");
 
     // Run path with the stack down: returns at once, the stack comes up in the background.
-    let out = stack.run(&["stack-ensure"]);
+    let out = stack.run(&["stack-check"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.starts_with("Starting"), "{}", text(&out));
     let micros: u64 = stdout

@@ -41,11 +41,6 @@ impl Default for StackSettings {
 }
 
 impl StackSettings {
-    /// Whether the run path should manage the stack, given whether Docker looks available.
-    pub fn manage_effective(&self, docker_available: bool) -> bool {
-        self.manage.unwrap_or(docker_available)
-    }
-
     /// The directory holding `compose/` and `config/` for this user.
     ///
     /// `None` only when no home directory can be determined and no override is set.
@@ -117,8 +112,7 @@ mod tests {
     fn absent_table_gives_defaults() {
         let root: Root = toml::from_str("").expect("empty toml parses");
         assert_eq!(root.stack, StackSettings::default());
-        assert!(root.stack.manage_effective(true));
-        assert!(!root.stack.manage_effective(false));
+        assert_eq!(root.stack.manage, None);
     }
 
     #[test]
@@ -127,7 +121,7 @@ mod tests {
             "[stack]\nmanage = false\n[stack.ports]\ngrafana = 3300\n[stack.images]\nloki = \"local/loki:test\"\n",
         )
         .expect("valid stack table");
-        assert!(!root.stack.manage_effective(true));
+        assert_eq!(root.stack.manage, Some(false));
         assert_eq!(root.stack.ports.grafana, 3300);
         assert_eq!(root.stack.ports.prometheus, 9090);
         assert_eq!(root.stack.images.loki.as_deref(), Some("local/loki:test"));

@@ -100,13 +100,6 @@ impl InstallReport {
             })
             .collect()
     }
-
-    /// Whether any file was created or updated.
-    pub fn changed(&self) -> bool {
-        self.files
-            .iter()
-            .any(|(_, o)| matches!(o, FileOutcome::Created | FileOutcome::Updated))
-    }
 }
 
 /// Errors writing the stack files (always with the path concerned).
@@ -227,7 +220,8 @@ pub fn install_files(
 }
 
 /// The version recorded by the last `install` in `dir`, if any.
-pub fn installed_version(dir: &Path) -> Option<String> {
+#[cfg(test)]
+fn installed_version(dir: &Path) -> Option<String> {
     let manifest = read_manifest(dir);
     (!manifest.version.is_empty()).then_some(manifest.version)
 }

@@ -433,8 +433,6 @@ pub const REACT_PANEL_TYPES: &[&str] = &[
 pub struct DashboardQuery {
     /// The panel title (or variable name).
     pub panel: String,
-    /// The panel type (`variable` for template variables).
-    pub panel_type: String,
     /// The datasource uid.
     pub datasource: String,
     /// The expression.
@@ -447,7 +445,6 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
         for panel in panels.as_array().into_iter().flatten() {
             walk(&panel["panels"], out);
             let title = panel["title"].as_str().unwrap_or("").to_string();
-            let panel_type = panel["type"].as_str().unwrap_or("").to_string();
             let panel_ds = panel["datasource"]["uid"]
                 .as_str()
                 .unwrap_or("")
@@ -462,7 +459,6 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
                     .unwrap_or_else(|| panel_ds.clone());
                 out.push(DashboardQuery {
                     panel: title.clone(),
-                    panel_type: panel_type.clone(),
                     datasource: ds,
                     expr: expr.to_string(),
                 });
@@ -485,7 +481,6 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
         if let Some(expr) = expr {
             out.push(DashboardQuery {
                 panel: var["name"].as_str().unwrap_or("").to_string(),
-                panel_type: "variable".to_string(),
                 datasource: var["datasource"]["uid"].as_str().unwrap_or("").to_string(),
                 expr: expr.to_string(),
             });
