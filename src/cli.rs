@@ -224,11 +224,12 @@ pub fn main() -> i32 {
 /// `<data dir>/stack` (so `CLAUDE_TELEMETRY_DATA_DIR` moves it too).
 fn with_stack(body: impl FnOnce(&settings::stack::StackSettings) -> anyhow::Result<i32>) -> i32 {
     with_settings(&[], |loaded| {
-        let mut stack = loaded.settings.stack.clone();
-        if stack.data_dir.is_none() {
-            stack.data_dir = Some(loaded.paths.data_dir.join("stack"));
-        }
-        body(&stack)
+        body(
+            &loaded
+                .settings
+                .stack
+                .with_default_data_dir(&loaded.paths.data_dir),
+        )
     })
 }
 

@@ -14,7 +14,12 @@ const EXIT_NO_DOCKER: i32 = 69;
 
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"));
-    cmd.stdin(Stdio::null()).current_dir(std::env::temp_dir());
+    cmd.stdin(Stdio::null())
+        .current_dir(std::env::temp_dir())
+        .env(
+            "CLAUDE_TELEMETRY_DATA_DIR",
+            std::env::temp_dir().join("claude-telemetry-stack-cli-test"),
+        );
     cmd
 }
 

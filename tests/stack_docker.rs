@@ -108,6 +108,23 @@ impl Stack {
         }
     }
 
+    /// The OTLP/gRPC port of this stack's collector, from the written settings.
+    fn otlp_grpc_port(&self) -> u16 {
+        let text = std::fs::read_to_string(self.cfg.join("config.toml")).expect("read settings");
+        text.lines()
+            .find_map(|l| l.strip_prefix("otlp_grpc = "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("otlp_grpc in settings")
+    }
+
+    /// Adds TOML tables to the settings file.
+    fn append_config(&self, toml: &str) {
+        let path = self.cfg.join("config.toml");
+        let mut text = std::fs::read_to_string(&path).expect("read settings");
+        text.push_str(toml);
+        std::fs::write(&path, text).expect("write settings");
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -116,6 +133,10 @@ impl Stack {
         Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
             .args(args)
             .env("CLAUDE_TELEMETRY_CONFIG_DIR", &self.cfg)
+            .env(
+                "CLAUDE_TELEMETRY_DATA_DIR",
+                self.dir.path().join("launcher-data"),
+            )
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .output()
@@ -409,6 +430,60 @@ fn a_crashing_service_fails_up_fast_with_its_last_log_lines() {
     assert!(took < Duration::from_secs(60), "up took {took:?}");
     let (code, v) = stack.status_json();
     assert_eq!(code, Some(1), "{v}");
+    let out = stack.run(&["clean", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// The run path (`claude-telemetry -p …`): with the stack down, claude starts at once, one line
+/// says the stack is starting in the background, and the stack comes up; with the stack up,
+/// nothing is said.
+#[test]
+fn run_path_starts_claude_immediately_and_the_stack_in_the_background() {
+    if !docker_usable() {
+        return;
+    }
+    build_standin();
+    let stack = Stack::new("runpath");
+    let fake = stack.dir.path().join("fake-claude");
+    std::fs::write(&fake, "#!/bin/sh\necho \"fake claude ran: $*\"\n").expect("write fake claude");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    stack.append_config(&format!(
+        "[claude]\npath = \"{}\"\n[upstream]\nendpoint = \"http://127.0.0.1:{}\"\n",
+        fake.display(),
+        stack.otlp_grpc_port()
+    ));
+
+    let started = Instant::now();
+    let out = stack.run(&["-p", "hello"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("fake claude ran:"),
+        "{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("starting the telemetry stack in the background"))
+            .count(),
+        1,
+        "{err}"
+    );
+    // claude did not wait for containers (compose alone takes seconds to start four).
+    assert!(took < Duration::from_secs(5), "the run took {took:?}");
+    let v = wait_healthy(&stack, Duration::from_secs(90));
+    assert_loopback_ports(&v);
+
+    let out = stack.run(&["-p", "again"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("telemetry stack"),
+        "{}",
+        text(&out)
+    );
+
     let out = stack.run(&["clean", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -41,6 +41,16 @@ impl Default for StackSettings {
 }
 
 impl StackSettings {
+    /// These settings with `data_dir` defaulting to `<data_dir>/stack` (the launcher's data dir,
+    /// which `CLAUDE_TELEMETRY_DATA_DIR` moves) when the user set none.
+    pub fn with_default_data_dir(&self, data_dir: &std::path::Path) -> Self {
+        let mut out = self.clone();
+        if out.data_dir.is_none() {
+            out.data_dir = Some(data_dir.join("stack"));
+        }
+        out
+    }
+
     /// The directory holding `compose/` and `config/` for this user.
     ///
     /// `None` only when no home directory can be determined and no override is set.

@@ -88,7 +88,41 @@ pub const SERVICES: [Service; 4] = [
     },
 ];
 
+/// Whether `endpoint` (the relay's upstream) is this stack's collector: a loopback host on one
+/// of the stack's OTLP ports. Only then does the run path start the stack; a team collector
+/// elsewhere is none of its business.
+pub fn is_local_collector(endpoint: &str, ports: &StackPorts) -> bool {
+    let rest = endpoint
+        .trim()
+        .strip_prefix("http://")
+        .or_else(|| endpoint.trim().strip_prefix("https://"))
+        .unwrap_or(endpoint.trim());
+    let authority = rest.split('/').next().unwrap_or_default();
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    let port: Option<u16> = port.parse().ok();
+    loopback && (port == Some(ports.otlp_grpc) || port == Some(ports.otlp_http))
+}
+
 /// Looks a service up by its compose name.
 pub fn service(name: &str) -> Option<&'static Service> {
     SERVICES.iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_collector_is_a_loopback_host_on_a_stack_port() {
+        let ports = StackPorts::default();
+        assert!(is_local_collector("http://localhost:4317", &ports));
+        assert!(is_local_collector("http://127.0.0.1:4318/", &ports));
+        assert!(is_local_collector("[::1]:4317", &ports));
+        assert!(!is_local_collector("https://otel.example.com:4317", &ports));
+        assert!(!is_local_collector("http://localhost:9999", &ports));
+        assert!(!is_local_collector("http://localhost", &ports));
+    }
 }
