@@ -358,3 +358,41 @@ fn unsafe_free_euid_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// On a terminal, `clean` asks first; anything but yes deletes nothing (and asks before Docker is
+/// even contacted, so this needs no engine).
+#[test]
+fn clean_on_a_terminal_asks_and_no_deletes_nothing() {
+    use expectrl::process::unix::WaitStatus;
+    use expectrl::{Expect, Session};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = settings_file(tmp.path(), "");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"));
+    cmd.arg("clean")
+        .current_dir(tmp.path())
+        .env("CLAUDE_TELEMETRY_CONFIG_DIR", &cfg)
+        .env(
+            "CLAUDE_TELEMETRY_DATA_DIR",
+            tmp.path().join("launcher-data"),
+        )
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/dead.sock", tmp.path().display()),
+        );
+    let mut session = Session::spawn(cmd).expect("spawn under a PTY");
+    session.set_expect_timeout(Some(std::time::Duration::from_secs(10)));
+    session
+        .expect("ctclitest_prometheus-data")
+        .expect("the prompt names the volumes");
+    session.expect("[y/N]").expect("the prompt asks");
+    session.send_line("n").expect("answer");
+    session
+        .expect("Nothing deleted.")
+        .expect("refusal acknowledged");
+    let status = session.get_process().wait().expect("wait");
+    assert_eq!(status, WaitStatus::Exited(session.get_process().pid(), 2));
+    assert!(
+        !tmp.path().join("data").exists(),
+        "clean wrote files after a no"
+    );
+}

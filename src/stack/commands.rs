@@ -663,6 +663,16 @@ mod tests {
     }
 
     #[test]
+    fn block_on_works_from_inside_a_running_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let value = rt.block_on(async { block_on(async { 41 + 1 }) });
+        assert_eq!(value, 42);
+    }
+
+    #[test]
     fn local_only_message_is_one_line() {
         let n = StackNotice::LocalOnly {
             reason: "Docker is not installed".into(),
