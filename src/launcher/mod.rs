@@ -190,18 +190,40 @@ fn summarise(loaded: &Loaded, program: &std::path::Path, stats: &RelayStats, dra
     let _ = record.save(&loaded.paths.last_run_file());
 }
 
-/// `claude --version`, bounded in time; only asked for on the rare "nothing arrived" path.
+/// `claude --version`, bounded in time; only asked for on the rare "nothing arrived" path and by
+/// `doctor`. The loop marker is set so a wrapper that leads back to us stops at once.
 pub fn claude_version(program: &std::path::Path) -> String {
-    let child = std::process::Command::new(program)
+    let unknown = || "(unknown version)".to_string();
+    let Ok(mut child) = std::process::Command::new(program)
         .arg("--version")
+        .env(LAUNCHER_PID_ENV, std::process::id().to_string())
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output();
-    child
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "(unknown version)".into())
+        .spawn()
+    else {
+        return unknown();
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return unknown();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read;
+        let _ = stdout.read_to_string(&mut out);
+    }
+    let version = out.trim().to_string();
+    if version.is_empty() {
+        unknown()
+    } else {
+        version
+    }
 }
 
 /// True when our parent or grandparent is a launcher that set the marker: the `claude` it

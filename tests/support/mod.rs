@@ -19,6 +19,7 @@
 
 pub mod anthropic;
 mod background;
+pub mod checks;
 pub mod rotel;
 pub mod sandbox;
 pub mod sink;
