@@ -280,6 +280,7 @@ pub fn run_down(_args: &DownArgs, settings: &StackSettings) -> anyhow::Result<i3
         return Ok(report_docker_error(&e));
     }
     let status = compose.down(false).map_err(|e| anyhow!("{e}"))?;
+    forget_background_start(settings);
     Ok(if status.success() {
         0
     } else {
@@ -468,6 +469,7 @@ pub fn run_clean(args: &CleanArgs, settings: &StackSettings) -> anyhow::Result<i
         return Ok(report_docker_error(&e));
     }
     let status = compose.down(true).map_err(|e| anyhow!("{e}"))?;
+    forget_background_start(settings);
     Ok(if status.success() {
         0
     } else {
@@ -629,6 +631,26 @@ pub fn ensure_started_in_background(settings: &StackSettings) -> StackNotice {
     start_detached(&dir, settings)
 }
 
+/// How long after a background start another session leaves it alone instead of starting a
+/// second `docker compose up` next to it.
+const START_GRACE: Duration = Duration::from_secs(60);
+
+/// After `down`/`clean` the next session may start the stack again at once.
+fn forget_background_start(settings: &StackSettings) {
+    if let Some(dir) = settings.resolved_data_dir() {
+        let _ = std::fs::remove_file(dir.join("compose-up.log"));
+    }
+}
+
+/// Whether a background start wrote its log within [`START_GRACE`] of `now`.
+fn start_in_progress(log: &Path, now: std::time::SystemTime) -> bool {
+    std::fs::metadata(log)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| now.duration_since(modified).ok())
+        .is_some_and(|age| age < START_GRACE)
+}
+
 fn start_detached(dir: &Path, settings: &StackSettings) -> StackNotice {
     if let Err(e) = files::install(dir) {
         return StackNotice::LocalOnly {
@@ -636,6 +658,10 @@ fn start_detached(dir: &Path, settings: &StackSettings) -> StackNotice {
         };
     }
     let log = dir.join("compose-up.log");
+    if start_in_progress(&log, std::time::SystemTime::now()) {
+        // Another session started it moments ago: compose is still writing its log.
+        return StackNotice::Starting { log };
+    }
     match Compose::new(dir, settings).spawn_up_detached(&log) {
         Ok(()) => StackNotice::Starting { log },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => StackNotice::LocalOnly {
@@ -670,6 +696,20 @@ mod tests {
             .expect("runtime");
         let value = rt.block_on(async { block_on(async { 41 + 1 }) });
         assert_eq!(value, 42);
+    }
+
+    #[test]
+    fn a_fresh_start_log_means_a_start_is_in_progress() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("compose-up.log");
+        let now = std::time::SystemTime::now();
+        assert!(!start_in_progress(&log, now), "no log: nothing in progress");
+        std::fs::write(&log, "starting").expect("write");
+        assert!(start_in_progress(&log, std::time::SystemTime::now()));
+        assert!(!start_in_progress(
+            &log,
+            now + START_GRACE + Duration::from_secs(1)
+        ));
     }
 
     #[test]
