@@ -10,6 +10,7 @@ mod terminal;
 use crate::claude::{self, Invocation, TelemetryTarget};
 use crate::relay::{self, DrainReport, stats::RelayStats};
 use crate::settings::Loaded;
+use crate::stack;
 use child::ChildSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,6 +84,16 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
             None
         }
     };
+    // The local stack: one fast probe; started in the background when down, never waited for
+    // (the relay's outbox keeps telemetry until the collector answers).
+    if settings.upstream.is_active()
+        && stack::is_local_collector(&settings.upstream.endpoint, &settings.stack.ports)
+    {
+        let stack_settings = settings.stack.with_default_data_dir(&loaded.paths.data_dir);
+        if let Some(message) = stack::ensure_started_in_background(&stack_settings).message() {
+            eprintln!("{message}");
+        }
+    }
 
     let mut spec = ChildSpec {
         program: program.clone(),

@@ -14,6 +14,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub upstream: UpstreamSettings,
     pub export: ExportSettings,
+    /// `[stack]`: the local observability stack (compose, images, ports, run-path start).
+    pub stack: super::stack::StackSettings,
 }
 
 /// How to find and start the real `claude`.
