@@ -27,16 +27,28 @@ const MODEL: &str = "claude-sonnet-4-6";
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn runs() -> usize {
-    std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(11).max(10)
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11)
+        .max(10)
 }
 
 fn timed(mut cmd: Command) -> f64 {
     let t = Instant::now();
-    let status = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().expect("run");
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run");
     assert!(status.success(), "benchmark command failed: {cmd:?}");
     t.elapsed().as_secs_f64()
 }
@@ -51,10 +63,19 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 fn sandbox(api: &FakeAnthropic, upstream: &str) -> Sandbox {
     let mut s = Sandbox::new(api);
     let scratch = s.scratch();
-    s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", claude_bin().display().to_string())
-        .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
-        .set_env("CLAUDE_TELEMETRY_DATA_DIR", scratch.join("data").display().to_string())
-        .set_env("CLAUDE_TELEMETRY_CONFIG_DIR", scratch.join("config").display().to_string());
+    s.set_env(
+        "CLAUDE_TELEMETRY_CLAUDE__PATH",
+        claude_bin().display().to_string(),
+    )
+    .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
+    .set_env(
+        "CLAUDE_TELEMETRY_DATA_DIR",
+        scratch.join("data").display().to_string(),
+    )
+    .set_env(
+        "CLAUDE_TELEMETRY_CONFIG_DIR",
+        scratch.join("config").display().to_string(),
+    );
     s
 }
 
@@ -73,7 +94,9 @@ fn bench_version(n: usize) {
     let (p, o) = (median(plain), median(ours));
     println!(
         "(a) --version: claude {:.1} ms, claude-telemetry {:.1} ms, ratio {:.3} (target ≤ 1.05)",
-        p * 1e3, o * 1e3, o / p
+        p * 1e3,
+        o * 1e3,
+        o / p
     );
 }
 
@@ -90,7 +113,10 @@ fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
             {
                 peak = peak.max(kb);
             }
-            if status.lines().any(|l| l.starts_with("State:") && l.contains('Z')) {
+            if status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -126,21 +152,31 @@ fn bench_turn(n: usize) {
     let (p, o) = (median(plain), median(ours));
     println!(
         "(b) -p turn: claude→upstream {:.0} ms, claude→launcher→upstream {:.0} ms, ratio {:.3} (target ≤ 1.10)",
-        p * 1e3, o * 1e3, o / p
+        p * 1e3,
+        o * 1e3,
+        o / p
     );
     println!(
         "    launcher peak RSS (VmHWM, polled every 5 ms): median {:.1} MiB, max {:.1} MiB (target ≤ 30)",
         median(rss.clone()),
         rss.iter().cloned().fold(0.0, f64::max)
     );
-    assert!(sink.request_count(support::Signal::Metrics) > 0, "upstream got nothing");
+    assert!(
+        sink.request_count(support::Signal::Metrics) > 0,
+        "upstream got nothing"
+    );
 }
 
 /// Runs `program args` on the slave side of a fresh PTY and reads the master until EOF.
 fn pty_drain(program: &str, args: &[&str], env: &[(&str, &str)]) -> (f64, u64) {
     let pty = portable_pty::native_pty_system();
     let pair = pty
-        .openpty(portable_pty::PtySize { rows: 40, cols: 120, pixel_width: 0, pixel_height: 0 })
+        .openpty(portable_pty::PtySize {
+            rows: 40,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
         .unwrap();
     let mut cmd = portable_pty::CommandBuilder::new(program);
     cmd.args(args);
@@ -166,7 +202,11 @@ fn pty_drain(program: &str, args: &[&str], env: &[(&str, &str)]) -> (f64, u64) {
 fn bench_pty(n: usize) {
     const BYTES: u64 = 200_000_000;
     let dir = tempfile::tempdir().unwrap();
-    let writer = script(dir.path(), "writer", &format!("exec head -c {BYTES} /dev/zero"));
+    let writer = script(
+        dir.path(),
+        "writer",
+        &format!("exec head -c {BYTES} /dev/zero"),
+    );
     let writer_s = writer.display().to_string();
     let data = dir.path().join("data");
     let data_s = data.display().to_string();
@@ -196,6 +236,8 @@ fn bench_pty(n: usize) {
 fn bench_exec_latency(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let clock = script(dir.path(), "clock", "exec date +%s%N");
+    let sink = OtlpSink::start();
+    let upstream = sink.grpc_endpoint();
     let now_ns = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -216,6 +258,8 @@ fn bench_exec_latency(n: usize) {
                 .args(["-p", "x"])
                 .current_dir(dir.path())
                 .env("CLAUDE_TELEMETRY_CLAUDE__PATH", &clock)
+                // A live upstream of our own: the default (the local stack) would start Docker.
+                .env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", &upstream)
                 .env("CLAUDE_TELEMETRY_DATA_DIR", dir.path().join("data"))
                 .env("CLAUDE_TELEMETRY_CONFIG_DIR", dir.path().join("config")),
         ));
@@ -228,9 +272,6 @@ fn bench_exec_latency(n: usize) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
     let n = runs();
     println!("launcher benchmarks, {n} alternating runs each, medians");
     bench_version(n);

@@ -211,12 +211,30 @@ fn env_layers(env: &BTreeMap<String, String>) -> Result<Vec<Layer>, SettingsErro
                     .map(|(s, k)| format!("{ENV_PREFIX}{s}__{k}")),
             });
         };
-        let dotted = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
+        let dotted = env_key_path(section, key);
         let layer = single(&dotted, env_value(raw), Source::Env(name.clone()));
         check_against_model(&layer.table, &format!("env {name}"), &dotted)?;
         layers.push(layer);
     }
     Ok(layers)
+}
+
+/// `__` separates every level (`CLAUDE_TELEMETRY_STACK__PORTS__GRAFANA` → `stack.ports.grafana`);
+/// keys are lower-cased except inside user-data tables, where the rest is one key kept as written
+/// (`CLAUDE_TELEMETRY_CLAUDE__ENV__MY_VAR` → `claude.env.MY_VAR`).
+fn env_key_path(section: &str, key: &str) -> String {
+    let mut parts: Vec<String> = vec![section.to_lowercase()];
+    let mut rest = key.split("__");
+    while let Some(part) = rest.next() {
+        let so_far = parts.join(".");
+        if MAP_KEYS.contains(&so_far.as_str()) {
+            let remainder: Vec<&str> = std::iter::once(part).chain(rest.by_ref()).collect();
+            parts.push(remainder.join("__"));
+            break;
+        }
+        parts.push(part.to_lowercase());
+    }
+    parts.join(".")
 }
 
 fn flag_layer(flag: &FlagOverride) -> Result<Layer, SettingsError> {
