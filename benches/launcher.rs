@@ -2,7 +2,7 @@
 //! noisy): medians of alternating runs. Prints figures; asserts nothing.
 //!
 //!   cargo bench --bench launcher            (needs CLAUDE_TELEMETRY_TEST_CLAUDE, see tests/run.sh)
-//!   BENCH_RUNS=20 cargo bench --bench launcher
+//!   BENCH_RUNS=20 BENCH_ONLY=a,c cargo bench --bench launcher
 //!
 //! (a) `claude-telemetry --version` vs `claude --version`               target ≤ 1.05×
 //! (b) one `-p` turn through the launcher (live upstream) vs plain claude exporting straight to
@@ -202,10 +202,11 @@ fn pty_drain(program: &str, args: &[&str], env: &[(&str, &str)]) -> (f64, u64) {
 fn bench_pty(n: usize) {
     const BYTES: u64 = 200_000_000;
     let dir = tempfile::tempdir().unwrap();
+    // `--version` answers at once: the launcher asks for it when a session sent no telemetry.
     let writer = script(
         dir.path(),
         "writer",
-        &format!("exec head -c {BYTES} /dev/zero"),
+        &format!("[ \"$1\" = --version ] && exec echo 0.0.0\nexec head -c {BYTES} /dev/zero"),
     );
     let writer_s = writer.display().to_string();
     let data = dir.path().join("data");
@@ -273,9 +274,20 @@ fn bench_exec_latency(n: usize) {
 
 fn main() {
     let n = runs();
+    // BENCH_ONLY=a,c runs a subset.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "a,b,c,d".into());
+    let wanted = |k: &str| only.split(',').any(|w| w.trim() == k);
     println!("launcher benchmarks, {n} alternating runs each, medians");
-    bench_version(n);
-    bench_exec_latency(n);
-    bench_turn(n);
-    bench_pty(n);
+    if wanted("a") {
+        bench_version(n);
+    }
+    if wanted("d") {
+        bench_exec_latency(n);
+    }
+    if wanted("b") {
+        bench_turn(n);
+    }
+    if wanted("c") {
+        bench_pty(n);
+    }
 }

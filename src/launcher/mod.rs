@@ -216,7 +216,8 @@ pub fn claude_version(program: &std::path::Path) -> String {
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         use std::io::Read;
-        let _ = stdout.read_to_string(&mut out);
+        // A version is one short line; never read more than a few KiB of whatever answered.
+        let _ = stdout.take(4096).read_to_string(&mut out);
     }
     let version = out.trim().to_string();
     if version.is_empty() {
