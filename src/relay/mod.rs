@@ -1,0 +1,2 @@
+//! Relay stages between receive and forward.
+pub mod policy;

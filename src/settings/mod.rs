@@ -1,0 +1,2 @@
+//! Layered settings; this branch only adds the policy sections.
+pub mod policy;
