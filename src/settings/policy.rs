@@ -65,7 +65,8 @@ impl TextMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentifierMode {
-    /// Replaced by a keyed HMAC-SHA256 pseudonym (hex): stable per key, not reversible.
+    /// Replaced by a keyed HMAC-SHA256 pseudonym (128 bits, hex): stable per key, not
+    /// reversible.
     #[default]
     Hash,
     /// Sent as claude sent them.

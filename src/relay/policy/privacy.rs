@@ -15,6 +15,9 @@
 //!   redacted leaf by leaf and re-serialised (object keys sorted), so the patterns see the
 //!   unescaped text and the result stays valid JSON.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use hmac::{Hmac, KeyInit, Mac};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use regex::Regex;
@@ -33,39 +36,9 @@ pub const IDENTIFIER_KEYS: [&str; 4] = [
     "user.id",
 ];
 
-/// Keys holding conversation text: prompts, responses, raw API bodies, system prompts.
-const CONVERSATION_KEYS: [&str; 9] = [
-    "prompt",
-    "response",
-    "body",
-    "user_prompt",
-    "new_context",
-    "system_prompt",
-    "system_prompt_preview",
-    "user_system_prompt",
-    "system_reminders",
-];
-
-/// Keys holding tool details: parameters, inputs, commands, paths, content, output.
-const TOOL_DETAIL_KEYS: [&str; 14] = [
-    "tool_parameters",
-    "tool_input",
-    "full_command",
-    "bash_command",
-    "command",
-    "file_path",
-    "content",
-    "output",
-    "diff",
-    "tool",
-    "hook_definitions",
-    "mcp_server_name",
-    "mcp_tool_name",
-    "skill_name",
-];
-
 /// Built-in secret patterns: Anthropic keys, bearer tokens, AWS access key ids and labelled
-/// secret keys, e-mail addresses.
+/// secret keys, e-mail addresses. [`may_hold_builtin_secret`] must accept every text any of
+/// them can match.
 const BUILTIN_PATTERNS: [&str; 5] = [
     r"sk-ant-[A-Za-z0-9_\-]{8,}",
     r"(?i)(?-u:\b)bearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
@@ -73,6 +46,54 @@ const BUILTIN_PATTERNS: [&str; 5] = [
     r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?[A-Za-z0-9/+=]{40}"#,
     r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
 ];
+
+/// Cheap necessary condition for [`BUILTIN_PATTERNS`]: each pattern requires one of the
+/// literals `@`, `sk-ant-`, `bearer`, `AKIA`/`ASIA`, `secret` (none of which JSON escapes).
+/// The scan stops only at bytes that are rare in machine-made values (`@ k K I r R`: absent
+/// from hex ids, UUIDs, numbers and timestamps) and checks the literals around them, so most
+/// attribute values cost one table lookup per byte and never reach the regex.
+fn may_hold_builtin_secret(text: &str) -> bool {
+    const fn anchors() -> [bool; 256] {
+        let mut t = [false; 256];
+        t[b'@' as usize] = true;
+        t[b'k' as usize] = true;
+        t[b'K' as usize] = true;
+        t[b'I' as usize] = true;
+        t[b'r' as usize] = true;
+        t[b'R' as usize] = true;
+        t
+    }
+    static ANCHOR: [bool; 256] = anchors();
+    let b = text.as_bytes();
+    // The shortest text any built-in matches is an e-mail like `a@b.cd`.
+    if b.len() < 6 {
+        return false;
+    }
+    let at = |start: usize, lit: &[u8], ci: bool| -> bool {
+        b.get(start..start + lit.len()).is_some_and(|w| {
+            if ci {
+                w.eq_ignore_ascii_case(lit)
+            } else {
+                w == lit
+            }
+        })
+    };
+    b.iter().enumerate().any(|(i, &c)| {
+        ANCHOR[usize::from(c)]
+            && match c {
+                b'@' => true,
+                // `sk-ant-`: the k is at offset 1.
+                b'k' => i >= 1 && at(i - 1, b"sk-ant-", false),
+                // `AKIA`: K at 1; `ASIA`: I at 2.
+                b'K' => i >= 1 && at(i - 1, b"AKIA", false),
+                b'I' => i >= 2 && at(i - 2, b"ASIA", false),
+                // `bearer`: r at 3 and 5 (checking at 5 suffices); `secret`: r at 3.
+                _ => {
+                    (i >= 5 && at(i - 5, b"bearer", true)) || (i >= 3 && at(i - 3, b"secret", true))
+                }
+            }
+    })
+}
 
 /// What the record an attribute list belongs to says about its generic keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,18 +125,26 @@ enum Class {
 }
 
 fn classify(key: &str, ctx: RecordContext) -> Class {
-    if IDENTIFIER_KEYS.contains(&key) {
-        Class::Identifier
-    } else if key == "response" && ctx.survey {
-        Class::Other
-    } else if CONVERSATION_KEYS.contains(&key) {
-        Class::Conversation
-    } else if TOOL_DETAIL_KEYS.contains(&key) || (key == "error" && ctx.tool) {
-        Class::ToolDetail
-    } else if key == "tool_name" {
-        Class::ToolName
-    } else {
-        Class::Other
+    match key {
+        "user.email" | "user.account_uuid" | "organization.id" | "user.id" => Class::Identifier,
+        "response" if ctx.survey => Class::Other,
+        // Conversation text: prompts, responses, raw API bodies, system prompts, context.
+        "prompt"
+        | "response"
+        | "body"
+        | "user_prompt"
+        | "new_context"
+        | "system_prompt"
+        | "system_prompt_preview"
+        | "user_system_prompt"
+        | "system_reminders" => Class::Conversation,
+        // Tool details: parameters, inputs, commands, paths, content, output.
+        "tool_parameters" | "tool_input" | "full_command" | "bash_command" | "command"
+        | "file_path" | "content" | "output" | "diff" | "tool" | "hook_definitions"
+        | "mcp_server_name" | "mcp_tool_name" | "skill_name" => Class::ToolDetail,
+        "error" if ctx.tool => Class::ToolDetail,
+        "tool_name" => Class::ToolName,
+        _ => Class::Other,
     }
 }
 
@@ -126,40 +155,66 @@ pub struct PseudonymCache {
     entries: Vec<(String, String)>,
 }
 
-/// Compiled regex list; one combined alternation when possible (one scan per value).
+/// Compiled redaction patterns: the built-ins behind a literal prefilter, the user's in one
+/// combined alternation when possible (one scan per value).
 #[derive(Debug, Clone)]
 struct Redactor {
-    regexes: Vec<Regex>,
+    builtin: Option<Regex>,
+    user: Vec<Regex>,
+    /// A user pattern may use `^`/`$`/`\A`/`\z`, which see a JSON leaf and the whole document
+    /// differently; such patterns force leaf-by-leaf checks.
+    user_anchored: bool,
+}
+
+fn combine(patterns: &[String]) -> Result<Vec<Regex>, regex::Error> {
+    for p in patterns {
+        Regex::new(p)?;
+    }
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let combined = patterns
+        .iter()
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    match Regex::new(&combined) {
+        Ok(one) => Ok(vec![one]),
+        // Duplicate group names across patterns: keep them apart.
+        Err(_) => patterns.iter().map(|p| Regex::new(p)).collect(),
+    }
 }
 
 impl Redactor {
-    fn new(patterns: &[String]) -> Result<Option<Self>, regex::Error> {
-        if patterns.is_empty() {
+    fn new(builtins: bool, user: &[String]) -> Result<Option<Self>, regex::Error> {
+        let builtin = if builtins {
+            let all: Vec<String> = BUILTIN_PATTERNS.iter().map(|p| p.to_string()).collect();
+            combine(&all)?.into_iter().next()
+        } else {
+            None
+        };
+        let user_anchored = user
+            .iter()
+            .any(|p| p.contains(['^', '$']) || p.contains("\\A") || p.contains("\\z"));
+        let user = combine(user)?;
+        if builtin.is_none() && user.is_empty() {
             return Ok(None);
         }
-        for p in patterns {
-            Regex::new(p)?;
-        }
-        let combined = patterns
-            .iter()
-            .map(|p| format!("(?:{p})"))
-            .collect::<Vec<_>>()
-            .join("|");
-        let regexes = match Regex::new(&combined) {
-            Ok(one) => vec![one],
-            // Duplicate group names across patterns: keep them apart.
-            Err(_) => patterns
-                .iter()
-                .map(|p| Regex::new(p))
-                .collect::<Result<_, _>>()?,
-        };
-        Ok(Some(Redactor { regexes }))
+        Ok(Some(Redactor {
+            builtin,
+            user,
+            user_anchored,
+        }))
     }
 
     /// The redacted text, or `None` when nothing matched.
     fn redact_text(&self, text: &str) -> Option<String> {
         let mut current: Option<String> = None;
-        for re in &self.regexes {
+        let builtin = self
+            .builtin
+            .as_ref()
+            .filter(|_| may_hold_builtin_secret(text));
+        for re in builtin.into_iter().chain(&self.user) {
             let haystack = current.as_deref().unwrap_or(text);
             if let std::borrow::Cow::Owned(s) = re.replace_all(haystack, REDACTED) {
                 current = Some(s);
@@ -168,17 +223,39 @@ impl Redactor {
         current
     }
 
+    /// Whether no leaf of the JSON document `raw` can match, decided on the raw text: the
+    /// built-in literals survive JSON escaping; an unanchored user pattern that does not match
+    /// the raw text cannot match a leaf when nothing in it is escaped (a leaf is then a
+    /// verbatim substring, delimited by `"`, which word boundaries treat like a text edge).
+    fn json_is_clean(&self, raw: &str) -> bool {
+        if self.builtin.is_some() && may_hold_builtin_secret(raw) {
+            return false;
+        }
+        if self.user.is_empty() {
+            return true;
+        }
+        !self.user_anchored && !raw.contains('\\') && !self.user.iter().any(|re| re.is_match(raw))
+    }
+
     /// Like [`Redactor::redact_text`], but a JSON document is redacted leaf by leaf.
     fn redact_value_text(&self, text: &str) -> Option<String> {
+        // Fast path for the common case (built-ins only, value without their literals); exact
+        // for JSON documents too, since JSON never escapes those literals.
+        if self.user.is_empty() && !may_hold_builtin_secret(text) {
+            return None;
+        }
         let first = text.trim_start().as_bytes().first();
-        if matches!(first, Some(b'{') | Some(b'['))
-            && let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(text)
-        {
-            return if self.redact_json(&mut doc) {
-                serde_json::to_string(&doc).ok()
-            } else {
-                None
-            };
+        if matches!(first, Some(b'{') | Some(b'[')) {
+            if self.json_is_clean(text) {
+                return None;
+            }
+            if let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(text) {
+                return if self.redact_json(&mut doc) {
+                    serde_json::to_string(&doc).ok()
+                } else {
+                    None
+                };
+            }
         }
         self.redact_text(text)
     }
@@ -211,7 +288,16 @@ pub struct Privacy {
     identifiers: IdentifierMode,
     mac: Option<Hmac<Sha256>>,
     redactor: Option<Redactor>,
+    shared: Arc<Mutex<HashMap<String, String>>>,
 }
+
+/// Pseudonym length: 128 bits of the HMAC (truncation as RFC 2104 §5 allows). Two people
+/// collide only around 2^64 identities, and 32 hex characters fit in the buffer of the UUIDs
+/// and ids they replace, so hashing a metric point allocates nothing for them.
+pub const PSEUDONYM_BYTES: usize = 16;
+
+/// Distinct identifiers remembered across requests (a launch sees a handful).
+const SHARED_CACHE_LIMIT: usize = 1024;
 
 impl std::fmt::Debug for Privacy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -245,34 +331,57 @@ impl Privacy {
             ),
             _ => None,
         };
-        let mut patterns: Vec<String> = Vec::new();
-        if settings.builtin_redactions {
-            patterns.extend(BUILTIN_PATTERNS.iter().map(|p| p.to_string()));
-        }
-        patterns.extend(settings.redact.iter().cloned());
         Ok(Privacy {
             prompts: settings.prompts,
             tool_details: settings.tool_details,
             identifiers: settings.identifiers,
             mac,
-            redactor: Redactor::new(&patterns)?,
+            redactor: Redactor::new(settings.builtin_redactions, &settings.redact)?,
+            shared: Arc::default(),
         })
     }
 
-    /// The keyed pseudonym of one identifier: lower-case hex HMAC-SHA256.
+    /// The keyed pseudonym of one identifier: the first [`PSEUDONYM_BYTES`] of
+    /// HMAC-SHA256(key, value) as lower-case hex.
     pub fn pseudonym(&self, value: &str) -> Option<String> {
         let mut mac = self.mac.clone()?;
         mac.update(value.as_bytes());
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let bytes = mac.finalize().into_bytes();
-        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        let mut out = String::with_capacity(2 * PSEUDONYM_BYTES);
+        for b in bytes.iter().take(PSEUDONYM_BYTES) {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        Some(out)
     }
 
-    fn pseudonym_cached(&self, value: &str, cache: &mut PseudonymCache) -> Option<String> {
-        if let Some((_, p)) = cache.entries.iter().find(|(v, _)| v == value) {
+    /// The pseudonym of `value`: from the request's cache (no lock), else the policy's (one
+    /// lock per distinct value and request), else computed.
+    fn pseudonym_cached<'c>(&self, value: &str, cache: &'c mut PseudonymCache) -> Option<&'c str> {
+        let at = match cache.entries.iter().position(|(v, _)| v == value) {
+            Some(at) => at,
+            None => {
+                let p = self.pseudonym_shared(value)?;
+                cache.entries.push((value.to_string(), p));
+                cache.entries.len() - 1
+            }
+        };
+        Some(cache.entries[at].1.as_str())
+    }
+
+    fn pseudonym_shared(&self, value: &str) -> Option<String> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still a
+        // valid cache.
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = shared.get(value) {
             return Some(p.clone());
         }
         let p = self.pseudonym(value)?;
-        cache.entries.push((value.to_string(), p.clone()));
+        if shared.len() >= SHARED_CACHE_LIMIT {
+            shared.clear();
+        }
+        shared.insert(value.to_string(), p.clone());
         Some(p)
     }
 
@@ -321,22 +430,31 @@ impl Privacy {
         match self.identifiers {
             IdentifierMode::Keep => true,
             IdentifierMode::Drop => false,
-            IdentifierMode::Hash => {
-                let text = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(Value::StringValue(s)) => s.clone(),
-                    Some(Value::IntValue(i)) => i.to_string(),
-                    None => return true,
-                    // Structured identifiers cannot be pseudonymised faithfully: remove them.
-                    Some(_) => return false,
-                };
-                match self.pseudonym_cached(&text, cache) {
+            IdentifierMode::Hash => match kv.value.as_mut().and_then(|v| v.value.as_mut()) {
+                Some(Value::StringValue(s)) => match self.pseudonym_cached(s, cache) {
                     Some(p) => {
-                        kv.value = Some(string_value(p));
+                        if s.capacity() >= p.len() {
+                            s.clear();
+                            s.push_str(p);
+                        } else {
+                            // A fresh buffer: growing would copy the identifier first.
+                            *s = p.to_string();
+                        }
                         true
                     }
                     None => false,
-                }
-            }
+                },
+                Some(Value::IntValue(i)) => match self.pseudonym_cached(&i.to_string(), cache) {
+                    Some(p) => {
+                        kv.value = Some(string_value(p.to_string()));
+                        true
+                    }
+                    None => false,
+                },
+                None => true,
+                // Structured identifiers cannot be pseudonymised faithfully: remove them.
+                Some(_) => false,
+            },
         }
     }
 
@@ -379,7 +497,13 @@ fn string_value(s: String) -> AnyValue {
 }
 
 fn set_marker(kv: &mut KeyValue) {
-    kv.value = Some(string_value(REDACTED.to_string()));
+    match kv.value.as_mut().and_then(|v| v.value.as_mut()) {
+        Some(Value::StringValue(s)) => {
+            s.clear();
+            s.push_str(REDACTED);
+        }
+        _ => kv.value = Some(string_value(REDACTED.to_string())),
+    }
 }
 
 #[cfg(test)]
@@ -421,9 +545,19 @@ mod tests {
         let pa = a1.pseudonym(email).expect("hash mode");
         assert_eq!(pa, a2.pseudonym(email).expect("hash mode"));
         assert_ne!(pa, b.pseudonym(email).expect("hash mode"));
-        assert_eq!(pa.len(), 64);
+        assert_eq!(pa.len(), 2 * PSEUDONYM_BYTES);
         assert!(pa.bytes().all(|c| c.is_ascii_hexdigit()));
         assert!(!pa.contains("ada"));
+    }
+
+    #[test]
+    fn pseudonym_is_truncated_hmac_sha256() {
+        // RFC 4231 test case 2.
+        let p = privacy(&PrivacySettings::default(), b"Jefe");
+        assert_eq!(
+            p.pseudonym("what do ya want for nothing?").as_deref(),
+            Some("5bdcc146bf60754e6a042426089575c7")
+        );
     }
 
     #[test]
@@ -439,7 +573,7 @@ mod tests {
         let changed = apply(&privacy(&s, b"k"), &mut attrs, RecordContext::default());
         assert!(!changed);
         let hashed = get(&attrs, "user.email").expect("still present");
-        assert_eq!(hashed.len(), 64);
+        assert_eq!(hashed.len(), 2 * PSEUDONYM_BYTES);
         assert_eq!(get(&attrs, "session.id"), Some("s1"));
 
         s.identifiers = IdentifierMode::Keep;
@@ -585,5 +719,54 @@ mod tests {
         let mut attrs = vec![kv("note", "aa bb cc")];
         apply(&p, &mut attrs, RecordContext::default());
         assert_eq!(get(&attrs, "note"), Some("<REDACTED> <REDACTED> cc"));
+    }
+
+    #[test]
+    fn json_leaves_are_checked_when_escapes_or_anchors_hide_a_match_in_the_raw_text() {
+        let s = PrivacySettings {
+            tool_details: TextMode::Keep,
+            redact: vec![r"password:\s+\S+".into(), r"^internal-only".into()],
+            builtin_redactions: false,
+            ..PrivacySettings::default()
+        };
+        let p = privacy(&s, b"k");
+        let escaped = r#"{"cmd":"login\npassword:\nhunter2","note":"internal-only plan"}"#;
+        let mut attrs = vec![kv("tool_input", escaped)];
+        apply(&p, &mut attrs, RecordContext::default());
+        let doc: serde_json::Value =
+            serde_json::from_str(get(&attrs, "tool_input").expect("present")).expect("JSON");
+        assert_eq!(doc["cmd"], "login\n<REDACTED>");
+        assert_eq!(doc["note"], "<REDACTED> plan");
+    }
+
+    #[test]
+    fn clean_json_is_left_byte_identical() {
+        let s = PrivacySettings {
+            tool_details: TextMode::Keep,
+            redact: vec![r"TICKET-\d+".into()],
+            ..PrivacySettings::default()
+        };
+        let p = privacy(&s, b"k");
+        let raw = r#"{"z":"ls -la","a":"list files"}"#;
+        let mut attrs = vec![kv("tool_parameters", raw)];
+        apply(&p, &mut attrs, RecordContext::default());
+        assert_eq!(
+            get(&attrs, "tool_parameters"),
+            Some(raw),
+            "key order untouched"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prefilter_accepts_every_text_a_builtin_pattern_matches(
+            text in "(sk-ant-[A-Za-z0-9]{0,12}|[Bb][Ee][Aa][Rr][Ee][Rr][ \\t]{1,2}[a-z0-9.]{0,12}|A[KS]IA[A-Z0-9]{0,18}|[Aa][Ww][Ss]_?[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa]ccess_?[Kk]ey ?= ?[A-Za-z0-9]{0,42}|[a-z.]{0,6}@[a-z]{0,5}\\.[a-z]{0,3}|[ -~]{0,8}){1,4}"
+        ) {
+            let all: Vec<String> = BUILTIN_PATTERNS.iter().map(|p| p.to_string()).collect();
+            let re = combine(&all).expect("builtins compile").remove(0);
+            if re.is_match(&text) {
+                proptest::prop_assert!(may_hold_builtin_secret(&text), "{}", text);
+            }
+        }
     }
 }
