@@ -196,58 +196,45 @@ fn ctx() -> LaunchContext {
     }
 }
 
-/// Best mean time of `f` over 7 rounds of ~0.3 s each, after a warm-up: the machine is shared,
-/// and the fastest round is the one least disturbed by other work.
-fn time_per_iter(mut f: impl FnMut()) -> Duration {
-    for _ in 0..200 {
-        f();
+/// Decode (+ policy) + encode of one request: what the relay does per request.
+fn one_request(signal: Signal, bytes: &[u8], policy: Option<&Policy>) {
+    let Ok(mut req) = ExportRequest::decode(signal, black_box(bytes)) else {
+        unreachable!("bench input decodes")
+    };
+    if let Some(p) = policy {
+        p.apply(&mut req);
     }
-    (0..7)
-        .map(|_| {
-            let mut iters: u32 = 0;
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(300) {
-                for _ in 0..50 {
-                    f();
-                }
-                iters += 50;
-            }
-            start.elapsed() / iters
-        })
-        .min()
-        .unwrap_or_default()
+    black_box(req.encode_to_vec());
 }
 
-/// Times decode (+ policy) + encode of `bytes`. Two switches serve the instruction-count
-/// script (`benches/policy-instructions.sh`): `POLICY_BENCH_ONLY=<signal>/<label>` runs one
-/// configuration (the others are skipped), `POLICY_BENCH_ITERS=<n>` runs exactly n requests
-/// instead of timing.
-fn measure(label: &str, signal: Signal, bytes: &[u8], policy: Option<&Policy>) -> Duration {
-    let id = format!("{}/{label}", signal.as_str());
-    if std::env::var("POLICY_BENCH_ONLY").is_ok_and(|only| only != id) {
-        return Duration::from_nanos(1);
-    }
-    let one_request = || {
-        let Ok(mut req) = ExportRequest::decode(signal, black_box(bytes)) else {
-            unreachable!("bench input decodes")
-        };
-        if let Some(p) = policy {
-            p.apply(&mut req);
+/// Mean time per request of each configuration: rounds of ~0.1 s per configuration,
+/// interleaved so that load from other work on a shared machine hits all of them alike, and
+/// the fastest round of each kept (the least disturbed one).
+fn time_interleaved(
+    signal: Signal,
+    bytes: &[u8],
+    configs: &[(&str, Option<&Policy>)],
+) -> Vec<Duration> {
+    for &(_, p) in configs {
+        for _ in 0..100 {
+            one_request(signal, bytes, p);
         }
-        black_box(req.encode_to_vec());
-    };
-    if let Some(n) = std::env::var("POLICY_BENCH_ITERS")
-        .ok()
-        .and_then(|n| n.parse::<u32>().ok())
-    {
-        for _ in 0..n {
-            one_request();
-        }
-        return Duration::from_nanos(1);
     }
-    let d = time_per_iter(one_request);
-    println!("  {label:<34} {:>9.2} µs/request", d.as_secs_f64() * 1e6);
-    d
+    let mut best = vec![Duration::MAX; configs.len()];
+    for _ in 0..15 {
+        for (i, &(_, p)) in configs.iter().enumerate() {
+            let mut iters: u32 = 0;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(100) {
+                for _ in 0..20 {
+                    one_request(signal, bytes, p);
+                }
+                iters += 20;
+            }
+            best[i] = best[i].min(start.elapsed() / iters);
+        }
+    }
+    best
 }
 
 fn main() {
@@ -276,21 +263,42 @@ fn main() {
     let Ok(p_heavy) = Policy::new(&heavy, &ctx()) else {
         unreachable!("heavy policy compiles")
     };
+    let configs: [(&str, Option<&Policy>); 4] = [
+        ("pass-through (decode+encode)", None),
+        ("default policy", Some(&p_default)),
+        ("keep text + redaction", Some(&p_keep)),
+        ("drop ids + merge points", Some(&p_heavy)),
+    ];
 
     for (name, signal, bytes) in [
         ("logs: 40 events", Signal::Logs, &logs),
         ("metrics: 24 points", Signal::Metrics, &metrics),
     ] {
+        // POLICY_BENCH_ONLY=<signal>/<label> + POLICY_BENCH_ITERS=<n>: run exactly n requests
+        // of one configuration, untimed (benches/policy-instructions.sh counts instructions).
+        if let (Ok(only), Some(n)) = (
+            std::env::var("POLICY_BENCH_ONLY"),
+            std::env::var("POLICY_BENCH_ITERS")
+                .ok()
+                .and_then(|n| n.parse::<u32>().ok()),
+        ) {
+            for &(label, p) in &configs {
+                if only == format!("{}/{label}", signal.as_str()) {
+                    for _ in 0..n {
+                        one_request(signal, bytes, p);
+                    }
+                }
+            }
+            continue;
+        }
         println!("{name} ({} bytes protobuf)", bytes.len());
-        let base = measure("pass-through (decode+encode)", signal, bytes, None);
-        for (label, p) in [
-            ("default policy", &p_default),
-            ("keep text + redaction", &p_keep),
-            ("drop ids + merge points", &p_heavy),
-        ] {
-            let d = measure(label, signal, bytes, Some(p));
-            let extra = (d.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0;
-            println!("  {:<34} {extra:>+8.1} % vs pass-through", "");
+        let times = time_interleaved(signal, bytes, &configs);
+        for (&(label, _), d) in configs.iter().zip(&times) {
+            let extra = (d.as_secs_f64() / times[0].as_secs_f64() - 1.0) * 100.0;
+            println!(
+                "  {label:<30} {:>8.2} µs/request  {extra:>+6.1} %",
+                d.as_secs_f64() * 1e6
+            );
         }
     }
 }

@@ -183,6 +183,29 @@ pub struct PolicySettings {
     pub resource: ResourceSettings,
 }
 
+impl PolicySettings {
+    /// Claude Code's own telemetry switches matching this policy, for the launcher to put in
+    /// claude's environment (and `--settings` env, which overrides the user's settings files).
+    /// Claude then does not produce what the relay would withhold anyway; the relay enforces
+    /// the policy regardless. `session.id` stays on metrics whatever the user set, for the
+    /// single-writer reason in [`SESSION_ID_REFUSAL`].
+    pub fn claude_switches(&self) -> Vec<(&'static str, &'static str)> {
+        let mut env = vec![("OTEL_METRICS_INCLUDE_SESSION_ID", "true")];
+        if self.privacy.prompts == TextMode::Drop {
+            env.push(("OTEL_LOG_USER_PROMPTS", "0"));
+            env.push(("OTEL_LOG_RAW_API_BODIES", "0"));
+        }
+        if self.privacy.tool_details == TextMode::Drop {
+            env.push(("OTEL_LOG_TOOL_DETAILS", "0"));
+            env.push(("OTEL_LOG_TOOL_CONTENT", "0"));
+        }
+        if self.privacy.identifiers == IdentifierMode::Drop {
+            env.push(("OTEL_METRICS_INCLUDE_ACCOUNT_UUID", "false"));
+        }
+        env
+    }
+}
+
 /// One problem in the policy settings, tied to the key a person must fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyIssue {
@@ -604,6 +627,26 @@ mod tests {
         assert!(p.resource.service_instance_id);
         assert!(p.validate().is_empty());
         assert_eq!(parse("").expect("empty file parses"), p);
+    }
+
+    #[test]
+    fn claude_switches_follow_the_policy_and_always_keep_session_id() {
+        let env = PolicySettings::default().claude_switches();
+        assert!(env.contains(&("OTEL_METRICS_INCLUDE_SESSION_ID", "true")));
+        assert!(env.contains(&("OTEL_LOG_USER_PROMPTS", "0")));
+        assert!(env.contains(&("OTEL_LOG_TOOL_DETAILS", "0")));
+        assert!(
+            !env.iter()
+                .any(|(k, _)| *k == "OTEL_METRICS_INCLUDE_ACCOUNT_UUID")
+        );
+        let mut keep = PolicySettings::default();
+        keep.privacy.prompts = TextMode::Keep;
+        keep.privacy.tool_details = TextMode::Keep;
+        keep.privacy.identifiers = IdentifierMode::Drop;
+        let env = keep.claude_switches();
+        assert!(!env.iter().any(|(k, _)| k.starts_with("OTEL_LOG_")));
+        assert!(env.contains(&("OTEL_METRICS_INCLUDE_SESSION_ID", "true")));
+        assert!(env.contains(&("OTEL_METRICS_INCLUDE_ACCOUNT_UUID", "false")));
     }
 
     #[test]

@@ -52,6 +52,12 @@ fn sample_bytes_after(settings: &PolicySettings) -> Vec<u8> {
 }
 
 #[test]
+fn policy_can_be_shared_between_receiver_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Policy>();
+}
+
+#[test]
 fn sample_carries_every_private_value_before_the_policy() {
     let (logs, metrics) = sample_requests().expect("fixtures");
     let mut bytes = logs.encode_to_vec();
