@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-300}"
 bin=$(cargo bench --bench policy --no-run --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  sed -n 's/.*"executable":"\([^"]*\/deps\/policy-[^"]*\)".*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "bench binary not found" >&2; exit 1; }
 instructions() { # $1 = configuration, $2 = requests
   POLICY_BENCH_ONLY="$1" POLICY_BENCH_ITERS="$2" \
