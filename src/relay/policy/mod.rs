@@ -8,12 +8,14 @@
 //! Order per request: privacy first (identifiers hashed or removed, text replaced, patterns
 //! redacted), then cardinality (configured attributes removed from metric points, points that
 //! became identical merged), then resource stamping (so the team's own `[resource]` values are
-//! never redacted).
+//! never redacted); the `[resource].attributes` values also replace the copies claude puts on
+//! metric points, events and spans.
 
 mod cardinality;
 mod explain;
 mod privacy;
 mod project;
+mod redact;
 mod resource;
 mod secret;
 
@@ -32,11 +34,11 @@ pub use cardinality::{Cardinality, merge_identical_points};
 #[allow(unused_imports)]
 pub use explain::{ExplainedItem, Explanation, explain, sample_requests};
 #[allow(unused_imports)]
-pub use privacy::{
-    IDENTIFIER_KEYS, Privacy, PrivacyError, PseudonymCache, REDACTED, RecordContext,
-};
+pub use privacy::{IDENTIFIER_KEYS, Privacy, PrivacyError, PseudonymCache, RecordContext};
 #[allow(unused_imports)]
 pub use project::{ProjectInfo, detect_project};
+#[allow(unused_imports)]
+pub use redact::REDACTED;
 #[allow(unused_imports)]
 pub use resource::{GIT_BRANCH, PROJECT_NAME, ResourceStamp, new_service_instance_id};
 #[allow(unused_imports)]
@@ -218,6 +220,8 @@ impl Policy {
             if mergeable {
                 removed |= self.cardinality.drop_attributes(attrs);
             }
+            // A changed value can make two points identical just like a removal.
+            removed |= self.resource.override_attributes(attrs);
             for e in exemplar_attrs {
                 self.privacy.apply_attributes(e, ctx, cache);
             }
@@ -254,6 +258,7 @@ impl Policy {
         let ctx = log_context(record);
         self.privacy
             .apply_attributes(&mut record.attributes, ctx, cache);
+        self.resource.override_attributes(&mut record.attributes);
         if let Some(body) = record.body.as_mut() {
             self.privacy.redact_any(body);
         }
@@ -263,6 +268,7 @@ impl Policy {
         let span_ctx = RecordContext::from_name(&span.name);
         self.privacy
             .apply_attributes(&mut span.attributes, span_ctx, cache);
+        self.resource.override_attributes(&mut span.attributes);
         for event in &mut span.events {
             let own = RecordContext::from_name(&event.name);
             let ctx = RecordContext {

@@ -1,5 +1,5 @@
-//! Privacy rules: conversation text, tool details, personal identifiers and redaction patterns,
-//! applied to one attribute list (or log body) at a time.
+//! Privacy rules: conversation text, tool details and personal identifiers, applied to one
+//! attribute list (or log body) at a time, with the redaction patterns of `redact.rs`.
 //!
 //! Decisions:
 //! - Dropped text is REPLACED by the marker [`REDACTED`] (what claude itself sends when its
@@ -10,23 +10,18 @@
 //!   links, resources, metric points), so a field that moves between releases stays covered.
 //!   Two generic keys are narrowed by the record they sit on: `response` (also the rating of a
 //!   `feedback_survey`) and `error` (tool output only on `tool_result` / tool spans).
-//! - Redaction runs on every string value except identifier keys (their mode governs them)
-//!   and values the policy already replaced. A value that parses as a JSON document is
-//!   redacted leaf by leaf and re-serialised (object keys sorted), so the patterns see the
-//!   unescaped text and the result stays valid JSON.
+//! - Redaction (`redact.rs`) runs on every other string value, kept text included; identifier
+//!   keys are governed by their mode alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, KeyInit, Mac};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use regex::Regex;
 use sha2::Sha256;
 
+use super::redact::{REDACTED, Redactor};
 use crate::settings::policy::{IdentifierMode, PrivacySettings, TextMode};
-
-/// The value that replaces dropped text and every redaction match.
-pub const REDACTED: &str = "<REDACTED>";
 
 /// Keys holding personal identifiers.
 pub const IDENTIFIER_KEYS: [&str; 4] = [
@@ -35,65 +30,6 @@ pub const IDENTIFIER_KEYS: [&str; 4] = [
     "organization.id",
     "user.id",
 ];
-
-/// Built-in secret patterns: Anthropic keys, bearer tokens, AWS access key ids and labelled
-/// secret keys, e-mail addresses. [`may_hold_builtin_secret`] must accept every text any of
-/// them can match.
-const BUILTIN_PATTERNS: [&str; 5] = [
-    r"sk-ant-[A-Za-z0-9_\-]{8,}",
-    r"(?i)(?-u:\b)bearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
-    r"(?-u:\b)(?:AKIA|ASIA)[A-Z0-9]{16}(?-u:\b)",
-    r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?[A-Za-z0-9/+=]{40}"#,
-    r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}",
-];
-
-/// Cheap necessary condition for [`BUILTIN_PATTERNS`]: each pattern requires one of the
-/// literals `@`, `sk-ant-`, `bearer`, `AKIA`/`ASIA`, `secret` (none of which JSON escapes).
-/// The scan stops only at bytes that are rare in machine-made values (`@ k K I r R`: absent
-/// from hex ids, UUIDs, numbers and timestamps) and checks the literals around them, so most
-/// attribute values cost one table lookup per byte and never reach the regex.
-fn may_hold_builtin_secret(text: &str) -> bool {
-    const fn anchors() -> [bool; 256] {
-        let mut t = [false; 256];
-        t[b'@' as usize] = true;
-        t[b'k' as usize] = true;
-        t[b'K' as usize] = true;
-        t[b'I' as usize] = true;
-        t[b'r' as usize] = true;
-        t[b'R' as usize] = true;
-        t
-    }
-    static ANCHOR: [bool; 256] = anchors();
-    let b = text.as_bytes();
-    // The shortest text any built-in matches is an e-mail like `a@b.cd`.
-    if b.len() < 6 {
-        return false;
-    }
-    let at = |start: usize, lit: &[u8], ci: bool| -> bool {
-        b.get(start..start + lit.len()).is_some_and(|w| {
-            if ci {
-                w.eq_ignore_ascii_case(lit)
-            } else {
-                w == lit
-            }
-        })
-    };
-    b.iter().enumerate().any(|(i, &c)| {
-        ANCHOR[usize::from(c)]
-            && match c {
-                b'@' => true,
-                // `sk-ant-`: the k is at offset 1.
-                b'k' => i >= 1 && at(i - 1, b"sk-ant-", false),
-                // `AKIA`: K at 1; `ASIA`: I at 2.
-                b'K' => i >= 1 && at(i - 1, b"AKIA", false),
-                b'I' => i >= 2 && at(i - 2, b"ASIA", false),
-                // `bearer`: r at 3 and 5 (checking at 5 suffices); `secret`: r at 3.
-                _ => {
-                    (i >= 5 && at(i - 5, b"bearer", true)) || (i >= 3 && at(i - 3, b"secret", true))
-                }
-            }
-    })
-}
 
 /// What the record an attribute list belongs to says about its generic keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -153,131 +89,6 @@ fn classify(key: &str, ctx: RecordContext) -> Class {
 #[derive(Debug, Default)]
 pub struct PseudonymCache {
     entries: Vec<(String, String)>,
-}
-
-/// Compiled redaction patterns: the built-ins behind a literal prefilter, the user's in one
-/// combined alternation when possible (one scan per value).
-#[derive(Debug, Clone)]
-struct Redactor {
-    builtin: Option<Regex>,
-    user: Vec<Regex>,
-    /// A user pattern may use `^`/`$`/`\A`/`\z`, which see a JSON leaf and the whole document
-    /// differently; such patterns force leaf-by-leaf checks.
-    user_anchored: bool,
-}
-
-fn combine(patterns: &[String]) -> Result<Vec<Regex>, regex::Error> {
-    for p in patterns {
-        Regex::new(p)?;
-    }
-    if patterns.is_empty() {
-        return Ok(Vec::new());
-    }
-    let combined = patterns
-        .iter()
-        .map(|p| format!("(?:{p})"))
-        .collect::<Vec<_>>()
-        .join("|");
-    match Regex::new(&combined) {
-        Ok(one) => Ok(vec![one]),
-        // Duplicate group names across patterns: keep them apart.
-        Err(_) => patterns.iter().map(|p| Regex::new(p)).collect(),
-    }
-}
-
-impl Redactor {
-    fn new(builtins: bool, user: &[String]) -> Result<Option<Self>, regex::Error> {
-        let builtin = if builtins {
-            let all: Vec<String> = BUILTIN_PATTERNS.iter().map(|p| p.to_string()).collect();
-            combine(&all)?.into_iter().next()
-        } else {
-            None
-        };
-        let user_anchored = user
-            .iter()
-            .any(|p| p.contains(['^', '$']) || p.contains("\\A") || p.contains("\\z"));
-        let user = combine(user)?;
-        if builtin.is_none() && user.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Redactor {
-            builtin,
-            user,
-            user_anchored,
-        }))
-    }
-
-    /// The redacted text, or `None` when nothing matched.
-    fn redact_text(&self, text: &str) -> Option<String> {
-        let mut current: Option<String> = None;
-        let builtin = self
-            .builtin
-            .as_ref()
-            .filter(|_| may_hold_builtin_secret(text));
-        for re in builtin.into_iter().chain(&self.user) {
-            let haystack = current.as_deref().unwrap_or(text);
-            if let std::borrow::Cow::Owned(s) = re.replace_all(haystack, REDACTED) {
-                current = Some(s);
-            }
-        }
-        current
-    }
-
-    /// Whether no leaf of the JSON document `raw` can match, decided on the raw text: the
-    /// built-in literals survive JSON escaping; an unanchored user pattern that does not match
-    /// the raw text cannot match a leaf when nothing in it is escaped (a leaf is then a
-    /// verbatim substring, delimited by `"`, which word boundaries treat like a text edge).
-    fn json_is_clean(&self, raw: &str) -> bool {
-        if self.builtin.is_some() && may_hold_builtin_secret(raw) {
-            return false;
-        }
-        if self.user.is_empty() {
-            return true;
-        }
-        !self.user_anchored && !raw.contains('\\') && !self.user.iter().any(|re| re.is_match(raw))
-    }
-
-    /// Like [`Redactor::redact_text`], but a JSON document is redacted leaf by leaf.
-    fn redact_value_text(&self, text: &str) -> Option<String> {
-        // Fast path for the common case (built-ins only, value without their literals); exact
-        // for JSON documents too, since JSON never escapes those literals.
-        if self.user.is_empty() && !may_hold_builtin_secret(text) {
-            return None;
-        }
-        let first = text.trim_start().as_bytes().first();
-        if matches!(first, Some(b'{') | Some(b'[')) {
-            if self.json_is_clean(text) {
-                return None;
-            }
-            if let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(text) {
-                return if self.redact_json(&mut doc) {
-                    serde_json::to_string(&doc).ok()
-                } else {
-                    None
-                };
-            }
-        }
-        self.redact_text(text)
-    }
-
-    fn redact_json(&self, doc: &mut serde_json::Value) -> bool {
-        match doc {
-            serde_json::Value::String(s) => match self.redact_value_text(s) {
-                Some(new) => {
-                    *s = new;
-                    true
-                }
-                None => false,
-            },
-            serde_json::Value::Array(items) => items
-                .iter_mut()
-                .fold(false, |changed, v| self.redact_json(v) | changed),
-            serde_json::Value::Object(map) => map
-                .values_mut()
-                .fold(false, |changed, v| self.redact_json(v) | changed),
-            _ => false,
-        }
-    }
 }
 
 /// The compiled `[privacy]` section.
@@ -460,33 +271,9 @@ impl Privacy {
 
     /// Applies the redaction patterns to any value (log bodies, nested lists and maps).
     pub fn redact_any(&self, value: &mut AnyValue) {
-        let Some(redactor) = &self.redactor else {
-            return;
-        };
-        redact_any_with(redactor, value);
-    }
-}
-
-fn redact_any_with(redactor: &Redactor, value: &mut AnyValue) {
-    match value.value.as_mut() {
-        Some(Value::StringValue(s)) => {
-            if let Some(new) = redactor.redact_value_text(s) {
-                *s = new;
-            }
+        if let Some(redactor) = &self.redactor {
+            redactor.redact_any(value);
         }
-        Some(Value::ArrayValue(a)) => {
-            for v in &mut a.values {
-                redact_any_with(redactor, v);
-            }
-        }
-        Some(Value::KvlistValue(list)) => {
-            for kv in &mut list.values {
-                if let Some(v) = kv.value.as_mut() {
-                    redact_any_with(redactor, v);
-                }
-            }
-        }
-        _ => {}
     }
 }
 
@@ -634,25 +421,14 @@ mod tests {
     }
 
     #[test]
-    fn builtin_patterns_redact_keys_tokens_aws_and_emails() {
-        let p = privacy(&PrivacySettings::default(), b"k");
-        let text = "key sk-ant-api03-AbCdEf012345-xyz, Authorization: Bearer abc.def-123456, \
-                    AKIAIOSFODNN7EXAMPLE, aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY, \
-                    mail ada.lovelace@example.co.uk";
-        let mut attrs = vec![kv("error", text)];
-        apply(&p, &mut attrs, RecordContext::default());
-        let out = get(&attrs, "error").expect("present");
-        for secret in [
-            "sk-ant-",
-            "abc.def-123456",
-            "AKIAIOSFODNN7EXAMPLE",
-            "wJalrXUtnFEMI",
-            "ada.lovelace",
-            "example.co.uk",
-        ] {
-            assert!(!out.contains(secret), "{secret} survived in {out}");
-        }
-        assert!(out.starts_with("key <REDACTED>"), "{out}");
+    fn identifiers_are_not_touched_by_email_redaction_when_kept() {
+        let s = PrivacySettings {
+            identifiers: IdentifierMode::Keep,
+            ..PrivacySettings::default()
+        };
+        let mut attrs = vec![kv("user.email", "ada@example.com")];
+        apply(&privacy(&s, b""), &mut attrs, RecordContext::default());
+        assert_eq!(get(&attrs, "user.email"), Some("ada@example.com"));
     }
 
     #[test]
@@ -671,102 +447,5 @@ mod tests {
         assert_eq!(doc["bash_command"], "curl -H 'x-api-key: <REDACTED>'");
         assert_eq!(doc["full_command"], "echo <REDACTED>\nmail <REDACTED>");
         assert_eq!(doc["description"], "call");
-    }
-
-    #[test]
-    fn identifiers_are_not_touched_by_email_redaction_when_kept() {
-        let s = PrivacySettings {
-            identifiers: IdentifierMode::Keep,
-            ..PrivacySettings::default()
-        };
-        let mut attrs = vec![kv("user.email", "ada@example.com")];
-        apply(&privacy(&s, b""), &mut attrs, RecordContext::default());
-        assert_eq!(get(&attrs, "user.email"), Some("ada@example.com"));
-    }
-
-    #[test]
-    fn user_patterns_apply_without_builtins_and_in_nested_values() {
-        let s = PrivacySettings {
-            redact: vec![r"TICKET-\d+".into()],
-            builtin_redactions: false,
-            ..PrivacySettings::default()
-        };
-        let p = privacy(&s, b"k");
-        let mut body = AnyValue {
-            value: Some(Value::KvlistValue(
-                opentelemetry_proto::tonic::common::v1::KeyValueList {
-                    values: vec![kv("msg", "see TICKET-42 from ada@example.com")],
-                },
-            )),
-        };
-        p.redact_any(&mut body);
-        let Some(Value::KvlistValue(list)) = body.value else {
-            panic!("kvlist expected");
-        };
-        assert_eq!(
-            get(&list.values, "msg"),
-            Some("see <REDACTED> from ada@example.com")
-        );
-    }
-
-    #[test]
-    fn patterns_sharing_group_names_still_compile() {
-        let s = PrivacySettings {
-            redact: vec![r"(?P<x>aa)".into(), r"(?P<x>bb)".into()],
-            ..PrivacySettings::default()
-        };
-        let p = privacy(&s, b"k");
-        let mut attrs = vec![kv("note", "aa bb cc")];
-        apply(&p, &mut attrs, RecordContext::default());
-        assert_eq!(get(&attrs, "note"), Some("<REDACTED> <REDACTED> cc"));
-    }
-
-    #[test]
-    fn json_leaves_are_checked_when_escapes_or_anchors_hide_a_match_in_the_raw_text() {
-        let s = PrivacySettings {
-            tool_details: TextMode::Keep,
-            redact: vec![r"password:\s+\S+".into(), r"^internal-only".into()],
-            builtin_redactions: false,
-            ..PrivacySettings::default()
-        };
-        let p = privacy(&s, b"k");
-        let escaped = r#"{"cmd":"login\npassword:\nhunter2","note":"internal-only plan"}"#;
-        let mut attrs = vec![kv("tool_input", escaped)];
-        apply(&p, &mut attrs, RecordContext::default());
-        let doc: serde_json::Value =
-            serde_json::from_str(get(&attrs, "tool_input").expect("present")).expect("JSON");
-        assert_eq!(doc["cmd"], "login\n<REDACTED>");
-        assert_eq!(doc["note"], "<REDACTED> plan");
-    }
-
-    #[test]
-    fn clean_json_is_left_byte_identical() {
-        let s = PrivacySettings {
-            tool_details: TextMode::Keep,
-            redact: vec![r"TICKET-\d+".into()],
-            ..PrivacySettings::default()
-        };
-        let p = privacy(&s, b"k");
-        let raw = r#"{"z":"ls -la","a":"list files"}"#;
-        let mut attrs = vec![kv("tool_parameters", raw)];
-        apply(&p, &mut attrs, RecordContext::default());
-        assert_eq!(
-            get(&attrs, "tool_parameters"),
-            Some(raw),
-            "key order untouched"
-        );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn prefilter_accepts_every_text_a_builtin_pattern_matches(
-            text in "(sk-ant-[A-Za-z0-9]{0,12}|[Bb][Ee][Aa][Rr][Ee][Rr][ \\t]{1,2}[a-z0-9.]{0,12}|A[KS]IA[A-Z0-9]{0,18}|[Aa][Ww][Ss]_?[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa]ccess_?[Kk]ey ?= ?[A-Za-z0-9]{0,42}|[a-z.]{0,6}@[a-z]{0,5}\\.[a-z]{0,3}|[ -~]{0,8}){1,4}"
-        ) {
-            let all: Vec<String> = BUILTIN_PATTERNS.iter().map(|p| p.to_string()).collect();
-            let re = combine(&all).expect("builtins compile").remove(0);
-            if re.is_match(&text) {
-                proptest::prop_assert!(may_hold_builtin_secret(&text), "{}", text);
-            }
-        }
     }
 }

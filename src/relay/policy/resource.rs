@@ -63,6 +63,27 @@ impl ResourceStamp {
         self.overrides.is_empty() && self.defaults.is_empty()
     }
 
+    /// Enforces the `[resource].attributes` values on a record's own attributes where claude
+    /// copied the resource onto them (it copies `OTEL_RESOURCE_ATTRIBUTES` to every metric
+    /// point and event), so a user's `team.id` cannot survive there either. Keys absent from
+    /// the record are not added. Returns whether a value changed.
+    pub fn override_attributes(&self, attrs: &mut [KeyValue]) -> bool {
+        let mut changed = false;
+        if self.overrides.is_empty() {
+            return changed;
+        }
+        for kv in attrs.iter_mut() {
+            if let Some((_, value)) = self.overrides.iter().find(|(k, _)| *k == kv.key) {
+                let wanted = Some(string_value(value));
+                if kv.value != wanted {
+                    kv.value = wanted;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
     /// Stamps one resource, creating it when the sender sent none.
     pub fn apply(&self, resource: &mut Option<Resource>) {
         if self.is_empty() {
@@ -161,6 +182,22 @@ mod tests {
         assert_eq!(get(&r, "project.name").as_deref(), Some("from-claude-env"));
         assert_eq!(get(&r, GIT_BRANCH).as_deref(), Some("main"));
         assert_eq!(get(&r, SERVICE_INSTANCE_ID).as_deref(), Some("i-1"));
+    }
+
+    #[test]
+    fn team_attributes_copied_onto_records_are_overridden_but_not_added() {
+        let settings = ResourceSettings {
+            attributes: BTreeMap::from([("team.id".into(), "platform".into())]),
+            ..ResourceSettings::default()
+        };
+        let stamp = ResourceStamp::new(&settings, None, None, None);
+        let mut copied = vec![key_value("team.id", "rogue"), key_value("type", "input")];
+        assert!(stamp.override_attributes(&mut copied));
+        assert_eq!(copied[0], key_value("team.id", "platform"));
+        assert!(!stamp.override_attributes(&mut copied), "already right");
+        let mut plain = vec![key_value("type", "input")];
+        assert!(!stamp.override_attributes(&mut plain));
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

@@ -527,3 +527,39 @@ proptest! {
         prop_assert_eq!(n_after, sets_after);
     }
 }
+
+#[test]
+fn team_attributes_win_on_points_and_points_made_identical_are_merged() {
+    let mut settings = PolicySettings::default();
+    settings
+        .resource
+        .attributes
+        .insert("team.id".into(), "platform".into());
+    let mut req = metrics_request(vec![delta_sum(
+        "claude_code.token.usage",
+        vec![
+            number_point(vec![s("session.id", "s1"), s("team.id", "rogue")], 2.0),
+            number_point(vec![s("session.id", "s1"), s("team.id", "platform")], 3.0),
+        ],
+    )]);
+    policy(&settings).apply(&mut req);
+    let ExportRequest::Metrics(m) = &req else {
+        panic!("metrics")
+    };
+    let rm = &m.resource_metrics[0];
+    let resource = &rm.resource.as_ref().expect("stamped").attributes;
+    assert_eq!(
+        string_attr(resource, "team.id").as_deref(),
+        Some("platform")
+    );
+    let Some(Data::Sum(sum)) = &rm.scope_metrics[0].metrics[0].data else {
+        panic!("sum")
+    };
+    assert_eq!(sum.data_points.len(), 1);
+    let point = &sum.data_points[0];
+    assert_eq!(
+        string_attr(&point.attributes, "team.id").as_deref(),
+        Some("platform")
+    );
+    assert_eq!(point.value, Some(number_data_point::Value::AsDouble(5.0)));
+}
