@@ -214,14 +214,14 @@ impl Policy {
             return;
         };
         let mergeable = matches!(data, Data::Sum(_) | Data::Gauge(_) | Data::Histogram(_));
-        let mut removed = false;
+        let mut changed = false;
         let mut visit = |attrs: &mut Vec<KeyValue>, exemplar_attrs: Vec<&mut Vec<KeyValue>>| {
-            removed |= self.privacy.apply_attributes(attrs, ctx, cache);
+            changed |= self.privacy.apply_attributes(attrs, ctx, cache);
             if mergeable {
-                removed |= self.cardinality.drop_attributes(attrs);
+                changed |= self.cardinality.drop_attributes(attrs);
             }
-            // A changed value can make two points identical just like a removal.
-            removed |= self.resource.override_attributes(attrs);
+            // A changed value can make two points identical, like a removed attribute.
+            changed |= self.resource.override_attributes(attrs);
             for e in exemplar_attrs {
                 self.privacy.apply_attributes(e, ctx, cache);
             }
@@ -249,7 +249,7 @@ impl Policy {
                 }
             }
         }
-        if removed && mergeable {
+        if changed && mergeable {
             merge_identical_points(data);
         }
     }
