@@ -1,7 +1,15 @@
 //! claude-telemetry: run Claude Code with its telemetry relayed through a local OTLP relay.
-#![allow(dead_code)]
+
+mod claude;
+mod cli;
+mod commands;
+mod definitions;
+mod launcher;
 mod otlp;
 mod relay;
 mod settings;
+mod stack;
 
-fn main() {}
+fn main() {
+    std::process::exit(cli::main());
+}

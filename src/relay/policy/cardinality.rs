@@ -51,11 +51,6 @@ impl Cardinality {
         Cardinality { drop }
     }
 
-    /// Whether any rule is configured (the pass-through fast path skips the walk).
-    pub fn is_empty(&self) -> bool {
-        self.drop.is_empty()
-    }
-
     /// Removes the configured attributes from one point; returns whether any was removed.
     pub fn drop_attributes(&self, attrs: &mut Vec<KeyValue>) -> bool {
         if self.drop.is_empty() {

@@ -23,14 +23,6 @@ use sha2::Sha256;
 use super::redact::{REDACTED, Redactor};
 use crate::settings::policy::{IdentifierMode, PrivacySettings, TextMode};
 
-/// Keys holding personal identifiers.
-pub const IDENTIFIER_KEYS: [&str; 4] = [
-    "user.email",
-    "user.account_uuid",
-    "organization.id",
-    "user.id",
-];
-
 /// What the record an attribute list belongs to says about its generic keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordContext {
@@ -62,6 +54,7 @@ enum Class {
 
 fn classify(key: &str, ctx: RecordContext) -> Class {
     match key {
+        // Personal identifiers.
         "user.email" | "user.account_uuid" | "organization.id" | "user.id" => Class::Identifier,
         "response" if ctx.survey => Class::Other,
         // Conversation text: prompts, responses, raw API bodies, system prompts, context.
