@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod outbox;
+pub mod policy;
 pub mod receive;
 pub mod stats;
 

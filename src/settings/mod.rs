@@ -7,6 +7,7 @@
 mod error;
 mod model;
 mod paths;
+pub mod policy;
 pub mod stack;
 
 pub use error::SettingsError;
