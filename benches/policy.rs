@@ -29,7 +29,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data, number_data_point};
 
 use otlp::{ExportRequest, Signal};
-use relay::policy::{LaunchContext, Policy, sample_requests};
+use relay::policy::explain::sample_requests;
+use relay::policy::{LaunchContext, Policy};
 use settings::policy::{IdentifierMode, PolicySettings, TextMode};
 
 fn s(key: &str, value: &str) -> KeyValue {

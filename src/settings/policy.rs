@@ -10,10 +10,6 @@
 //! names joined by `.`, a list element as `[index]`, a table key containing a dot quoted as in
 //! TOML (`resource.attributes."team.id"`).
 
-// Until the settings loader and `config` use these sections (issue 3 wiring), parts are
-// reachable from tests only; remove this once wired.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fmt;
 

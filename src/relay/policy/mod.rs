@@ -11,12 +11,8 @@
 //! never redacted); the `[resource].attributes` values also replace the copies claude puts on
 //! metric points, events and spans.
 
-// Until the launcher, the receivers and `config` call into this module (issue 3 wiring), most
-// of it is reachable from tests only; remove this once wired.
-#![allow(dead_code)]
-
 mod cardinality;
-mod explain;
+pub mod explain;
 mod privacy;
 mod project;
 mod redact;
@@ -31,22 +27,15 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-// The public surface the launcher, receivers and `config` use; until they are wired some
-// re-exports are only used by tests.
-#[allow(unused_imports)]
+// The public surface the launcher, receivers and `config` use.
 pub use cardinality::{Cardinality, merge_identical_points};
-#[allow(unused_imports)]
-pub use explain::{ExplainedItem, Explanation, explain, sample_requests};
-#[allow(unused_imports)]
+pub use explain::explain;
 pub use privacy::{Privacy, PrivacyError, PseudonymCache, RecordContext};
-#[allow(unused_imports)]
 pub use project::{ProjectInfo, detect_project};
-#[allow(unused_imports)]
-pub use redact::REDACTED;
-#[allow(unused_imports)]
-pub use resource::{GIT_BRANCH, PROJECT_NAME, ResourceStamp, new_service_instance_id};
-#[allow(unused_imports)]
-pub use secret::{SECRET_FILE, SecretError, load_or_create_secret};
+#[cfg(test)]
+use redact::REDACTED;
+pub use resource::{ResourceStamp, new_service_instance_id};
+pub use secret::{SecretError, load_or_create_secret};
 
 use crate::otlp::ExportRequest;
 use crate::settings::policy::{IdentifierMode, PolicySettings};
@@ -150,6 +139,7 @@ impl Policy {
     }
 
     /// The keyed pseudonym this policy gives an identifier (for `config` and tests).
+    #[cfg(test)]
     pub fn pseudonym(&self, value: &str) -> Option<String> {
         self.privacy.pseudonym(value)
     }

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 use proptest::prelude::*;
 
+use super::explain::sample_requests;
 use super::*;
 use crate::settings::policy::{CardinalitySettings, IdentifierMode, PolicySettings, TextMode};
 
