@@ -1,0 +1,196 @@
+//! The outbox: accepted requests waiting for upstream, with leased claims and size/age bounds.
+//!
+//! Delivery protocol: a forwarder claims rows for a lease, sends them, then deletes them
+//! ([`delivered`]) or gives them back ([`release`]). A forwarder killed mid-delivery leaves
+//! its claims to expire, after which another process delivers them again: exactly once while
+//! leases hold, at least once across a crash.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{OutboxId, StoreBounds, StoreError, usage};
+use crate::otlp::{ExportRequest, Signal};
+
+/// What `status` and `doctor` show about the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct OutboxStats {
+    /// Rows waiting for upstream (claimed or not).
+    pub pending_rows: u64,
+    /// Protobuf bytes of those rows.
+    pub pending_bytes: u64,
+    /// Age of the oldest pending row, in seconds; `None` when the outbox is empty.
+    pub oldest_age_secs: Option<f64>,
+    /// Rows dropped by the size or age bound (or unreadable) since the store was created.
+    pub dropped_rows: u64,
+    /// Metric points, log records and spans in those dropped rows.
+    pub dropped_items: u64,
+    /// Protobuf bytes in those dropped rows.
+    pub dropped_bytes: u64,
+}
+
+/// Commits one request and its usage rows, then applies the bounds, in one transaction.
+pub(super) fn append(
+    conn: &mut Connection,
+    request: &ExportRequest,
+    bounds: StoreBounds,
+    now_ns: i64,
+) -> Result<OutboxId, StoreError> {
+    let body = request.encode_to_vec();
+    let items = i64::try_from(request.item_count()).unwrap_or(i64::MAX);
+    let decoded = usage::decode(request, now_ns);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
+        "INSERT INTO outbox(signal, items, bytes, received_ns, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        request.signal().as_str(),
+        items,
+        body.len() as i64,
+        now_ns,
+        body
+    ])?;
+    let id = OutboxId(tx.last_insert_rowid());
+    usage::insert(&tx, &decoded)?;
+    enforce_bounds(&tx, bounds, now_ns)?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Drops the oldest rows while the outbox is over its size bound or they are over age.
+fn enforce_bounds(conn: &Connection, bounds: StoreBounds, now_ns: i64) -> Result<(), StoreError> {
+    let max_bytes = i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX);
+    let max_age_ns = i64::try_from(bounds.max_age.as_nanos()).unwrap_or(i64::MAX);
+    let cutoff_ns = now_ns.saturating_sub(max_age_ns);
+    let mut bytes = counter(conn, "outbox_bytes")?;
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT received_ns FROM outbox ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let too_old = oldest.is_some_and(|t| t < cutoff_ns);
+    if bytes <= max_bytes && !too_old {
+        return Ok(());
+    }
+    let mut last_dropped = None;
+    let (mut rows, mut items, mut dropped_bytes) = (0i64, 0i64, 0i64);
+    {
+        let mut stmt =
+            conn.prepare_cached("SELECT id, items, bytes, received_ns FROM outbox ORDER BY id")?;
+        let mut cursor = stmt.query([])?;
+        while let Some(row) = cursor.next()? {
+            let received_ns: i64 = row.get(3)?;
+            if bytes <= max_bytes && received_ns >= cutoff_ns {
+                break;
+            }
+            let row_bytes: i64 = row.get(2)?;
+            last_dropped = Some(row.get::<_, i64>(0)?);
+            rows += 1;
+            items += row.get::<_, i64>(1)?;
+            dropped_bytes += row_bytes;
+            bytes -= row_bytes;
+        }
+    }
+    if let Some(last) = last_dropped {
+        conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?
+            .execute([last])?;
+        add_dropped(conn, rows, items, dropped_bytes)?;
+    }
+    Ok(())
+}
+
+fn add_dropped(conn: &Connection, rows: i64, items: i64, bytes: i64) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("UPDATE counters SET value = value + ?2 WHERE name = ?1")?;
+    stmt.execute(params!["dropped_rows", rows])?;
+    stmt.execute(params!["dropped_items", items])?;
+    stmt.execute(params!["dropped_bytes", bytes])?;
+    Ok(())
+}
+
+fn counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM counters WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))?)
+}
+
+/// Claims up to `limit` unclaimed or lease-expired rows, oldest first, atomically.
+pub(super) fn claim(
+    conn: &mut Connection,
+    owner: &str,
+    limit: usize,
+    lease: Duration,
+    now_ns: i64,
+) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
+    let until_ns = now_ns.saturating_add(i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut claimed = Vec::new();
+    let mut unreadable = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE outbox SET claim_owner = ?1, claim_until_ns = ?2
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE claim_until_ns IS NULL OR claim_until_ns <= ?3
+                          ORDER BY id LIMIT ?4)
+             RETURNING id, signal, items, bytes, body",
+        )?;
+        let mut rows = stmt.query(params![owner, until_ns, now_ns, limit])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let signal: String = row.get(1)?;
+            let body: Vec<u8> = row.get(4)?;
+            let decoded = Signal::from_name(&signal)
+                .and_then(|signal| ExportRequest::decode(signal, &body).ok());
+            match decoded {
+                Some(request) => claimed.push((OutboxId(id), request)),
+                None => unreadable.push((id, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?)),
+            }
+        }
+    }
+    // A row that cannot be decoded can never be delivered: drop it and count it as dropped
+    // rather than blocking the head of the queue forever.
+    for (id, items, bytes) in unreadable {
+        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([id])?;
+        add_dropped(&tx, 1, items, bytes)?;
+    }
+    tx.commit()?;
+    claimed.sort_by_key(|(id, _)| *id);
+    Ok(claimed)
+}
+
+/// Deletes a delivered row; false when it was already gone.
+pub(super) fn delivered(conn: &Connection, id: OutboxId) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+        .execute([id.0])?;
+    Ok(n == 1)
+}
+
+/// Clears `owner`'s claim on a row so it is deliverable again at once.
+pub(super) fn release(conn: &Connection, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET claim_owner = NULL, claim_until_ns = NULL
+             WHERE id = ?1 AND claim_owner = ?2",
+        )?
+        .execute(params![id.0, owner])?;
+    Ok(n == 1)
+}
+
+/// Reads the counters and the oldest row; O(1) whatever the outbox size.
+pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, StoreError> {
+    let get = |name| counter(conn, name).map(|v| u64::try_from(v).unwrap_or(0));
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT received_ns FROM outbox ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(OutboxStats {
+        pending_rows: get("outbox_rows")?,
+        pending_bytes: get("outbox_bytes")?,
+        oldest_age_secs: oldest.map(|t| (now_ns.saturating_sub(t)).max(0) as f64 / 1e9),
+        dropped_rows: get("dropped_rows")?,
+        dropped_items: get("dropped_items")?,
+        dropped_bytes: get("dropped_bytes")?,
+    })
+}
