@@ -22,6 +22,7 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.to_owned())),
         }),
+        ..Default::default()
     }
 }
 
@@ -32,6 +33,7 @@ pub fn kv_int(key: &str, value: i64) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::IntValue(value)),
         }),
+        ..Default::default()
     }
 }
 
@@ -42,6 +44,7 @@ pub fn kv_f64(key: &str, value: f64) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::DoubleValue(value)),
         }),
+        ..Default::default()
     }
 }
 

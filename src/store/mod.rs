@@ -339,3 +339,6 @@ fn writer_loop(mut conn: Connection, bounds: StoreBounds, commands: mpsc::Receiv
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
