@@ -183,7 +183,7 @@ pub(super) fn header(
     };
     let mut h = match span {
         Some((first, last)) => format!(
-            "Claude Code usage, {} to {} ({zone_name})",
+            "Claude Code usage, {} - {} {zone_name}",
             queries::format_time(conn, first, zone)?,
             queries::format_time(conn, last + 3600, zone)?
         ),
@@ -479,7 +479,7 @@ pub(super) fn int(v: u64) -> String {
     let digits = v.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

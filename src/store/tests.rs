@@ -61,7 +61,9 @@ fn migrations_build_the_schema_from_an_empty_file_and_reopen_is_idempotent() {
     store.append_blocking(api_logs("s1", 2)).expect("append");
     drop(store);
     let store = Store::open(&path, big_bounds()).expect("re-open");
-    store.append_blocking(api_logs("s1", 2)).expect("append again");
+    store
+        .append_blocking(api_logs("s1", 2))
+        .expect("append again");
     drop(store);
     let conn = raw(&path);
     assert_eq!(count(&conn, "PRAGMA user_version"), schema::CURRENT_VERSION);
@@ -93,7 +95,10 @@ fn a_newer_schema_is_refused_not_overwritten() {
         .expect("bump version");
     match Store::open(&path, big_bounds()) {
         Err(StoreError::NewerSchema { found, supported }) => {
-            assert_eq!((found, supported), (schema::CURRENT_VERSION + 1, schema::CURRENT_VERSION));
+            assert_eq!(
+                (found, supported),
+                (schema::CURRENT_VERSION + 1, schema::CURRENT_VERSION)
+            );
         }
         other => panic!("expected NewerSchema, got {other:?}"),
     }
@@ -126,9 +131,21 @@ fn append_commits_the_outbox_row_and_its_usage_rows_together() {
         .expect("api rows");
     assert!((cost - 0.03).abs() < 1e-12, "cost {cost}");
     assert_eq!((input, cache_read), (30, 3000));
-    assert_eq!((model.as_str(), project.as_str()), ("claude-opus-4-8", "alpha"));
-    assert_eq!(count(&conn, "SELECT sum(api_requests) FROM usage_hourly"), 3);
-    assert_eq!(count(&conn, "SELECT count(*) FROM sessions WHERE session_id = 's1'"), 1);
+    assert_eq!(
+        (model.as_str(), project.as_str()),
+        ("claude-opus-4-8", "alpha")
+    );
+    assert_eq!(
+        count(&conn, "SELECT sum(api_requests) FROM usage_hourly"),
+        3
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sessions WHERE session_id = 's1'"
+        ),
+        1
+    );
 }
 
 #[test]
@@ -173,7 +190,10 @@ fn claimed_requests_come_back_oldest_first_and_unchanged() {
     let (_dir, path) = temp_db();
     let store = Store::open(&path, big_bounds()).expect("open");
     let first = api_logs("s1", 2);
-    let second = fixtures::metrics(fixtures::resource(None), fixtures::usage_points("s1", T0, "m", usage(1)));
+    let second = fixtures::metrics(
+        fixtures::resource(None),
+        fixtures::usage_points("s1", T0, "m", usage(1)),
+    );
     let a = store.append_blocking(first.clone()).expect("append");
     let b = store.append_blocking(second.clone()).expect("append");
     let claimed = store
@@ -206,7 +226,12 @@ fn two_owners_never_claim_the_same_row() {
     assert_eq!(b.len(), 6);
     assert!(a.iter().all(|id| !b.contains(id)), "overlap: {a:?} {b:?}");
     assert!(a.iter().max() < b.iter().min(), "A got the oldest rows");
-    assert!(store.claim_pending_blocking("C", 100, lease).expect("claim C").is_empty());
+    assert!(
+        store
+            .claim_pending_blocking("C", 100, lease)
+            .expect("claim C")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -218,12 +243,20 @@ fn an_expired_lease_makes_rows_claimable_again() {
         .claim_pending_blocking("killed-launcher", 10, Duration::from_millis(50))
         .expect("claim");
     assert_eq!(first.len(), 1);
-    assert!(store.claim_pending_blocking("B", 10, Duration::from_secs(60)).expect("claim").is_empty());
+    assert!(
+        store
+            .claim_pending_blocking("B", 10, Duration::from_secs(60))
+            .expect("claim")
+            .is_empty()
+    );
     thread::sleep(Duration::from_millis(80));
     let again = store
         .claim_pending_blocking("B", 10, Duration::from_secs(60))
         .expect("claim after expiry");
-    assert_eq!(again.into_iter().map(|(i, _)| i).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(
+        again.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+        vec![id]
+    );
 }
 
 #[test]
@@ -231,11 +264,24 @@ fn release_gives_a_row_back_only_for_its_current_owner() {
     let (_dir, path) = temp_db();
     let store = Store::open(&path, big_bounds()).expect("open");
     let id = store.append_blocking(api_logs("s1", 1)).expect("append");
-    store.claim_pending_blocking("A", 10, Duration::from_secs(60)).expect("claim");
+    store
+        .claim_pending_blocking("A", 10, Duration::from_secs(60))
+        .expect("claim");
     assert!(!store.release_blocking(id, "B").expect("release by B"));
-    assert!(store.claim_pending_blocking("B", 10, Duration::from_secs(60)).expect("claim").is_empty());
+    assert!(
+        store
+            .claim_pending_blocking("B", 10, Duration::from_secs(60))
+            .expect("claim")
+            .is_empty()
+    );
     assert!(store.release_blocking(id, "A").expect("release by A"));
-    assert_eq!(store.claim_pending_blocking("B", 10, Duration::from_secs(60)).expect("claim").len(), 1);
+    assert_eq!(
+        store
+            .claim_pending_blocking("B", 10, Duration::from_secs(60))
+            .expect("claim")
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -246,7 +292,14 @@ fn mark_delivered_deletes_the_row_once() {
     assert!(store.mark_delivered_blocking(id).expect("deliver"));
     assert!(!store.mark_delivered_blocking(id).expect("deliver twice"));
     let stats = store.outbox_stats_blocking().expect("stats");
-    assert_eq!((stats.pending_rows, stats.pending_bytes, stats.oldest_age_secs), (0, 0, None));
+    assert_eq!(
+        (
+            stats.pending_rows,
+            stats.pending_bytes,
+            stats.oldest_age_secs
+        ),
+        (0, 0, None)
+    );
     // Usage rows stay: they are the local copy, not part of delivery.
     assert_eq!(count(&raw(&path), "SELECT count(*) FROM api_requests"), 2);
 }
@@ -298,7 +351,10 @@ fn rows_older_than_the_age_bound_are_dropped() {
         .collect();
     assert_eq!(left, vec![new]);
     assert_ne!(old, new);
-    assert_eq!(store.outbox_stats_blocking().expect("stats").dropped_rows, 1);
+    assert_eq!(
+        store.outbox_stats_blocking().expect("stats").dropped_rows,
+        1
+    );
 }
 
 #[test]
@@ -316,7 +372,10 @@ fn stats_show_pending_rows_bytes_and_the_oldest_age() {
     let age = stats.oldest_age_secs.expect("an oldest row");
     assert!((0.02..60.0).contains(&age), "age {age}");
     let reader = open_reader(&path).expect("reader").expect("file exists");
-    assert_eq!(queries::outbox_stats(&reader).expect("stats").pending_rows, 2);
+    assert_eq!(
+        queries::outbox_stats(&reader).expect("stats").pending_rows,
+        2
+    );
 }
 
 #[test]
@@ -333,9 +392,15 @@ fn an_undecodable_outbox_row_is_dropped_and_counted_instead_of_blocking_delivery
     let claimed = store
         .claim_pending_blocking("A", 10, Duration::from_secs(60))
         .expect("claim");
-    assert_eq!(claimed.into_iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![good]);
+    assert_eq!(
+        claimed.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        vec![good]
+    );
     let stats = store.outbox_stats_blocking().expect("stats");
-    assert_eq!((stats.dropped_rows, stats.dropped_items, stats.pending_rows), (1, 5, 1));
+    assert_eq!(
+        (stats.dropped_rows, stats.dropped_items, stats.pending_rows),
+        (1, 5, 1)
+    );
 }
 
 #[test]
@@ -365,7 +430,10 @@ fn rfc3339_timestamps_parse_to_unix_nanoseconds() {
         usage::parse_rfc3339_utc("2026-11-02T09:00:00.5Z"),
         Some(T0 as i64 + 500_000_000)
     );
-    assert_eq!(usage::parse_rfc3339_utc("2024-02-29T23:59:59.123456789Z"), Some(1_709_251_199_123_456_789));
+    assert_eq!(
+        usage::parse_rfc3339_utc("2024-02-29T23:59:59.123456789Z"),
+        Some(1_709_251_199_123_456_789)
+    );
     assert_eq!(usage::parse_rfc3339_utc("2026-11-02 09:00:00Z"), None);
     assert_eq!(usage::parse_rfc3339_utc("2026-13-02T09:00:00Z"), None);
     assert_eq!(usage::parse_rfc3339_utc("2026-11-02T09:00:00+01:00"), None);
@@ -400,7 +468,10 @@ fn events_without_a_record_time_use_claudes_event_timestamp() {
 
 #[test]
 fn model_suffixes_are_stripped_only_when_bracketed() {
-    assert_eq!(usage::normalize_model("claude-opus-4-8[1m]"), "claude-opus-4-8");
+    assert_eq!(
+        usage::normalize_model("claude-opus-4-8[1m]"),
+        "claude-opus-4-8"
+    );
     assert_eq!(usage::normalize_model("claude-opus-4-8"), "claude-opus-4-8");
     assert_eq!(usage::normalize_model("odd[name"), "odd[name");
 }
@@ -415,7 +486,13 @@ const EVENTS_PER_REQUEST: usize = 5;
 fn spawn_child(helper: &str, db: &Path, run_ms: u64) -> std::process::Child {
     let exe = std::env::current_exe().expect("test binary path");
     Process::new(exe)
-        .args([helper, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            helper,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DB, db)
         .env(CHILD_RUN_MS, run_ms.to_string())
         .stdout(Stdio::piped())
@@ -455,7 +532,10 @@ fn committed_id(line: &str) -> Option<i64> {
 
 fn read_child_lines(child: &mut std::process::Child) -> Vec<String> {
     let stdout = child.stdout.take().expect("child stdout");
-    BufReader::new(stdout).lines().map_while(Result::ok).collect()
+    BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect()
 }
 
 #[test]
@@ -480,9 +560,15 @@ fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
                         .claim_pending_blocking(owner, 7, Duration::from_secs(60))
                         .expect("claim");
                     for (id, _) in &batch {
-                        assert!(store.mark_delivered_blocking(*id).expect("deliver"), "{id:?} gone");
+                        assert!(
+                            store.mark_delivered_blocking(*id).expect("deliver"),
+                            "{id:?} gone"
+                        );
                     }
-                    delivered.lock().expect("lock").extend(batch.iter().map(|(id, _)| *id));
+                    delivered
+                        .lock()
+                        .expect("lock")
+                        .extend(batch.iter().map(|(id, _)| *id));
                     if done && batch.is_empty() {
                         break;
                     }
@@ -495,12 +581,11 @@ fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
     let mut committed = Vec::new();
     for child in &mut children {
         let lines = read_child_lines(child);
-        assert!(child.wait().expect("wait").success(), "a child failed (see stderr)");
-        committed.extend(
-            lines
-                .iter()
-                .filter_map(|l| committed_id(l)),
+        assert!(
+            child.wait().expect("wait").success(),
+            "a child failed (see stderr)"
         );
+        committed.extend(lines.iter().filter_map(|l| committed_id(l)));
         appended += lines
             .iter()
             .find_map(|l| l.strip_prefix("appended ")?.parse::<u64>().ok())
@@ -517,7 +602,11 @@ fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
     assert_eq!(unique.len(), delivered.len(), "a row was delivered twice");
     assert!(appended > 100, "children appended only {appended}");
     assert_eq!(committed.len() as u64, appended);
-    assert_eq!(delivered.len() as u64, appended, "every committed row delivered once");
+    assert_eq!(
+        delivered.len() as u64,
+        appended,
+        "every committed row delivered once"
+    );
     let conn = raw(&path);
     assert_eq!(count(&conn, "SELECT count(*) FROM outbox"), 0);
     assert_eq!(
@@ -534,7 +623,11 @@ fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
 fn kill_9_mid_append_leaves_a_consistent_store_with_every_committed_row() {
     let (_dir, path) = temp_db();
     Store::open(&path, big_bounds()).expect("create");
-    let mut child = spawn_child("store::tests::child_appends_until_time_is_up", &path, 60_000);
+    let mut child = spawn_child(
+        "store::tests::child_appends_until_time_is_up",
+        &path,
+        60_000,
+    );
     let stdout = child.stdout.take().expect("stdout");
     let mut committed = Vec::new();
     for line in BufReader::new(stdout).lines() {
@@ -556,13 +649,32 @@ fn kill_9_mid_append_leaves_a_consistent_store_with_every_committed_row() {
         .expect("integrity check");
     assert_eq!(check, "ok");
     let rows = count(&conn, "SELECT count(*) FROM outbox");
-    assert!(rows >= committed.len() as i64, "{rows} rows < {} committed", committed.len());
+    assert!(
+        rows >= committed.len() as i64,
+        "{rows} rows < {} committed",
+        committed.len()
+    );
     for id in &committed {
-        assert_eq!(count(&conn, &format!("SELECT count(*) FROM outbox WHERE id = {id}")), 1);
+        assert_eq!(
+            count(
+                &conn,
+                &format!("SELECT count(*) FROM outbox WHERE id = {id}")
+            ),
+            1
+        );
     }
     // Outbox row and usage rows commit together: no half-written request.
-    assert_eq!(count(&conn, "SELECT count(*) FROM api_requests"), rows * EVENTS_PER_REQUEST as i64);
-    assert_eq!(count(&conn, "SELECT value FROM counters WHERE name = 'outbox_rows'"), rows);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM api_requests"),
+        rows * EVENTS_PER_REQUEST as i64
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT value FROM counters WHERE name = 'outbox_rows'"
+        ),
+        rows
+    );
     // A later launch delivers the leftovers.
     let store = Store::open(&path, big_bounds()).expect("re-open after crash");
     let leftovers = store
