@@ -38,6 +38,19 @@ pub use outbox::OutboxStats;
 /// Writers hold the lock for milliseconds; this only matters under pathological contention.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the checkpointer folds the WAL back into the database file when idle.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The writer nudges the checkpointer after this many commits, so a burst cannot grow the
+/// WAL without bound between timed checkpoints.
+const COMMITS_PER_CHECKPOINT: u32 = 256;
+
+/// At most this many queued appends share one transaction.
+const MAX_GROUP_COMMIT: usize = 256;
+
+/// ... and at most this many protobuf bytes, to keep each transaction short.
+const MAX_GROUP_COMMIT_BYTES: usize = 4 * 1024 * 1024;
+
 /// Errors of the store; every one names what failed so `doctor` can print it as is.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,7 +78,8 @@ pub struct OutboxId(pub i64);
 /// Limits that keep the outbox from growing without end while upstream is away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreBounds {
-    /// Total protobuf bytes the outbox may hold; beyond it the oldest rows are dropped.
+    /// Total stored (compressed protobuf) bytes the outbox may hold; beyond it the oldest
+    /// rows are dropped.
     pub max_bytes: u64,
     /// Age after which an undelivered row is dropped.
     pub max_age: Duration,
@@ -86,7 +100,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Work for the writer thread; each carries the channel its answer goes back on.
 enum Command {
-    Append(Box<ExportRequest>, Reply<OutboxId>),
+    Append(Box<outbox::Prepared>, Reply<OutboxId>),
     Claim {
         owner: String,
         limit: usize,
@@ -118,15 +132,24 @@ impl Store {
     pub fn open(path: &Path, bounds: StoreBounds) -> Result<Store, StoreError> {
         let mut conn = open_connection(path)?;
         schema::migrate(&mut conn)?;
-        let (tx, rx) = mpsc::channel();
-        let name = format!("store-writer:{}", path.display());
+        // Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) run on their own thread
+        // and connection, so an append never waits for the disk to flush.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint_conn = open_connection(path)?;
+        let spawn_err = |source| StoreError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (nudge, nudged) = mpsc::sync_channel(1);
         thread::Builder::new()
-            .name(name)
-            .spawn(move || writer_loop(conn, bounds, rx))
-            .map_err(|source| StoreError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .name("store-checkpoint".to_owned())
+            .spawn(move || checkpoint_loop(checkpoint_conn, nudged))
+            .map_err(spawn_err)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn(move || writer_loop(conn, bounds, rx, nudge))
+            .map_err(spawn_err)?;
         Ok(Store {
             commands: tx,
             path: path.to_path_buf(),
@@ -142,7 +165,10 @@ impl Store {
     /// transaction, and returns once it is durable against a process crash. The relay
     /// acknowledges claude only after this returns `Ok`.
     pub async fn append(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
-        self.call(|reply| Command::Append(Box::new(request), reply))?
+        // Encoding and decoding happen on the caller's thread, so concurrent requests do that
+        // work in parallel and the single writer only runs SQL.
+        let prepared = Box::new(outbox::Prepared::new(&request, now_ns()));
+        self.call(|reply| Command::Append(prepared, reply))?
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -194,7 +220,8 @@ impl Store {
     /// [`Store::append`] for code outside a tokio runtime (tests, benches, CLI commands).
     /// Panics if called from inside a runtime, like every tokio `blocking_*` call.
     pub fn append_blocking(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
-        self.call(|reply| Command::Append(Box::new(request), reply))?
+        let prepared = Box::new(outbox::Prepared::new(&request, now_ns()));
+        self.call(|reply| Command::Append(prepared, reply))?
             .blocking_recv()
             .map_err(|_| StoreError::Closed)?
     }
@@ -278,6 +305,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // Keep the WAL from growing without end after a burst; it is truncated to this on checkpoint.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // 16 MiB of page cache: the rollup and the tables' right edges stay in memory.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -312,12 +341,66 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn writer_loop(mut conn: Connection, bounds: StoreBounds, commands: mpsc::Receiver<Command>) {
-    while let Ok(command) = commands.recv() {
+/// Folds the WAL into the database every [`CHECKPOINT_INTERVAL`] or when nudged; ends when
+/// the writer thread (the only sender) ends. PASSIVE never waits for readers or writers.
+fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
+    loop {
+        match nudged.recv_timeout(CHECKPOINT_INTERVAL) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A failed passive checkpoint is retried next round; the WAL stays valid.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    bounds: StoreBounds,
+    commands: mpsc::Receiver<Command>,
+    nudge: mpsc::SyncSender<()>,
+) {
+    let mut commits = 0u32;
+    let mut next = None;
+    loop {
+        let command = match next.take() {
+            Some(command) => command,
+            None => match commands.recv() {
+                Ok(command) => command,
+                Err(_) => return,
+            },
+        };
+        commits += 1;
+        if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
+            // Full means a checkpoint is already pending: nothing to add.
+            let _ = nudge.try_send(());
+        }
         // A dropped receiver means the caller gave up waiting; the work is done regardless.
         match command {
-            Command::Append(request, reply) => {
-                let _ = reply.send(outbox::append(&mut conn, &request, bounds, now_ns()));
+            Command::Append(first, reply) => {
+                // Group commit: appends already queued behind this one share its transaction,
+                // so a burst of requests costs one commit instead of one each.
+                let mut batch = vec![(first, reply)];
+                let mut bytes = batch[0].0.body_len();
+                while batch.len() < MAX_GROUP_COMMIT && bytes < MAX_GROUP_COMMIT_BYTES {
+                    match commands.try_recv() {
+                        Ok(Command::Append(prepared, reply)) => {
+                            bytes += prepared.body_len();
+                            batch.push((prepared, reply));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (prepared, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let results = outbox::append_group(&mut conn, &prepared, bounds, now_ns());
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
             }
             Command::Claim {
                 owner,

@@ -18,7 +18,7 @@ use crate::otlp::{ExportRequest, Signal};
 pub struct OutboxStats {
     /// Rows waiting for upstream (claimed or not).
     pub pending_rows: u64,
-    /// Protobuf bytes of those rows.
+    /// Stored (compressed) bytes of those rows; the size bound counts these.
     pub pending_bytes: u64,
     /// Age of the oldest pending row, in seconds; `None` when the outbox is empty.
     pub oldest_age_secs: Option<f64>,
@@ -26,39 +26,128 @@ pub struct OutboxStats {
     pub dropped_rows: u64,
     /// Metric points, log records and spans in those dropped rows.
     pub dropped_items: u64,
-    /// Protobuf bytes in those dropped rows.
+    /// Stored bytes of those dropped rows.
     pub dropped_bytes: u64,
 }
 
-/// Commits one request and its usage rows, then applies the bounds, in one transaction.
-pub(super) fn append(
+/// A request ready to be written: encoded for the outbox and decoded into usage rows.
+/// Built on the caller's thread so the writer thread only runs SQL.
+pub(super) struct Prepared {
+    signal: Signal,
+    items: i64,
+    encoding: &'static str,
+    body: Vec<u8>,
+    received_ns: i64,
+    usage: usage::Decoded,
+}
+
+impl Prepared {
+    pub(super) fn new(request: &ExportRequest, received_ns: i64) -> Prepared {
+        let (encoding, body) = compress(request.encode_to_vec());
+        Prepared {
+            signal: request.signal(),
+            items: i64::try_from(request.item_count()).unwrap_or(i64::MAX),
+            encoding,
+            body,
+            received_ns,
+            usage: usage::decode(request, received_ns),
+        }
+    }
+
+    pub(super) fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// Commits each request with its usage rows, then applies the bounds. All requests share
+/// one transaction; if it fails, each is retried alone so one bad request cannot fail the
+/// others. Returns one result per request, in order.
+pub(super) fn append_group(
     conn: &mut Connection,
-    request: &ExportRequest,
+    group: &[Box<Prepared>],
     bounds: StoreBounds,
     now_ns: i64,
-) -> Result<OutboxId, StoreError> {
-    let body = request.encode_to_vec();
-    let items = i64::try_from(request.item_count()).unwrap_or(i64::MAX);
-    let decoded = usage::decode(request, now_ns);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+) -> Vec<Result<OutboxId, StoreError>> {
+    let together = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids = group
+            .iter()
+            .map(|p| insert(&tx, p))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        enforce_bounds(&tx, bounds, now_ns)?;
+        tx.commit()?;
+        Ok::<_, StoreError>(ids)
+    })();
+    match together {
+        Ok(ids) => ids.into_iter().map(Ok).collect(),
+        Err(err) if group.len() == 1 => vec![Err(err)],
+        Err(_) => group
+            .iter()
+            .map(|p| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = insert(&tx, p)?;
+                enforce_bounds(&tx, bounds, now_ns)?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .collect(),
+    }
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, p: &Prepared) -> Result<OutboxId, StoreError> {
     tx.prepare_cached(
-        "INSERT INTO outbox(signal, items, bytes, received_ns, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        request.signal().as_str(),
-        items,
-        body.len() as i64,
-        now_ns,
-        body
+        p.signal.as_str(),
+        p.items,
+        p.body.len() as i64,
+        p.received_ns,
+        p.encoding,
+        p.body
     ])?;
     let id = OutboxId(tx.last_insert_rowid());
-    usage::insert(&tx, &decoded)?;
-    enforce_bounds(&tx, bounds, now_ns)?;
-    tx.commit()?;
+    usage::insert(tx, &p.usage)?;
     Ok(id)
 }
 
-/// Drops the oldest rows while the outbox is over its size bound or they are over age.
+/// Bodies below this size are stored as they are: compressing them gains little.
+const COMPRESS_MIN_BYTES: usize = 256;
+
+/// Deflates a protobuf body (fast level) when that makes it smaller.
+fn compress(body: Vec<u8>) -> (&'static str, Vec<u8>) {
+    use std::io::Write as _;
+    if body.len() < COMPRESS_MIN_BYTES {
+        return ("none", body);
+    }
+    let mut encoder = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(body.len() / 3),
+        flate2::Compression::fast(),
+    );
+    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+        Ok(packed) if packed.len() < body.len() => ("deflate", packed),
+        _ => ("none", body),
+    }
+}
+
+/// Reverses [`compress`]; `None` for an unknown encoding or a corrupt body.
+fn decompress(encoding: &str, body: Vec<u8>) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    match encoding {
+        "none" => Some(body),
+        "deflate" => {
+            let mut out = Vec::with_capacity(body.len() * 5);
+            flate2::read::ZlibDecoder::new(body.as_slice())
+                .read_to_end(&mut out)
+                .ok()?;
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Drops the oldest rows while the outbox is over its size bound (stored bytes) or they are over age.
 fn enforce_bounds(conn: &Connection, bounds: StoreBounds, now_ns: i64) -> Result<(), StoreError> {
     let max_bytes = i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX);
     let max_age_ns = i64::try_from(bounds.max_age.as_nanos()).unwrap_or(i64::MAX);
@@ -132,15 +221,17 @@ pub(super) fn claim(
              WHERE id IN (SELECT id FROM outbox
                           WHERE claim_until_ns IS NULL OR claim_until_ns <= ?3
                           ORDER BY id LIMIT ?4)
-             RETURNING id, signal, items, bytes, body",
+             RETURNING id, signal, items, bytes, encoding, body",
         )?;
         let mut rows = stmt.query(params![owner, until_ns, now_ns, limit])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let signal: String = row.get(1)?;
-            let body: Vec<u8> = row.get(4)?;
-            let decoded = Signal::from_name(&signal)
-                .and_then(|signal| ExportRequest::decode(signal, &body).ok());
+            let encoding: String = row.get(4)?;
+            let body: Vec<u8> = row.get(5)?;
+            let decoded = Signal::from_name(&signal).and_then(|signal| {
+                ExportRequest::decode(signal, &decompress(&encoding, body)?).ok()
+            });
             match decoded {
                 Some(request) => claimed.push((OutboxId(id), request)),
                 None => unreadable.push((id, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?)),

@@ -27,6 +27,9 @@ CREATE TABLE outbox (
     items          INTEGER NOT NULL,
     bytes          INTEGER NOT NULL,
     received_ns    INTEGER NOT NULL,
+    -- 'deflate' (zlib) or 'none': protobuf compresses ~5x, so the same size bound holds
+    -- five times the outage and the WAL writes a fifth of the bytes.
+    encoding       TEXT    NOT NULL,
     body           BLOB    NOT NULL,
     claim_owner    TEXT,
     claim_until_ns INTEGER
@@ -57,6 +60,9 @@ CREATE TABLE sessions (
     last_seen_ns  INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Raw rows have no secondary indexes: they arrive in time order (rowid order) and every
+-- index is one more B-tree page written per commit; the report reads usage_hourly.
+
 -- Every number data point of every metric, as received (model keeps its context suffix).
 CREATE TABLE metric_points (
     id          INTEGER PRIMARY KEY,
@@ -72,7 +78,6 @@ CREATE TABLE metric_points (
     attrs_json  TEXT,
     resource_id INTEGER REFERENCES resources(id)
 );
-CREATE INDEX metric_points_time ON metric_points(time_ns);
 
 CREATE TABLE api_requests (
     id                    INTEGER PRIMARY KEY,
@@ -91,7 +96,6 @@ CREATE TABLE api_requests (
     query_source          TEXT,
     resource_id           INTEGER REFERENCES resources(id)
 );
-CREATE INDEX api_requests_time ON api_requests(time_ns);
 
 -- tool_decision and tool_result events (never their parameters or input).
 CREATE TABLE tool_events (
@@ -106,7 +110,6 @@ CREATE TABLE tool_events (
     success     INTEGER,
     duration_ms REAL
 );
-CREATE INDEX tool_events_time ON tool_events(time_ns);
 
 -- Every other event (user_prompt, api_error, ...) by name only: no free text is kept.
 CREATE TABLE other_events (
@@ -118,7 +121,6 @@ CREATE TABLE other_events (
     model       TEXT,
     status_code INTEGER
 );
-CREATE INDEX other_events_time ON other_events(time_ns);
 
 -- Sums per (UTC hour, session, model, project), maintained at ingest: the report reads only
 -- this table, so its cost does not grow with the number of raw rows.

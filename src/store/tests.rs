@@ -48,6 +48,11 @@ fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect(sql)
 }
 
+/// What the outbox stores for `request` (compressed protobuf), which the size bound counts.
+fn stored_len(request: &ExportRequest) -> u64 {
+    outbox::Prepared::new(request, 0).body_len() as u64
+}
+
 fn big_bounds() -> StoreBounds {
     StoreBounds::default()
 }
@@ -110,16 +115,22 @@ fn append_commits_the_outbox_row_and_its_usage_rows_together() {
     let store = Store::open(&path, big_bounds()).expect("open");
     let request = api_logs("s1", 3);
     let encoded_len = request.encode_to_vec().len() as i64;
+    let stored = stored_len(&request) as i64;
     let id = store.append_blocking(request).expect("append");
     let conn = raw(&path);
-    let (signal, items, bytes): (String, i64, i64) = conn
+    let (signal, items, bytes, encoding): (String, i64, i64, String) = conn
         .query_row(
-            "SELECT signal, items, bytes FROM outbox WHERE id = ?1",
+            "SELECT signal, items, bytes, encoding FROM outbox WHERE id = ?1",
             [id.0],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .expect("outbox row");
-    assert_eq!((signal.as_str(), items, bytes), ("logs", 3, encoded_len));
+    assert_eq!((signal.as_str(), items, bytes), ("logs", 3, stored));
+    assert_eq!(encoding, "deflate");
+    assert!(
+        stored * 2 < encoded_len,
+        "compressed {stored} of {encoded_len} bytes"
+    );
     // Numbers sent as strings are decoded like numbers.
     let (cost, input, cache_read, model, project): (f64, i64, i64, String, String) = conn
         .query_row(
@@ -307,7 +318,7 @@ fn mark_delivered_deletes_the_row_once() {
 #[test]
 fn a_tiny_size_bound_drops_the_oldest_rows_first_and_counts_them() {
     let (_dir, path) = temp_db();
-    let row_bytes = api_logs("s1", 2).encode_to_vec().len() as u64;
+    let row_bytes = stored_len(&api_logs("s1", 2));
     let bounds = StoreBounds {
         max_bytes: row_bytes * 3,
         max_age: Duration::from_secs(3600),
@@ -363,7 +374,7 @@ fn stats_show_pending_rows_bytes_and_the_oldest_age() {
     let store = Store::open(&path, big_bounds()).expect("open");
     let a = api_logs("s1", 1);
     let b = api_logs("s1", 4);
-    let bytes = (a.encode_to_vec().len() + b.encode_to_vec().len()) as u64;
+    let bytes = stored_len(&a) + stored_len(&b);
     store.append_blocking(a).expect("append");
     thread::sleep(Duration::from_millis(20));
     store.append_blocking(b).expect("append");
@@ -383,11 +394,13 @@ fn an_undecodable_outbox_row_is_dropped_and_counted_instead_of_blocking_delivery
     let (_dir, path) = temp_db();
     let store = Store::open(&path, big_bounds()).expect("open");
     raw(&path)
-        .execute(
-            "INSERT INTO outbox(signal, items, bytes, received_ns, body) VALUES ('logs', 5, 3, 1, x'ffffff')",
-            [],
+        .execute_batch(
+            "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+                 VALUES ('logs', 5, 3, 1, 'none', x'ffffff');
+             INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+                 VALUES ('logs', 2, 3, 1, 'deflate', x'ffffff');",
         )
-        .expect("garbage row");
+        .expect("garbage rows");
     let good = store.append_blocking(api_logs("s1", 1)).expect("append");
     let claimed = store
         .claim_pending_blocking("A", 10, Duration::from_secs(60))
@@ -399,7 +412,7 @@ fn an_undecodable_outbox_row_is_dropped_and_counted_instead_of_blocking_delivery
     let stats = store.outbox_stats_blocking().expect("stats");
     assert_eq!(
         (stats.dropped_rows, stats.dropped_items, stats.pending_rows),
-        (1, 5, 1)
+        (2, 7, 1)
     );
 }
 

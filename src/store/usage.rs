@@ -637,7 +637,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
         }
     }
     if !d.rollup.is_empty() {
-        let mut stmt = tx.prepare_cached(&rollup_upsert_sql())?;
+        let mut stmt = tx.prepare_cached(rollup_upsert_sql())?;
         for (key, sums) in &d.rollup {
             let mut values: Vec<&dyn rusqlite::ToSql> =
                 vec![&key.hour, &key.session, &key.model, &key.project];
@@ -648,7 +648,12 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
     Ok(())
 }
 
-fn rollup_upsert_sql() -> String {
+fn rollup_upsert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(build_rollup_upsert_sql)
+}
+
+fn build_rollup_upsert_sql() -> String {
     let cols = ROLLUP_COLUMNS.join(", ");
     let placeholders: Vec<String> = (1..=ROLLUP_COLUMNS.len() + 4)
         .map(|i| format!("?{i}"))
