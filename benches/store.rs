@@ -225,7 +225,7 @@ fn main() {
         }
     }
     let wall = wall.elapsed();
-    drop(store);
+    store.close_blocking().expect("close store");
 
     println!(
         "store bench: {sessions} sessions, {requests} requests, {events} events, {points} metric points"

@@ -15,6 +15,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::otlp::ExportRequest;
 
+/// A user id shaped like claude's (64 hex digits when not logged in).
+pub const USER_ID: &str = "3f1c9a7e5b2d4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d";
+
 /// A string attribute.
 pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -65,7 +68,7 @@ pub fn resource(project: Option<&str>) -> Vec<KeyValue> {
 /// One delta data point at `time_ns` with the common attributes of `session`.
 pub fn point(session: &str, time_ns: u64, value: f64, mut attrs: Vec<KeyValue>) -> NumberDataPoint {
     attrs.push(kv("session.id", session));
-    attrs.push(kv("user.id", "u-0000"));
+    attrs.push(kv("user.id", USER_ID));
     attrs.push(kv("terminal.type", "tmux"));
     NumberDataPoint {
         attributes: attrs,
@@ -114,7 +117,7 @@ pub fn metrics(resource: Vec<KeyValue>, metrics: Vec<Metric>) -> ExportRequest {
 pub fn event(name: &str, session: &str, time_ns: u64, mut attrs: Vec<KeyValue>) -> LogRecord {
     attrs.push(kv("event.name", name));
     attrs.push(kv("session.id", session));
-    attrs.push(kv("user.id", "u-0000"));
+    attrs.push(kv("user.id", USER_ID));
     attrs.push(kv("terminal.type", "tmux"));
     attrs.push(kv("prompt.id", "p-1"));
     LogRecord {

@@ -110,6 +110,7 @@ enum Command {
     Delivered(OutboxId, Reply<bool>),
     Release(OutboxId, String, Reply<bool>),
     Stats(Reply<OutboxStats>),
+    Close(Reply<()>),
 }
 
 /// Handle to the store; cheap to clone and share between tasks and threads.
@@ -141,14 +142,21 @@ impl Store {
             source,
         };
         let (nudge, nudged) = mpsc::sync_channel(1);
-        thread::Builder::new()
+        let checkpointer = thread::Builder::new()
             .name("store-checkpoint".to_owned())
             .spawn(move || checkpoint_loop(checkpoint_conn, nudged))
             .map_err(spawn_err)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("store-writer".to_owned())
-            .spawn(move || writer_loop(conn, bounds, rx, nudge))
+            .spawn(move || {
+                let close_reply = writer_loop(conn, bounds, rx, nudge);
+                // The nudge sender is gone with writer_loop: the checkpointer ends.
+                let _ = checkpointer.join();
+                if let Some(reply) = close_reply {
+                    let _ = reply.send(Ok(()));
+                }
+            })
             .map_err(spawn_err)?;
         Ok(Store {
             commands: tx,
@@ -214,6 +222,22 @@ impl Store {
     pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         self.call(Command::Stats)?
             .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Finishes the work queued before this call, checkpoints and closes the file, and stops
+    /// the threads. For an orderly shutdown: the final checkpoint happens now rather than at
+    /// process exit. Calls made afterwards through any clone fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.call(Command::Close)?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::close`] for code outside a tokio runtime.
+    pub fn close_blocking(&self) -> Result<(), StoreError> {
+        self.call(Command::Close)?
+            .blocking_recv()
             .map_err(|_| StoreError::Closed)?
     }
 
@@ -355,12 +379,14 @@ fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
     }
 }
 
+/// Runs commands until every handle is dropped (returns `None`) or one asks to close
+/// (returns its reply, to be answered once everything is closed).
 fn writer_loop(
     mut conn: Connection,
     bounds: StoreBounds,
     commands: mpsc::Receiver<Command>,
     nudge: mpsc::SyncSender<()>,
-) {
+) -> Option<Reply<()>> {
     let mut commits = 0u32;
     let mut next = None;
     loop {
@@ -368,7 +394,7 @@ fn writer_loop(
             Some(command) => command,
             None => match commands.recv() {
                 Ok(command) => command,
-                Err(_) => return,
+                Err(_) => return None,
             },
         };
         commits += 1;
@@ -418,6 +444,15 @@ fn writer_loop(
             }
             Command::Stats(reply) => {
                 let _ = reply.send(outbox::stats(&conn, now_ns()));
+            }
+            Command::Close(reply) => {
+                // Everything queued before the close has been answered (the channel is FIFO);
+                // commands sent after it are dropped and their callers see `Closed`.
+                if let Err((_, err)) = conn.close() {
+                    let _ = reply.send(Err(err.into()));
+                    return None;
+                }
+                return Some(reply);
             }
         }
     }

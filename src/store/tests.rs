@@ -695,3 +695,56 @@ fn kill_9_mid_append_leaves_a_consistent_store_with_every_committed_row() {
         .expect("claim leftovers");
     assert_eq!(leftovers.len() as i64, rows);
 }
+
+#[test]
+fn close_checkpoints_the_file_and_later_calls_fail_with_closed() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let other = store.clone();
+    store.append_blocking(api_logs("s1", 2)).expect("append");
+    store.close_blocking().expect("close");
+    let wal = path.with_file_name("store.db-wal");
+    assert!(
+        !wal.exists(),
+        "the last connection's close folds and removes the WAL"
+    );
+    assert!(matches!(
+        other.append_blocking(api_logs("s1", 1)),
+        Err(StoreError::Closed)
+    ));
+    assert_eq!(count(&raw(&path), "SELECT count(*) FROM outbox"), 1);
+}
+
+#[test]
+fn appends_from_many_threads_through_one_handle_are_all_committed() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let ids: Vec<OutboxId> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    (0..50)
+                        .map(|_| {
+                            store
+                                .append_blocking(api_logs(&format!("s{t}"), 3))
+                                .expect("append")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 400);
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "SELECT count(*) FROM outbox"), 400);
+    assert_eq!(count(&conn, "SELECT count(*) FROM api_requests"), 1200);
+    assert_eq!(count(&conn, "SELECT count(*) FROM sessions"), 8);
+}

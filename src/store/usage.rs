@@ -26,6 +26,17 @@ use crate::otlp::ExportRequest;
 /// `OTEL_RESOURCE_ATTRIBUTES`, copied by claude onto every point and record).
 pub const PROJECT_ATTRIBUTE: &str = "project.name";
 
+/// Attributes that describe the session, not the point: kept once in `sessions` (the ids)
+/// or not at all (e-mail, account and organisation ids), never repeated per row.
+const SESSION_ATTRIBUTES: [&str; 6] = [
+    "session.id",
+    "user.id",
+    "terminal.type",
+    "user.email",
+    "user.account_uuid",
+    "organization.id",
+];
+
 /// OTLP `AGGREGATION_TEMPORALITY_DELTA`: the only sums that can be added up as they come.
 const DELTA: i32 = 1;
 
@@ -308,13 +319,12 @@ impl Decoded {
         let extra: BTreeMap<&str, serde_json::Value> = attrs
             .iter()
             .filter(|kv| {
-                !matches!(
-                    kv.key.as_str(),
-                    "session.id" | "model" | "type" | PROJECT_ATTRIBUTE
-                ) && !scope
-                    .resource
-                    .iter()
-                    .any(|r| r.key == kv.key && r.value == kv.value)
+                !matches!(kv.key.as_str(), "model" | "type" | PROJECT_ATTRIBUTE)
+                    && !SESSION_ATTRIBUTES.contains(&kv.key.as_str())
+                    && !scope
+                        .resource
+                        .iter()
+                        .any(|r| r.key == kv.key && r.value == kv.value)
             })
             .filter_map(|kv| Some((kv.key.as_str(), json_value(kv.value.as_ref()?)?)))
             .collect();
