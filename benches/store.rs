@@ -80,7 +80,7 @@ fn main() {
     let store = Store::open(&db, StoreBounds::default()).expect("open store");
 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let (mut events, mut points, mut outbox_bytes) = (0u64, 0u64, 0u64);
+    let (mut events, mut points, mut outbox_bytes, mut outbox_stored) = (0u64, 0u64, 0u64, 0u64);
     let mut requests = 0usize;
     let mut append_time = Duration::ZERO;
     let mut append_cpu = Duration::ZERO;
@@ -219,6 +219,7 @@ fn main() {
             ingest(&store, std::mem::take(&mut chunk));
             append_time += started.elapsed();
             append_cpu += cpu_time().saturating_sub(cpu);
+            outbox_stored += store.outbox_stats_blocking().expect("stats").pending_bytes;
             let started = Instant::now();
             deliver_all(&store);
             deliver_time += started.elapsed();
@@ -254,9 +255,10 @@ fn main() {
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     println!(
         "store size after delivery: {:.1} MiB ({:.1} MiB per million events incl. their metric points); \
-         outbox protobuf while undelivered: {:.1} MiB per million events",
+         outbox while undelivered: {:.1} MiB stored per million events ({:.1} MiB of protobuf)",
         size as f64 / 1048576.0,
         size as f64 / 1048576.0 / (events as f64 / 1e6),
+        outbox_stored as f64 / 1048576.0 / (events as f64 / 1e6),
         outbox_bytes as f64 / 1048576.0 / (events as f64 / 1e6)
     );
     for argv in [

@@ -302,6 +302,14 @@ impl Store {
     }
 }
 
+/// Where the store lives unless settings say otherwise: `store.db` in the platform data
+/// directory (`~/.local/share/claude-telemetry` on Linux). `None` when no home directory
+/// can be determined.
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "claude-telemetry")
+        .map(|dirs| dirs.data_dir().join("store.db"))
+}
+
 /// Opens a read connection for queries (the report, `doctor`), migrating the file first so a
 /// report run after an upgrade works. Returns `Ok(None)` when no store file exists yet.
 pub fn open_reader(path: &Path) -> Result<Option<Connection>, StoreError> {
