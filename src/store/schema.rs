@@ -50,15 +50,18 @@ CREATE TABLE resources (
     attrs_json TEXT NOT NULL UNIQUE
 );
 
+-- Raw rows refer to a session by this integer id: 8 bytes instead of a 36-byte UUID in
+-- every one of millions of rows.
 CREATE TABLE sessions (
-    session_id    TEXT PRIMARY KEY,
+    id            INTEGER PRIMARY KEY,
+    session_id    TEXT NOT NULL UNIQUE,
     user_id       TEXT,
     project       TEXT NOT NULL DEFAULT '',
     terminal_type TEXT,
     resource_id   INTEGER REFERENCES resources(id),
     first_seen_ns INTEGER NOT NULL,
     last_seen_ns  INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 
 -- Raw rows have no secondary indexes: they arrive in time order (rowid order) and every
 -- index is one more B-tree page written per commit; the report reads usage_hourly.
@@ -71,7 +74,7 @@ CREATE TABLE metric_points (
     name        TEXT    NOT NULL,
     type        TEXT,
     model       TEXT,
-    session_id  TEXT,
+    session     INTEGER REFERENCES sessions(id),
     project     TEXT    NOT NULL DEFAULT '',
     value       REAL    NOT NULL,
     temporality INTEGER NOT NULL,
@@ -82,7 +85,7 @@ CREATE TABLE metric_points (
 CREATE TABLE api_requests (
     id                    INTEGER PRIMARY KEY,
     time_ns               INTEGER NOT NULL,
-    session_id            TEXT,
+    session               INTEGER REFERENCES sessions(id),
     prompt_id             TEXT,
     project               TEXT NOT NULL DEFAULT '',
     model                 TEXT,
@@ -102,7 +105,7 @@ CREATE TABLE tool_events (
     id          INTEGER PRIMARY KEY,
     time_ns     INTEGER NOT NULL,
     kind        TEXT    NOT NULL,
-    session_id  TEXT,
+    session     INTEGER REFERENCES sessions(id),
     project     TEXT NOT NULL DEFAULT '',
     tool_name   TEXT,
     decision    TEXT,
@@ -116,7 +119,7 @@ CREATE TABLE other_events (
     id          INTEGER PRIMARY KEY,
     time_ns     INTEGER NOT NULL,
     name        TEXT    NOT NULL,
-    session_id  TEXT,
+    session     INTEGER REFERENCES sessions(id),
     project     TEXT NOT NULL DEFAULT '',
     model       TEXT,
     status_code INTEGER

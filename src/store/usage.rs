@@ -537,9 +537,40 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
         }
     }
     let rid = |i: usize| resource_ids.get(i).copied();
+    let mut session_ids: HashMap<&str, i64> = HashMap::with_capacity(d.sessions.len());
+    if !d.sessions.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO sessions(session_id, user_id, project, terminal_type, resource_id,
+                                  first_seen_ns, last_seen_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(session_id) DO UPDATE SET
+                 first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
+                 last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
+                 user_id = coalesce(user_id, excluded.user_id),
+                 project = CASE WHEN project = '' THEN excluded.project ELSE project END,
+                 terminal_type = coalesce(terminal_type, excluded.terminal_type)
+             RETURNING id",
+        )?;
+        for (id, s) in &d.sessions {
+            let row_id = stmt.query_row(
+                params![
+                    id,
+                    s.user_id,
+                    s.project,
+                    s.terminal_type,
+                    rid(s.resource),
+                    s.first_ns,
+                    s.last_ns
+                ],
+                |r| r.get::<_, i64>(0),
+            )?;
+            session_ids.insert(id.as_str(), row_id);
+        }
+    }
+    let sid = |s: &Option<String>| s.as_deref().and_then(|s| session_ids.get(s).copied());
     if !d.points.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO metric_points(time_ns, start_ns, name, type, model, session_id, project,
+            "INSERT INTO metric_points(time_ns, start_ns, name, type, model, session, project,
                                        value, temporality, attrs_json, resource_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
@@ -550,7 +581,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
                 p.name,
                 p.kind,
                 p.model,
-                p.session,
+                sid(&p.session),
                 p.project,
                 p.value,
                 p.temporality,
@@ -561,7 +592,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
     }
     if !d.api.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO api_requests(time_ns, session_id, prompt_id, project, model, cost_usd,
+            "INSERT INTO api_requests(time_ns, session, prompt_id, project, model, cost_usd,
                  input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
                  duration_ms, request_id, query_source, resource_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -570,7 +601,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
             let t = a.tokens.map(|t| t.map(|v| v as i64));
             stmt.execute(params![
                 a.time_ns,
-                a.session,
+                sid(&a.session),
                 a.prompt,
                 a.project,
                 a.model,
@@ -588,7 +619,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
     }
     if !d.tools.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO tool_events(time_ns, kind, session_id, project, tool_name, decision,
+            "INSERT INTO tool_events(time_ns, kind, session, project, tool_name, decision,
                                      source, success, duration_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
@@ -596,7 +627,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
             stmt.execute(params![
                 t.time_ns,
                 t.kind,
-                t.session,
+                sid(&t.session),
                 t.project,
                 t.tool_name,
                 t.decision,
@@ -608,41 +639,17 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
     }
     if !d.others.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO other_events(time_ns, name, session_id, project, model, status_code)
+            "INSERT INTO other_events(time_ns, name, session, project, model, status_code)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for o in &d.others {
             stmt.execute(params![
                 o.time_ns,
                 o.name,
-                o.session,
+                sid(&o.session),
                 o.project,
                 o.model,
                 o.status_code
-            ])?;
-        }
-    }
-    if !d.sessions.is_empty() {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO sessions(session_id, user_id, project, terminal_type, resource_id,
-                                  first_seen_ns, last_seen_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(session_id) DO UPDATE SET
-                 first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
-                 last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
-                 user_id = coalesce(user_id, excluded.user_id),
-                 project = CASE WHEN project = '' THEN excluded.project ELSE project END,
-                 terminal_type = coalesce(terminal_type, excluded.terminal_type)",
-        )?;
-        for (id, s) in &d.sessions {
-            stmt.execute(params![
-                id,
-                s.user_id,
-                s.project,
-                s.terminal_type,
-                rid(s.resource),
-                s.first_ns,
-                s.last_ns
             ])?;
         }
     }
