@@ -105,8 +105,9 @@ enum Command {
         owner: String,
         limit: usize,
         lease: Duration,
-        reply: Reply<Vec<(OutboxId, ExportRequest)>>,
+        reply: Reply<Vec<outbox::RawClaim>>,
     },
+    DropUnreadable(Vec<outbox::Unreadable>, Reply<()>),
     Delivered(OutboxId, Reply<bool>),
     Release(OutboxId, String, Reply<bool>),
     Stats(Reply<OutboxStats>),
@@ -184,6 +185,8 @@ impl Store {
     /// Claims up to `limit` deliverable rows (never claimed, or whose lease has expired),
     /// oldest first, for `lease`. Rows claimed by a live owner are invisible to others, so
     /// several processes sharing the file never deliver the same row while leases hold.
+    /// Rows are decompressed and decoded on the calling task (about 50 µs each): keep
+    /// `limit` modest (tens) on a runtime thread. Undecodable rows are dropped and counted.
     pub async fn claim_pending(
         &self,
         owner: &str,
@@ -191,14 +194,22 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
         let owner = owner.to_owned();
-        self.call(|reply| Command::Claim {
-            owner,
-            limit,
-            lease,
-            reply,
-        })?
-        .await
-        .map_err(|_| StoreError::Closed)?
+        let raw = self
+            .call(|reply| Command::Claim {
+                owner,
+                limit,
+                lease,
+                reply,
+            })?
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        let (claimed, unreadable) = outbox::decode_claims(raw);
+        if !unreadable.is_empty() {
+            self.call(|reply| Command::DropUnreadable(unreadable, reply))?
+                .await
+                .map_err(|_| StoreError::Closed)??;
+        }
+        Ok(claimed)
     }
 
     /// Deletes a row upstream has accepted. Returns false when it was already gone
@@ -258,14 +269,22 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
         let owner = owner.to_owned();
-        self.call(|reply| Command::Claim {
-            owner,
-            limit,
-            lease,
-            reply,
-        })?
-        .blocking_recv()
-        .map_err(|_| StoreError::Closed)?
+        let raw = self
+            .call(|reply| Command::Claim {
+                owner,
+                limit,
+                lease,
+                reply,
+            })?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)??;
+        let (claimed, unreadable) = outbox::decode_claims(raw);
+        if !unreadable.is_empty() {
+            self.call(|reply| Command::DropUnreadable(unreadable, reply))?
+                .blocking_recv()
+                .map_err(|_| StoreError::Closed)??;
+        }
+        Ok(claimed)
     }
 
     /// [`Store::mark_delivered`] for code outside a tokio runtime.
@@ -443,6 +462,9 @@ fn writer_loop(
                 reply,
             } => {
                 let _ = reply.send(outbox::claim(&mut conn, &owner, limit, lease, now_ns()));
+            }
+            Command::DropUnreadable(rows, reply) => {
+                let _ = reply.send(outbox::drop_unreadable(&mut conn, &rows));
             }
             Command::Delivered(id, reply) => {
                 let _ = reply.send(outbox::delivered(&conn, id));

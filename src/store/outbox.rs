@@ -202,6 +202,25 @@ fn counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
         .query_row([name], |r| r.get(0))?)
 }
 
+/// A claimed row as stored; decoded by [`decode_claims`] on the caller's thread so a large
+/// claim never holds up the writer (and the appends queued behind it).
+pub(super) struct RawClaim {
+    id: OutboxId,
+    signal: String,
+    items: i64,
+    bytes: i64,
+    encoding: String,
+    body: Vec<u8>,
+}
+
+/// A row that cannot be decoded, to be dropped and counted by [`drop_unreadable`].
+#[derive(Debug)]
+pub(super) struct Unreadable {
+    id: OutboxId,
+    items: i64,
+    bytes: i64,
+}
+
 /// Claims up to `limit` unclaimed or lease-expired rows, oldest first, atomically.
 pub(super) fn claim(
     conn: &mut Connection,
@@ -209,12 +228,11 @@ pub(super) fn claim(
     limit: usize,
     lease: Duration,
     now_ns: i64,
-) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
+) -> Result<Vec<RawClaim>, StoreError> {
     let until_ns = now_ns.saturating_add(i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX));
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut claimed = Vec::new();
-    let mut unreadable = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
             "UPDATE outbox SET claim_owner = ?1, claim_until_ns = ?2
@@ -225,29 +243,60 @@ pub(super) fn claim(
         )?;
         let mut rows = stmt.query(params![owner, until_ns, now_ns, limit])?;
         while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let signal: String = row.get(1)?;
-            let encoding: String = row.get(4)?;
-            let body: Vec<u8> = row.get(5)?;
-            let decoded = Signal::from_name(&signal).and_then(|signal| {
-                ExportRequest::decode(signal, &decompress(&encoding, body)?).ok()
+            claimed.push(RawClaim {
+                id: OutboxId(row.get(0)?),
+                signal: row.get(1)?,
+                items: row.get(2)?,
+                bytes: row.get(3)?,
+                encoding: row.get(4)?,
+                body: row.get(5)?,
             });
-            match decoded {
-                Some(request) => claimed.push((OutboxId(id), request)),
-                None => unreadable.push((id, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?)),
-            }
         }
     }
-    // A row that cannot be decoded can never be delivered: drop it and count it as dropped
-    // rather than blocking the head of the queue forever.
-    for (id, items, bytes) in unreadable {
-        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
-            .execute([id])?;
-        add_dropped(&tx, 1, items, bytes)?;
+    tx.commit()?;
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
+}
+
+/// Decompresses and decodes claimed rows, oldest first; rows that fail are returned apart.
+pub(super) fn decode_claims(
+    claims: Vec<RawClaim>,
+) -> (Vec<(OutboxId, ExportRequest)>, Vec<Unreadable>) {
+    let mut ok = Vec::with_capacity(claims.len());
+    let mut bad = Vec::new();
+    for c in claims {
+        let decoded = Signal::from_name(&c.signal).and_then(|signal| {
+            ExportRequest::decode(signal, &decompress(&c.encoding, c.body)?).ok()
+        });
+        match decoded {
+            Some(request) => ok.push((c.id, request)),
+            None => bad.push(Unreadable {
+                id: c.id,
+                items: c.items,
+                bytes: c.bytes,
+            }),
+        }
+    }
+    (ok, bad)
+}
+
+/// A row that cannot be decoded can never be delivered: drop it and count it as dropped
+/// rather than let it block the head of the queue forever.
+pub(super) fn drop_unreadable(
+    conn: &mut Connection,
+    rows: &[Unreadable],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for row in rows {
+        let deleted = tx
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([row.id.0])?;
+        if deleted == 1 {
+            add_dropped(&tx, 1, row.items, row.bytes)?;
+        }
     }
     tx.commit()?;
-    claimed.sort_by_key(|(id, _)| *id);
-    Ok(claimed)
+    Ok(())
 }
 
 /// Deletes a delivered row; false when it was already gone.

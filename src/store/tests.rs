@@ -759,3 +759,11 @@ fn the_default_path_is_a_store_file_in_the_data_directory() {
         path.display()
     );
 }
+
+#[test]
+fn the_handle_can_be_shared_across_tasks_and_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Store>();
+    fn sendable<T: Send + Sync + 'static>() {}
+    sendable::<StoreError>();
+}
