@@ -51,6 +51,9 @@ const MAX_GROUP_COMMIT: usize = 256;
 /// ... and at most this many protobuf bytes, to keep each transaction short.
 const MAX_GROUP_COMMIT_BYTES: usize = 4 * 1024 * 1024;
 
+/// WAL length (in pages, 4 KiB each) beyond which the checkpointer forces a restart.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Errors of the store; every one names what failed so `doctor` can print it as is.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -354,7 +357,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Keep the WAL from growing without end after a burst; it is truncated to this on checkpoint.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // No journal_size_limit: a WAL that is reused from its start after each checkpoint writes
+    // into blocks the file already has; truncating it makes every burst allocate them again
+    // (measured: a third of the writer's CPU). The checkpointer bounds its size instead.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     // 16 MiB of page cache: the rollup and the tables' right edges stay in memory.
     conn.pragma_update(None, "cache_size", -16_384)?;
@@ -362,8 +367,14 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Creates the directory (0700) and an empty file (0600) so telemetry is private to the user
-/// whatever the umask; SQLite gives its WAL and shm files the database file's mode.
+/// Creates the directory (0700) and, when missing, an empty file (0600) so telemetry is
+/// private to the user whatever the umask; SQLite gives its WAL and shm files the database
+/// file's mode.
+///
+/// An existing file is never opened here: closing any descriptor of a file drops every POSIX
+/// lock this process holds on it, including the locks of SQLite connections other threads
+/// have open, which lets another process write under them (seen as `disk I/O error`).
+/// `create_new` only ever closes a descriptor of a file nobody had open.
 fn create_private_file(path: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::Create {
         path: path.to_path_buf(),
@@ -376,12 +387,19 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir).map_err(err)?;
     }
+    if path.exists() {
+        return Ok(());
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map_err(err)?;
-    Ok(())
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another process created it between the check and here: that is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Wall-clock nanoseconds since the Unix epoch; leases and ages are compared across processes.
@@ -393,13 +411,21 @@ pub(crate) fn now_ns() -> i64 {
 }
 
 /// Folds the WAL into the database every [`CHECKPOINT_INTERVAL`] or when nudged; ends when
-/// the writer thread (the only sender) ends. PASSIVE never waits for readers or writers.
+/// the writer thread (the only sender) ends. PASSIVE never waits for readers or writers, so
+/// under sustained writing it may never finish and the WAL would keep growing: past
+/// [`WAL_RESTART_FRAMES`] a RESTART checkpoint briefly holds writers back so the next
+/// commit starts the WAL from its beginning again.
 fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
     loop {
         match nudged.recv_timeout(CHECKPOINT_INTERVAL) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
-                // A failed passive checkpoint is retried next round; the WAL stays valid.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                // A failed checkpoint is retried next round; the WAL stays valid meanwhile.
+                let frames: Option<i64> = conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                    .ok();
+                if frames.is_some_and(|f| f > WAL_RESTART_FRAMES) {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+                }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }

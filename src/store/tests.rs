@@ -767,3 +767,43 @@ fn the_handle_can_be_shared_across_tasks_and_threads() {
     fn sendable<T: Send + Sync + 'static>() {}
     sendable::<StoreError>();
 }
+
+/// Child side of the lock test: tries to read the file once, without waiting for locks.
+#[test]
+#[ignore = "helper process for the multi-process store tests"]
+fn child_tries_to_read_once() {
+    let Ok(db) = std::env::var(CHILD_DB) else {
+        return; // only meaningful when spawned by spawn_child
+    };
+    let conn = Connection::open(&db).expect("child open");
+    conn.busy_timeout(Duration::ZERO).expect("no waiting");
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(n) => println!("read {n} schema rows"),
+        Err(e) => println!("file locked: {e}"),
+    }
+}
+
+#[test]
+fn preparing_the_file_again_keeps_the_locks_this_process_holds() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    // A connection of this process holding an exclusive lock, as a connection does while it
+    // checkpoints or closes.
+    let holder = raw(&path);
+    holder
+        .execute_batch("CREATE TABLE t(x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .expect("take the exclusive lock");
+    // What every Store::open does first; closing a descriptor of the file here would drop
+    // the holder's POSIX lock and let another process in.
+    create_private_file(&path).expect("prepare existing file");
+    let mut child = spawn_child("store::tests::child_tries_to_read_once", &path, 0);
+    let lines = read_child_lines(&mut child);
+    assert!(child.wait().expect("wait").success());
+    assert!(
+        lines.iter().any(|l| l.contains("file locked")),
+        "another process read the file under our exclusive lock: {lines:?}"
+    );
+    holder.execute_batch("COMMIT").expect("commit");
+}
