@@ -230,6 +230,17 @@ fn main() {
     let wall = wall.elapsed();
     store.close_blocking().expect("close store");
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} cores, load average {} (other work competes for the same cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "store bench: {sessions} sessions, {requests} requests, {events} events, {points} metric points"
     );
