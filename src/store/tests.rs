@@ -553,10 +553,21 @@ fn read_child_lines(child: &mut std::process::Child) -> Vec<String> {
 
 #[test]
 fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
+    // 3 s by default; the issue's 30 s run: CLAUDE_TELEMETRY_STORE_CONCURRENCY_MS=30000.
+    let run_ms = std::env::var("CLAUDE_TELEMETRY_STORE_CONCURRENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
     let (_dir, path) = temp_db();
     Store::open(&path, big_bounds()).expect("create");
     let mut children: Vec<_> = (0..4)
-        .map(|_| spawn_child("store::tests::child_appends_until_time_is_up", &path, 3000))
+        .map(|_| {
+            spawn_child(
+                "store::tests::child_appends_until_time_is_up",
+                &path,
+                run_ms,
+            )
+        })
         .collect();
     // Two forwarders deliver while the children write, as two launchers would.
     let delivered = Arc::new(Mutex::new(Vec::<OutboxId>::new()));
@@ -614,6 +625,12 @@ fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
     unique.dedup();
     assert_eq!(unique.len(), delivered.len(), "a row was delivered twice");
     assert!(appended > 100, "children appended only {appended}");
+    println!(
+        "4 processes appended {appended} requests ({} events) in {run_ms} ms; \
+         2 forwarders delivered {} rows, none twice",
+        appended * EVENTS_PER_REQUEST as u64,
+        delivered.len()
+    );
     assert_eq!(committed.len() as u64, appended);
     assert_eq!(
         delivered.len() as u64,
