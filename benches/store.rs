@@ -14,6 +14,8 @@
 // which pulls in the modules' test code with nothing using its imports.
 #![cfg_attr(test, allow(unused_imports, clippy::duplicate_mod))]
 
+#[path = "../src/definitions.rs"]
+mod definitions;
 #[path = "../src/store/fixtures.rs"]
 mod fixtures;
 #[path = "../src/otlp.rs"]

@@ -1,12 +1,15 @@
-//! Definitions of the derived figures the report prints, written once so the README, the
-//! report and the Grafana dashboards' tests agree (to be reconciled into `src/definitions.rs`).
+//! The derived figures the report prints, over store totals. The formulas the dashboards
+//! share (cache efficiency, cost per 1K output tokens) are `crate::definitions`' own
+//! functions, called here, so the terminal and Grafana cannot drift apart.
 //!
 //! Sources (one per figure, so nothing is counted twice):
 //! - **cost** — `claude_code.cost.usage` metric points (USD); Prometheus/Grafana sum the same
 //!   points. `api_request.cost_usd` events carry the same per-request figure and are kept only
 //!   as a cross-check (`events` in `report --json`).
 //! - **tokens by type** — `claude_code.token.usage{type=input|output|cacheRead|cacheCreation}`.
-//! - **sessions** — `claude_code.session.count` points (sessions started).
+//! - **sessions** — distinct `session.id` values seen, as the dashboards count them
+//!   (`count(count by (session_id)(…))`); `claude_code.session.count` is also summed, as
+//!   `sessions_started`.
 //! - **lines, commits, PRs, active time** — their `claude_code.*` metrics.
 //! - **API requests, errors, request duration, prompts** — `api_request`, `api_error`,
 //!   `user_prompt` events (no metric exists).
@@ -14,15 +17,13 @@
 //!   every tool; the `code_edit_tool.decision` metric covers edit tools only and is reported
 //!   separately as edit decisions.
 
+use crate::definitions;
 use crate::store::queries::Totals;
 
 /// Cache efficiency (hit ratio): the share of prompt tokens served from the cache,
 /// `cacheRead / (cacheRead + input + cacheCreation)`. `None` when no prompt tokens were used.
 pub fn cache_hit_ratio(t: &Totals) -> Option<f64> {
-    ratio(
-        t.cache_read_tokens,
-        t.cache_read_tokens + t.input_tokens + t.cache_creation_tokens,
-    )
+    definitions::cache_efficiency(t.input_tokens, t.cache_read_tokens, t.cache_creation_tokens)
 }
 
 /// Every token billed, all four types.
@@ -33,7 +34,7 @@ pub fn total_tokens(t: &Totals) -> f64 {
 /// Cost per 1,000 output tokens (USD): `cost / output * 1000`, what a unit of produced text
 /// costs once input and cache are paid for. `None` without output tokens.
 pub fn cost_per_1k_output(t: &Totals) -> Option<f64> {
-    ratio(t.cost_usd * 1000.0, t.output_tokens)
+    definitions::cost_per_1k_output_tokens(t.cost_usd, t.output_tokens)
 }
 
 /// Share of `tool_decision` events that accepted: `accepts / (accepts + rejects)`.

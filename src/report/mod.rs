@@ -30,7 +30,7 @@ pub struct ReportArgs {
     /// such as 24h, 7d or 2w.
     #[arg(long, value_name = "WHEN", value_parser = parse_time_spec)]
     pub until: Option<TimeSpec>,
-    /// Only this project (the `project.name` attribute).
+    /// Only this project (the `project` attribute).
     #[arg(long, value_name = "NAME")]
     pub project: Option<String>,
     /// Print JSON (stable schema, `schema_version` 1) instead of tables.
@@ -117,7 +117,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
                     until: None,
                     project: args.project.clone(),
                 },
-                summary: render::Figures::from_totals(&Default::default(), true),
+                summary: render::Figures::from_totals(&Default::default()),
                 breakdown: args.by.map(|by| Breakdown {
                     by,
                     rows: Vec::new(),
@@ -146,7 +146,6 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         project: args.project.clone(),
     };
     let totals = queries::totals(&conn, &filter)?;
-    let sessions_meaningful = |by: GroupBy| !matches!(by, GroupBy::Model | GroupBy::Session);
     let breakdown = match args.by {
         Some(by) => {
             let groups = queries::breakdown(&conn, &filter, by, zone)?;
@@ -154,7 +153,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
                 .iter()
                 .map(|g| {
                     let started = queries::format_time(&conn, g.first_hour, zone)?;
-                    Ok(render::Row::from_group(g, started, sessions_meaningful(by)))
+                    Ok(render::Row::from_group(g, started))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Some(Breakdown { by, rows })
@@ -170,7 +169,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
             until: filter.until,
             project: filter.project.clone(),
         },
-        summary: render::Figures::from_totals(&totals, true),
+        summary: render::Figures::from_totals(&totals),
         breakdown,
     };
     if args.json {

@@ -12,8 +12,11 @@ use crate::store::queries::{self, Filter, Group, GroupBy, Totals, Zone};
 /// The figures of a summary or of one breakdown row (JSON field names are the schema).
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Figures {
-    /// Sessions started; `null` where sessions cannot be attributed (by model, by session).
-    sessions: Option<u64>,
+    /// Distinct sessions with any usage (the dashboards' definition).
+    sessions: u64,
+    /// Sessions started (`claude_code.session.count`); differs from `sessions` when a
+    /// session spans buckets or when the start fell outside the range.
+    sessions_started: u64,
     cost_usd: f64,
     cost_per_1k_output_usd: Option<f64>,
     tokens: Tokens,
@@ -93,9 +96,10 @@ fn count(v: f64) -> u64 {
 }
 
 impl Figures {
-    pub(super) fn from_totals(t: &Totals, with_sessions: bool) -> Figures {
+    pub(super) fn from_totals(t: &Totals) -> Figures {
         Figures {
-            sessions: with_sessions.then(|| count(t.sessions_started)),
+            sessions: count(t.sessions),
+            sessions_started: count(t.sessions_started),
             cost_usd: t.cost_usd,
             cost_per_1k_output_usd: figures::cost_per_1k_output(t),
             tokens: Tokens {
@@ -160,12 +164,12 @@ pub(super) struct Row {
 }
 
 impl Row {
-    pub(super) fn from_group(g: &Group, started: String, with_sessions: bool) -> Row {
+    pub(super) fn from_group(g: &Group, started: String) -> Row {
         Row {
             key: g.key.clone(),
             first_hour: g.first_hour,
             started,
-            figures: Figures::from_totals(&g.totals, with_sessions),
+            figures: Figures::from_totals(&g.totals),
         }
     }
 }
@@ -231,9 +235,7 @@ fn summary_table(f: &Figures, width: Option<u16>) -> Table {
     let mut row = |label: &str, value: String| {
         t.add_row(vec![Cell::new(label), Cell::new(value)]);
     };
-    if let Some(s) = f.sessions {
-        row("Sessions", int(s));
-    }
+    row("Sessions", int(f.sessions));
     let per_1k = f
         .cost_per_1k_output_usd
         .map(|c| format!(" ({} per 1K output tokens)", money(c)))
@@ -344,11 +346,11 @@ fn breakdown_columns(by: GroupBy) -> Vec<Column> {
             cell: |r| r.started.clone(),
         });
     }
-    if !matches!(by, GroupBy::Model | GroupBy::Session) {
+    if by != GroupBy::Session {
         cols.push(Column {
             header: "Sessions",
             keep: 75,
-            cell: |r| r.figures.sessions.map(int).unwrap_or_default(),
+            cell: |r| int(r.figures.sessions),
         });
     }
     cols.extend([

@@ -363,6 +363,7 @@ fn json_totals_equal_the_sums_of_the_known_calls() {
     let cache = 67_000.0 / (67_000.0 + 9_700.0 + 22_500.0);
     assert!((f(&s["cache_hit_ratio"]) - cache).abs() < 1e-12);
     assert_eq!(s["sessions"], 3);
+    assert_eq!(s["sessions_started"], 3);
     assert_eq!(
         (s["lines"]["added"].clone(), s["lines"]["removed"].clone()),
         (132.into(), 30.into())

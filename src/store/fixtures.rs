@@ -51,7 +51,7 @@ pub fn kv_f64(key: &str, value: f64) -> KeyValue {
     }
 }
 
-/// The resource claude sends, plus `project.name` when given.
+/// The resource claude sends, plus `project` when given.
 pub fn resource(project: Option<&str>) -> Vec<KeyValue> {
     let mut attrs = vec![
         kv("service.name", "claude-code"),
@@ -60,7 +60,7 @@ pub fn resource(project: Option<&str>) -> Vec<KeyValue> {
         kv("host.arch", "amd64"),
     ];
     if let Some(p) = project {
-        attrs.push(kv("project.name", p));
+        attrs.push(kv("project", p));
     }
     attrs
 }

@@ -258,6 +258,13 @@ pub(super) fn claim(
     Ok(claimed)
 }
 
+/// Reads back the name [`Signal::as_str`] wrote.
+fn signal_from_name(name: &str) -> Option<Signal> {
+    [Signal::Metrics, Signal::Logs, Signal::Traces]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+}
+
 /// Decompresses and decodes claimed rows, oldest first; rows that fail are returned apart.
 pub(super) fn decode_claims(
     claims: Vec<RawClaim>,
@@ -265,7 +272,7 @@ pub(super) fn decode_claims(
     let mut ok = Vec::with_capacity(claims.len());
     let mut bad = Vec::new();
     for c in claims {
-        let decoded = Signal::from_name(&c.signal).and_then(|signal| {
+        let decoded = signal_from_name(&c.signal).and_then(|signal| {
             ExportRequest::decode(signal, &decompress(&c.encoding, c.body)?).ok()
         });
         match decoded {

@@ -18,7 +18,7 @@ pub struct Filter {
     pub since: Option<i64>,
     /// Exclusive upper bound.
     pub until: Option<i64>,
-    /// Only this project (`project.name` attribute); `Some("")` selects rows without one.
+    /// Only this project (`project` attribute); `Some("")` selects rows without one.
     pub project: Option<String>,
 }
 
@@ -46,13 +46,15 @@ pub enum GroupBy {
     Session,
     /// Model id without its context suffix.
     Model,
-    /// `project.name` attribute.
+    /// `project` attribute.
     Project,
 }
 
 /// Raw sums over a set of rollup rows; derived figures are computed in `report::figures`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Totals {
+    /// Distinct non-empty `session.id` values (how the dashboards count sessions).
+    pub sessions: f64,
     /// `claude_code.session.count` points.
     pub sessions_started: f64,
     /// `claude_code.cost.usage` (USD), the authoritative cost.
@@ -110,9 +112,11 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// `v`: the sums in [`ROLLUP_COLUMNS`] order, then the distinct session count.
     fn from_sums(v: &[f64]) -> Totals {
         let g = |i: usize| v.get(i).copied().unwrap_or(0.0);
         Totals {
+            sessions: g(ROLLUP_COLUMNS.len()),
             sessions_started: g(col::SESSIONS_STARTED),
             cost_usd: g(col::COST_USD),
             input_tokens: g(col::INPUT_TOKENS),
@@ -169,7 +173,7 @@ pub fn totals(conn: &Connection, filter: &Filter) -> Result<Totals, StoreError> 
     let (where_sql, params) = where_clause(filter);
     let sql = format!("SELECT {} FROM usage_hourly {where_sql}", sum_list());
     let sums = conn.query_row(&sql, params_from_iter(params.iter()), |row| {
-        (0..ROLLUP_COLUMNS.len())
+        (0..=ROLLUP_COLUMNS.len())
             .map(|i| row.get::<_, Option<f64>>(i).map(|v| v.unwrap_or(0.0)))
             .collect::<rusqlite::Result<Vec<f64>>>()
     })?;
@@ -209,7 +213,7 @@ pub fn breakdown(
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(params.iter()), |row| {
-        let sums = (0..ROLLUP_COLUMNS.len())
+        let sums = (0..=ROLLUP_COLUMNS.len())
             .map(|i| row.get::<_, Option<f64>>(i + 3).map(|v| v.unwrap_or(0.0)))
             .collect::<rusqlite::Result<Vec<f64>>>()?;
         Ok(Group {
@@ -278,12 +282,11 @@ pub fn usage_span(conn: &Connection, filter: &Filter) -> Result<Option<(i64, i64
     })
 }
 
+/// Sums of every rollup column, then the distinct session count (see `Totals::from_sums`).
 fn sum_list() -> String {
-    ROLLUP_COLUMNS
-        .iter()
-        .map(|c| format!("sum({c})"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut list: Vec<String> = ROLLUP_COLUMNS.iter().map(|c| format!("sum({c})")).collect();
+    list.push("count(DISTINCT nullif(session_id, ''))".to_owned());
+    list.join(", ")
 }
 
 fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {

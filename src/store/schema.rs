@@ -44,7 +44,7 @@ CREATE TRIGGER outbox_count_delete AFTER DELETE ON outbox BEGIN
     UPDATE counters SET value = value - 1 WHERE name = 'outbox_rows';
 END;
 
--- Resource attribute sets (service.version, os.type, project.name, team.id, ...), deduplicated.
+-- Resource attribute sets (service.version, os.type, project, team.id, ...), deduplicated.
 CREATE TABLE resources (
     id         INTEGER PRIMARY KEY,
     attrs_json TEXT NOT NULL UNIQUE

@@ -22,9 +22,10 @@ use rusqlite::{Transaction, params};
 
 use crate::otlp::ExportRequest;
 
-/// Point/resource attribute naming the project (set by the launcher via
-/// `OTEL_RESOURCE_ATTRIBUTES`, copied by claude onto every point and record).
-pub const PROJECT_ATTRIBUTE: &str = "project.name";
+/// Point/resource attribute naming the project (set via `OTEL_RESOURCE_ATTRIBUTES`, copied by
+/// claude onto every point and record); the dashboards see it as the Prometheus label
+/// `definitions::label::PROJECT`, so both group by the same value.
+pub const PROJECT_ATTRIBUTE: &str = "project";
 
 /// Attributes that describe the session, not the point: kept once in `sessions` (the ids)
 /// or not at all (e-mail, account and organisation ids), never repeated per row.

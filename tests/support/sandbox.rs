@@ -1,0 +1,198 @@
+//! An isolated HOME and project directory in which the real claude runs without a login.
+//!
+//! What Claude Code 2.1.197 needs, found by running it in an empty HOME against the fake API:
+//! - `-p` (print) mode: only `ANTHROPIC_BASE_URL` and `ANTHROPIC_API_KEY` (any value). No
+//!   `~/.claude.json` is needed; claude creates one. Tools need permission: pass
+//!   `--allowedTools Bash` (claude refuses `--dangerously-skip-permissions` as root).
+//! - Interactive mode shows, in order: an onboarding screen that first checks
+//!   api.anthropic.com (with no network it ends with "Unable to connect to Anthropic services",
+//!   exit 1) — skipped by `"hasCompletedOnboarding": true`; the folder trust dialog — skipped by
+//!   `projects["<cwd>"].hasTrustDialogAccepted = true`; "Detected a custom API key … Do you want
+//!   to use this API key?" (default No) — skipped by `customApiKeyResponses.approved` holding
+//!   the key's last 20 characters. `lastReleaseNotesSeen` avoids the what's-new notice.
+//!   The prompt is ready when the footer shows `? for shortcuts`.
+//! - `DISABLE_AUTOUPDATER=1` stops the background update attempt ("Auto-updating…").
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::CLAUDE_VERSION;
+use super::anthropic::FakeAnthropic;
+use super::tmux::Tmux;
+
+/// The API key the sandbox hands claude; any value works against the fake API.
+pub const API_KEY: &str = "sk-ant-test-dummy-key-for-fake-api";
+
+/// An isolated HOME (with XDG dirs inside it) and a trusted project directory, plus the exact
+/// environment to run claude (or the launcher) with. Removed on drop.
+pub struct Sandbox {
+    dir: TempDir,
+    home: PathBuf,
+    project: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Sandbox {
+    /// A sandbox whose claude talks to `api`.
+    pub fn new(api: &FakeAnthropic) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("ct-sandbox-")
+            .tempdir()
+            .expect("create a sandbox directory");
+        // Canonical paths: claude keys project trust by the real path of the working directory.
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("canonicalize the sandbox directory");
+        let home = root.join("home");
+        let project = root.join("project");
+        for d in [&home, &project, &home.join(".config"), &home.join(".cache")] {
+            std::fs::create_dir_all(d).expect("create sandbox directories");
+        }
+        let key_tail: String = {
+            let chars: Vec<char> = API_KEY.chars().collect();
+            chars[chars.len().saturating_sub(20)..].iter().collect()
+        };
+        let mut projects = serde_json::Map::new();
+        projects.insert(
+            project.display().to_string(),
+            json!({"hasTrustDialogAccepted": true, "allowedTools": [], "projectOnboardingSeenCount": 1}),
+        );
+        let claude_json = json!({
+            "hasCompletedOnboarding": true,
+            "lastReleaseNotesSeen": CLAUDE_VERSION,
+            "numStartups": 1,
+            "customApiKeyResponses": {"approved": [key_tail], "rejected": []},
+            "projects": projects,
+        });
+        std::fs::write(
+            home.join(".claude.json"),
+            serde_json::to_vec_pretty(&claude_json).expect("serialize .claude.json"),
+        )
+        .expect("write ~/.claude.json");
+
+        let mut env = BTreeMap::new();
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        for (k, v) in [
+            ("PATH", path.as_str()),
+            ("HOME", &home.display().to_string()),
+            (
+                "XDG_CONFIG_HOME",
+                &home.join(".config").display().to_string(),
+            ),
+            ("XDG_CACHE_HOME", &home.join(".cache").display().to_string()),
+            (
+                "XDG_DATA_HOME",
+                &home.join(".local/share").display().to_string(),
+            ),
+            (
+                "XDG_STATE_HOME",
+                &home.join(".local/state").display().to_string(),
+            ),
+            ("TMPDIR", &root.display().to_string()),
+            ("USER", "tester"),
+            ("SHELL", "/bin/bash"),
+            ("LANG", "C.UTF-8"),
+            ("TERM", "xterm-256color"),
+            ("ANTHROPIC_BASE_URL", &api.base_url()),
+            ("ANTHROPIC_API_KEY", API_KEY),
+            ("DISABLE_AUTOUPDATER", "1"),
+        ] {
+            env.insert(k.to_string(), v.to_string());
+        }
+        Sandbox {
+            dir,
+            home,
+            project,
+            env,
+        }
+    }
+
+    /// The isolated HOME.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The trusted working directory claude runs in.
+    pub fn project(&self) -> &Path {
+        &self.project
+    }
+
+    /// A scratch directory beside HOME and the project, removed with the sandbox.
+    pub fn scratch(&self) -> PathBuf {
+        let scratch = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).expect("create scratch directory");
+        scratch
+    }
+
+    /// The full environment commands get (nothing else is inherited).
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// Sets (or replaces) one environment variable.
+    pub fn set_env(&mut self, key: &str, value: impl Into<String>) -> &mut Sandbox {
+        self.env.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Removes one environment variable.
+    pub fn remove_env(&mut self, key: &str) -> &mut Sandbox {
+        self.env.remove(key);
+        self
+    }
+
+    /// Makes claude export its telemetry straight to `endpoint` with `protocol`
+    /// (`grpc`, `http/protobuf`, `http/json`), flushing every second.
+    pub fn export_telemetry_to(&mut self, endpoint: &str, protocol: &str) -> &mut Sandbox {
+        for (k, v) in [
+            ("CLAUDE_CODE_ENABLE_TELEMETRY", "1"),
+            ("OTEL_METRICS_EXPORTER", "otlp"),
+            ("OTEL_LOGS_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+            ("OTEL_LOGS_EXPORT_INTERVAL", "1000"),
+        ] {
+            self.set_env(k, v);
+        }
+        self
+    }
+
+    /// Writes `~/.claude/settings.json` (e.g. an `env` block that would divert telemetry).
+    pub fn write_user_settings(&self, settings: &serde_json::Value) {
+        let dir = self.home.join(".claude");
+        std::fs::create_dir_all(&dir).expect("create ~/.claude");
+        std::fs::write(
+            dir.join("settings.json"),
+            serde_json::to_vec_pretty(settings).expect("serialize settings"),
+        )
+        .expect("write ~/.claude/settings.json");
+    }
+
+    /// A command for `program` with exactly the sandbox environment, run in the project dir.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(&self.project);
+        command
+    }
+
+    /// Runs `program args…` in a real terminal (tmux) with the sandbox environment.
+    pub fn tmux(&self, program: impl AsRef<OsStr>, args: &[&str]) -> Tmux {
+        Tmux::spawn(
+            program.as_ref(),
+            args,
+            &self.env,
+            &self.project,
+            &self.dir.path().join("tmux"),
+        )
+    }
+}

@@ -1,0 +1,219 @@
+//! A real terminal for interactive tests: the program runs in a tmux pane of a fixed size, the
+//! test types keys, reads the rendered screen and collects the exit status.
+//!
+//! tmux rather than a raw PTY reader: claude redraws only changed cells, so the byte stream
+//! rarely contains an answer as one contiguous string; tmux renders it into a screen.
+//! Each session has its own server socket, so tests run in parallel without sharing state.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Columns and rows of the pane.
+pub const SIZE: (u16, u16) = (120, 40);
+
+/// How the pane's program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaneExit {
+    /// Exit status when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number when it was killed by a signal.
+    pub signal: Option<i32>,
+}
+
+/// One program running in its own tmux server; killed on drop.
+pub struct Tmux {
+    socket: PathBuf,
+}
+
+const TARGET: &str = "t:0.0";
+
+impl Tmux {
+    /// Starts `program args…` in a new detached tmux server with exactly `env`, in `cwd`.
+    /// `work` is a fresh directory for the socket and config.
+    pub fn spawn(
+        program: &OsStr,
+        args: &[&str],
+        env: &BTreeMap<String, String>,
+        cwd: &Path,
+        work: &Path,
+    ) -> Tmux {
+        std::fs::create_dir_all(work).expect("create tmux work directory");
+        let conf = work.join("tmux.conf");
+        // remain-on-exit keeps the dead pane so its exit status can be read; it must be set
+        // before the program starts, hence a config file rather than a later set-option.
+        std::fs::write(
+            &conf,
+            "set -g remain-on-exit on\nset -g status off\nset -g focus-events on\n\
+             set -g default-terminal xterm-256color\nset -g history-limit 5000\n",
+        )
+        .expect("write tmux.conf");
+        let tmux = Tmux {
+            socket: work.join("sock"),
+        };
+        let (w, h) = SIZE;
+        let mut command = Command::new("tmux");
+        command
+            .env_clear()
+            .envs(env)
+            .arg("-S")
+            .arg(&tmux.socket)
+            .arg("-f")
+            .arg(&conf)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                &w.to_string(),
+                "-y",
+                &h.to_string(),
+            ])
+            .arg("-c")
+            .arg(cwd)
+            .arg("--")
+            .arg(program)
+            .args(args);
+        // With arguments tmux executes the program directly (no shell quoting); a lone
+        // program path goes through `sh -c`, which is the same for a path without spaces.
+        let out = command
+            .output()
+            .unwrap_or_else(|e| panic!("start tmux (is it installed? run tests/run.sh): {e}"));
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// The visible screen as text, one line per row, trailing blanks trimmed.
+    pub fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-J", "-t", TARGET]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Screen plus scrollback.
+    pub fn history(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", TARGET]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `needle` is on the screen (or in the scrollback); returns the screen.
+    /// Panics with the screen when it does not appear in time.
+    pub fn wait_for_text(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.history();
+            if screen.contains(needle) {
+                return screen;
+            }
+            if Instant::now() >= deadline {
+                panic!("{needle:?} did not appear on screen within {timeout:?}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types literal text (no key names interpreted).
+    pub fn type_text(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", TARGET, "-l", "--", text]);
+        assert!(out.status.success(), "tmux send-keys failed");
+    }
+
+    /// Presses keys by tmux name (`Enter`, `C-c`, `C-d`, `Escape`, `Up`, …).
+    pub fn press(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", TARGET];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(out.status.success(), "tmux send-keys failed");
+    }
+
+    /// Types `text`, lets the UI settle, and presses Enter (claude treats text and Enter in
+    /// one burst as a paste with a newline).
+    pub fn submit(&self, text: &str) {
+        self.type_text(text);
+        std::thread::sleep(Duration::from_millis(300));
+        self.press(&["Enter"]);
+    }
+
+    /// Leaves an interactive claude session the way a person does: `/exit` and Enter.
+    pub fn exit_claude(&self) {
+        self.submit("/exit");
+    }
+
+    /// Pid of the program in the pane (for signals).
+    pub fn pid(&self) -> Option<i32> {
+        let out = self.run(&["display-message", "-p", "-t", TARGET, "#{pane_pid}"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// Resizes the terminal (the program gets SIGWINCH).
+    pub fn resize(&self, columns: u16, rows: u16) {
+        let out = self.run(&[
+            "resize-window",
+            "-t",
+            "t",
+            "-x",
+            &columns.to_string(),
+            "-y",
+            &rows.to_string(),
+        ]);
+        assert!(out.status.success(), "tmux resize-window failed");
+    }
+
+    /// The exit status once the program has ended, None while it runs.
+    pub fn exit_status(&self) -> Option<PaneExit> {
+        let out = self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            TARGET,
+            "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut parts = text.split('|');
+        if parts.next() != Some("1") {
+            return None;
+        }
+        Some(PaneExit {
+            code: parts.next().and_then(|s| s.parse().ok()),
+            signal: parts.next().and_then(|s| s.parse().ok()),
+        })
+    }
+
+    /// Waits for the program to end; panics with the screen when it does not in time.
+    pub fn wait_exit(&self, timeout: Duration) -> PaneExit {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self.exit_status() {
+                return exit;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "program did not exit within {timeout:?}; screen:\n{}",
+                    self.screen()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
