@@ -209,4 +209,37 @@ fn resolve(
 }
 
 #[cfg(test)]
+mod real_claude_tests;
+#[cfg(test)]
 mod tests;
+/// Helpers the report's test modules share.
+#[cfg(test)]
+mod tests_support {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::{ReportArgs, run};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ReportArgs,
+    }
+
+    /// Runs the report with `argv` (as typed after `report`) and returns its output.
+    pub(super) fn report(db: &Path, argv: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("report").chain(argv.iter().copied()))
+            .expect("arguments parse");
+        let mut out = Vec::new();
+        run(&cli.args, db, &mut out).expect("report runs");
+        String::from_utf8(out).expect("utf-8 output")
+    }
+
+    /// Runs the report with `argv` plus `--json` and parses the output.
+    pub(super) fn report_json(db: &Path, argv: &[&str]) -> serde_json::Value {
+        let mut argv = argv.to_vec();
+        argv.push("--json");
+        serde_json::from_str(&report(db, &argv)).expect("valid JSON")
+    }
+}

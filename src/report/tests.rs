@@ -1,9 +1,10 @@
 //! Report output over a known data set: snapshots of the tables, exact JSON totals.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
 
+use super::tests_support::{report, report_json};
 use super::*;
 use crate::store::fixtures::{self, Usage, kv, point, sum};
 use crate::store::{Store, StoreBounds};
@@ -262,20 +263,6 @@ fn known_store() -> (tempfile::TempDir, PathBuf) {
         },
     );
     (dir, path)
-}
-
-fn report(db: &Path, argv: &[&str]) -> String {
-    let cli = Cli::try_parse_from(std::iter::once("report").chain(argv.iter().copied()))
-        .expect("arguments parse");
-    let mut out = Vec::new();
-    run(&cli.args, db, &mut out).expect("report runs");
-    String::from_utf8(out).expect("utf-8 output")
-}
-
-fn report_json(db: &Path, argv: &[&str]) -> serde_json::Value {
-    let mut argv = argv.to_vec();
-    argv.push("--json");
-    serde_json::from_str(&report(db, &argv)).expect("valid JSON")
 }
 
 #[test]
