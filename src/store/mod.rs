@@ -1,0 +1,521 @@
+//! The durable local store: an SQLite file holding the outbox (requests waiting for upstream)
+//! and the usage rows the `report` command reads.
+//!
+//! # Durability
+//! The file runs in WAL mode with `synchronous=NORMAL`. A commit is appended to the WAL before
+//! [`Store::append`] returns, so a process that crashes or is killed with `kill -9` right after
+//! loses nothing: the WAL is in the OS page cache and the next open replays it. Only a power cut
+//! or kernel crash can lose the last few commits (`NORMAL` skips the fsync per commit, WAL mode
+//! still never corrupts the file); that trade buys the ingest rate the relay needs.
+//!
+//! # Concurrency
+//! Each [`Store`] owns one writer thread with one connection, fed by a channel; async callers
+//! await a tokio oneshot reply, so no SQLite call ever runs on a runtime thread. Several
+//! launcher processes may open the same file: every write is a `BEGIN IMMEDIATE` transaction
+//! (which waits on `busy_timeout` instead of failing with `database is locked` on a lock
+//! upgrade) and delivery uses leased claims so two processes never send the same row.
+//! Appends already queued when the writer starts a transaction share it (group commit), and
+//! requests are encoded, compressed and decoded on the caller's thread, so the writer only
+//! runs SQL. Checkpoints, the only fsyncs, run on a second thread with its own connection.
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+mod outbox;
+pub mod queries;
+mod schema;
+mod usage;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::otlp::ExportRequest;
+
+pub use outbox::OutboxStats;
+
+/// How long a connection waits for another process's write transaction before giving up.
+/// Writers hold the lock for milliseconds; this only matters under pathological contention.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the checkpointer folds the WAL back into the database file when idle.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The writer nudges the checkpointer after this many commits, so a burst cannot grow the
+/// WAL without bound between timed checkpoints.
+const COMMITS_PER_CHECKPOINT: u32 = 256;
+
+/// At most this many queued appends share one transaction.
+const MAX_GROUP_COMMIT: usize = 256;
+
+/// ... and at most this many protobuf bytes, to keep each transaction short.
+const MAX_GROUP_COMMIT_BYTES: usize = 4 * 1024 * 1024;
+
+/// WAL length (in pages, 4 KiB each) beyond which the checkpointer forces a restart.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Errors of the store; every one names what failed so `doctor` can print it as is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation (I/O error, disk full, corrupt file, lock timeout).
+    #[error("store database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The directory or file could not be created.
+    #[error("cannot create store at {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file was written by a newer claude-telemetry; refusing protects its data.
+    #[error("store schema version {found} is newer than this build supports ({supported})")]
+    NewerSchema { found: i64, supported: i64 },
+    /// The writer thread is gone (it panicked or the store is shutting down).
+    #[error("store writer thread has stopped")]
+    Closed,
+}
+
+/// Row id of an outbox entry; ids are never reused, so a stale id can never hit a newer row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutboxId(pub i64);
+
+/// Limits that keep the outbox from growing without end while upstream is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreBounds {
+    /// Total stored (compressed protobuf) bytes the outbox may hold; beyond it the oldest
+    /// rows are dropped.
+    pub max_bytes: u64,
+    /// Age after which an undelivered row is dropped.
+    pub max_age: Duration,
+}
+
+impl Default for StoreBounds {
+    /// 256 MiB and 30 days: weeks of one heavy user's telemetry (about 3 MB a day) with a
+    /// stopped collector, while still capping the disk used.
+    fn default() -> Self {
+        StoreBounds {
+            max_bytes: 256 * 1024 * 1024,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Work for the writer thread; each carries the channel its answer goes back on.
+enum Command {
+    Append(Box<outbox::Prepared>, Reply<OutboxId>),
+    Claim {
+        owner: String,
+        limit: usize,
+        lease: Duration,
+        reply: Reply<Vec<outbox::RawClaim>>,
+    },
+    DropUnreadable(Vec<outbox::Unreadable>, Reply<()>),
+    Delivered(OutboxId, Reply<bool>),
+    Release(OutboxId, String, Reply<bool>),
+    Stats(Reply<OutboxStats>),
+    Close(Reply<()>),
+}
+
+/// Handle to the store; cheap to clone and share between tasks and threads.
+/// The writer thread ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    commands: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating and migrating when needed) the store at `path` and starts its writer
+    /// thread. Blocking: call it at start-up or from `spawn_blocking`.
+    pub fn open(path: &Path, bounds: StoreBounds) -> Result<Store, StoreError> {
+        let mut conn = open_connection(path)?;
+        schema::migrate(&mut conn)?;
+        // Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) run on their own thread
+        // and connection, so an append never waits for the disk to flush.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint_conn = open_connection(path)?;
+        let spawn_err = |source| StoreError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (nudge, nudged) = mpsc::sync_channel(1);
+        let checkpointer = thread::Builder::new()
+            .name("store-checkpoint".to_owned())
+            .spawn(move || checkpoint_loop(checkpoint_conn, nudged))
+            .map_err(spawn_err)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn(move || {
+                let close_reply = writer_loop(conn, bounds, rx, nudge);
+                // The nudge sender is gone with writer_loop: the checkpointer ends.
+                let _ = checkpointer.join();
+                if let Some(reply) = close_reply {
+                    let _ = reply.send(Ok(()));
+                }
+            })
+            .map_err(spawn_err)?;
+        Ok(Store {
+            commands: tx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits `request` to the outbox together with its decoded usage rows, in one
+    /// transaction, and returns once it is durable against a process crash. The relay
+    /// acknowledges claude only after this returns `Ok`.
+    pub async fn append(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
+        // Encoding and decoding happen on the caller's thread, so concurrent requests do that
+        // work in parallel and the single writer only runs SQL.
+        let prepared = Box::new(outbox::Prepared::new(&request, now_ns()));
+        self.call(|reply| Command::Append(prepared, reply))?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Claims up to `limit` deliverable rows (never claimed, or whose lease has expired),
+    /// oldest first, for `lease`. Rows claimed by a live owner are invisible to others, so
+    /// several processes sharing the file never deliver the same row while leases hold.
+    /// Rows are decompressed and decoded on the calling task (about 50 µs each): keep
+    /// `limit` modest (tens) on a runtime thread. Undecodable rows are dropped and counted.
+    pub async fn claim_pending(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
+        let owner = owner.to_owned();
+        let raw = self
+            .call(|reply| Command::Claim {
+                owner,
+                limit,
+                lease,
+                reply,
+            })?
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        let (claimed, unreadable) = outbox::decode_claims(raw);
+        if !unreadable.is_empty() {
+            self.call(|reply| Command::DropUnreadable(unreadable, reply))?
+                .await
+                .map_err(|_| StoreError::Closed)??;
+        }
+        Ok(claimed)
+    }
+
+    /// Deletes a row upstream has accepted. Returns false when it was already gone
+    /// (dropped by a bound, or delivered by another owner after our lease expired).
+    pub async fn mark_delivered(&self, id: OutboxId) -> Result<bool, StoreError> {
+        self.call(|reply| Command::Delivered(id, reply))?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Gives a claimed row back after a failed delivery so it is retried at once. Only the
+    /// current owner's claim is released: a row re-claimed by someone else stays theirs.
+    pub async fn release(&self, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.call(|reply| Command::Release(id, owner, reply))?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Pending rows, bytes, oldest age and dropped totals, for `status` and `doctor`.
+    pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.call(Command::Stats)?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Finishes the work queued before this call, checkpoints and closes the file, and stops
+    /// the threads. For an orderly shutdown: the final checkpoint happens now rather than at
+    /// process exit. Calls made afterwards through any clone fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.call(Command::Close)?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::close`] for code outside a tokio runtime.
+    pub fn close_blocking(&self) -> Result<(), StoreError> {
+        self.call(Command::Close)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::append`] for code outside a tokio runtime (tests, benches, CLI commands).
+    /// Panics if called from inside a runtime, like every tokio `blocking_*` call.
+    pub fn append_blocking(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
+        let prepared = Box::new(outbox::Prepared::new(&request, now_ns()));
+        self.call(|reply| Command::Append(prepared, reply))?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::claim_pending`] for code outside a tokio runtime.
+    pub fn claim_pending_blocking(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
+        let owner = owner.to_owned();
+        let raw = self
+            .call(|reply| Command::Claim {
+                owner,
+                limit,
+                lease,
+                reply,
+            })?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)??;
+        let (claimed, unreadable) = outbox::decode_claims(raw);
+        if !unreadable.is_empty() {
+            self.call(|reply| Command::DropUnreadable(unreadable, reply))?
+                .blocking_recv()
+                .map_err(|_| StoreError::Closed)??;
+        }
+        Ok(claimed)
+    }
+
+    /// [`Store::mark_delivered`] for code outside a tokio runtime.
+    pub fn mark_delivered_blocking(&self, id: OutboxId) -> Result<bool, StoreError> {
+        self.call(|reply| Command::Delivered(id, reply))?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::release`] for code outside a tokio runtime.
+    pub fn release_blocking(&self, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.call(|reply| Command::Release(id, owner, reply))?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::outbox_stats`] for code outside a tokio runtime.
+    pub fn outbox_stats_blocking(&self) -> Result<OutboxStats, StoreError> {
+        self.call(Command::Stats)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+}
+
+/// Where the store lives unless settings say otherwise: `store.db` in the platform data
+/// directory (`~/.local/share/claude-telemetry` on Linux). `None` when no home directory
+/// can be determined.
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "claude-telemetry")
+        .map(|dirs| dirs.data_dir().join("store.db"))
+}
+
+/// Opens a read connection for queries (the report, `doctor`), migrating the file first so a
+/// report run after an upgrade works. Returns `Ok(None)` when no store file exists yet.
+pub fn open_reader(path: &Path) -> Result<Option<Connection>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut conn = open_connection(path)?;
+    schema::migrate(&mut conn)?;
+    Ok(Some(conn))
+}
+
+/// Opens a connection with the settings every connection to the store must share.
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    create_private_file(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // busy_timeout first: switching to WAL itself needs a lock another process may hold.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Keep the WAL from growing without end after a burst; it is truncated to this on checkpoint.
+    // No journal_size_limit: a WAL that is reused from its start after each checkpoint writes
+    // into blocks the file already has; truncating it makes every burst allocate them again
+    // (measured: a third of the writer's CPU). The checkpointer bounds its size instead.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // 16 MiB of page cache: the rollup and the tables' right edges stay in memory.
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Creates the directory (0700) and, when missing, an empty file (0600) so telemetry is
+/// private to the user whatever the umask; SQLite gives its WAL and shm files the database
+/// file's mode.
+///
+/// An existing file is never opened here: closing any descriptor of a file drops every POSIX
+/// lock this process holds on it, including the locks of SQLite connections other threads
+/// have open, which lets another process write under them (seen as `disk I/O error`).
+/// `create_new` only ever closes a descriptor of a file nobody had open.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(err)?;
+    }
+    if path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another process created it between the check and here: that is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch; leases and ages are compared across processes.
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Folds the WAL into the database every [`CHECKPOINT_INTERVAL`] or when nudged; ends when
+/// the writer thread (the only sender) ends. PASSIVE never waits for readers or writers, so
+/// under sustained writing it may never finish and the WAL would keep growing: past
+/// [`WAL_RESTART_FRAMES`] a RESTART checkpoint briefly holds writers back so the next
+/// commit starts the WAL from its beginning again.
+fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
+    loop {
+        match nudged.recv_timeout(CHECKPOINT_INTERVAL) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A failed checkpoint is retried next round; the WAL stays valid meanwhile.
+                let frames: Option<i64> = conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                    .ok();
+                if frames.is_some_and(|f| f > WAL_RESTART_FRAMES) {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Runs commands until every handle is dropped (returns `None`) or one asks to close
+/// (returns its reply, to be answered once everything is closed).
+fn writer_loop(
+    mut conn: Connection,
+    bounds: StoreBounds,
+    commands: mpsc::Receiver<Command>,
+    nudge: mpsc::SyncSender<()>,
+) -> Option<Reply<()>> {
+    let mut commits = 0u32;
+    let mut next = None;
+    loop {
+        let command = match next.take() {
+            Some(command) => command,
+            None => match commands.recv() {
+                Ok(command) => command,
+                Err(_) => return None,
+            },
+        };
+        commits += 1;
+        if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
+            // Full means a checkpoint is already pending: nothing to add.
+            let _ = nudge.try_send(());
+        }
+        // A dropped receiver means the caller gave up waiting; the work is done regardless.
+        match command {
+            Command::Append(first, reply) => {
+                // Group commit: appends already queued behind this one share its transaction,
+                // so a burst of requests costs one commit instead of one each.
+                let mut batch = vec![(first, reply)];
+                let mut bytes = batch[0].0.body_len();
+                while batch.len() < MAX_GROUP_COMMIT && bytes < MAX_GROUP_COMMIT_BYTES {
+                    match commands.try_recv() {
+                        Ok(Command::Append(prepared, reply)) => {
+                            bytes += prepared.body_len();
+                            batch.push((prepared, reply));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (prepared, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let results = outbox::append_group(&mut conn, &prepared, bounds, now_ns());
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Claim {
+                owner,
+                limit,
+                lease,
+                reply,
+            } => {
+                let _ = reply.send(outbox::claim(&mut conn, &owner, limit, lease, now_ns()));
+            }
+            Command::DropUnreadable(rows, reply) => {
+                let _ = reply.send(outbox::drop_unreadable(&mut conn, &rows));
+            }
+            Command::Delivered(id, reply) => {
+                let _ = reply.send(outbox::delivered(&conn, id));
+            }
+            Command::Release(id, owner, reply) => {
+                let _ = reply.send(outbox::release(&conn, id, &owner));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(outbox::stats(&conn, now_ns()));
+            }
+            Command::Close(reply) => {
+                // Everything queued before the close has been answered (the channel is FIFO);
+                // commands sent after it are dropped and their callers see `Closed`.
+                if let Err((_, err)) = conn.close() {
+                    let _ = reply.send(Err(err.into()));
+                    return None;
+                }
+                return Some(reply);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+//! The outbox: accepted requests waiting for upstream, with leased claims and size/age bounds.
+//!
+//! Delivery protocol: a forwarder claims rows for a lease, sends them, then deletes them
+//! ([`delivered`]) or gives them back ([`release`]). A forwarder killed mid-delivery leaves
+//! its claims to expire, after which another process delivers them again: exactly once while
+//! leases hold, at least once across a crash.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{OutboxId, StoreBounds, StoreError, usage};
+use crate::otlp::{ExportRequest, Signal};
+
+/// What `status` and `doctor` show about the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct OutboxStats {
+    /// Rows waiting for upstream (claimed or not).
+    pub pending_rows: u64,
+    /// Stored (compressed) bytes of those rows; the size bound counts these.
+    pub pending_bytes: u64,
+    /// Age of the oldest pending row, in seconds; `None` when the outbox is empty.
+    pub oldest_age_secs: Option<f64>,
+    /// Rows dropped by the size or age bound (or unreadable) since the store was created.
+    pub dropped_rows: u64,
+    /// Metric points, log records and spans in those dropped rows.
+    pub dropped_items: u64,
+    /// Stored bytes of those dropped rows.
+    pub dropped_bytes: u64,
+}
+
+/// A request ready to be written: encoded for the outbox and decoded into usage rows.
+/// Built on the caller's thread so the writer thread only runs SQL.
+pub(super) struct Prepared {
+    signal: Signal,
+    items: i64,
+    encoding: &'static str,
+    body: Vec<u8>,
+    received_ns: i64,
+    usage: usage::Decoded,
+}
+
+impl Prepared {
+    pub(super) fn new(request: &ExportRequest, received_ns: i64) -> Prepared {
+        let (encoding, body) = compress(request.encode_to_vec());
+        Prepared {
+            signal: request.signal(),
+            items: i64::try_from(request.item_count()).unwrap_or(i64::MAX),
+            encoding,
+            body,
+            received_ns,
+            usage: usage::decode(request, received_ns),
+        }
+    }
+
+    pub(super) fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// Commits each request with its usage rows, then applies the bounds. All requests share
+/// one transaction; if it fails, each is retried alone so one bad request cannot fail the
+/// others. Returns one result per request, in order.
+pub(super) fn append_group(
+    conn: &mut Connection,
+    group: &[Box<Prepared>],
+    bounds: StoreBounds,
+    now_ns: i64,
+) -> Vec<Result<OutboxId, StoreError>> {
+    let together = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids = group
+            .iter()
+            .map(|p| insert(&tx, p))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        enforce_bounds(&tx, bounds, now_ns)?;
+        tx.commit()?;
+        Ok::<_, StoreError>(ids)
+    })();
+    match together {
+        Ok(ids) => ids.into_iter().map(Ok).collect(),
+        Err(err) if group.len() == 1 => vec![Err(err)],
+        Err(_) => group
+            .iter()
+            .map(|p| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let id = insert(&tx, p)?;
+                enforce_bounds(&tx, bounds, now_ns)?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .collect(),
+    }
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, p: &Prepared) -> Result<OutboxId, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        p.signal.as_str(),
+        p.items,
+        p.body.len() as i64,
+        p.received_ns,
+        p.encoding,
+        p.body
+    ])?;
+    let id = OutboxId(tx.last_insert_rowid());
+    usage::insert(tx, &p.usage)?;
+    Ok(id)
+}
+
+/// Bodies below this size are stored as they are: compressing them gains little.
+const COMPRESS_MIN_BYTES: usize = 256;
+
+/// Deflates a protobuf body (fast level) when that makes it smaller.
+fn compress(body: Vec<u8>) -> (&'static str, Vec<u8>) {
+    use std::io::Write as _;
+    if body.len() < COMPRESS_MIN_BYTES {
+        return ("none", body);
+    }
+    let mut encoder = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(body.len() / 3),
+        flate2::Compression::fast(),
+    );
+    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+        Ok(packed) if packed.len() < body.len() => ("deflate", packed),
+        _ => ("none", body),
+    }
+}
+
+/// Reverses [`compress`]; `None` for an unknown encoding or a corrupt body.
+fn decompress(encoding: &str, body: Vec<u8>) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    match encoding {
+        "none" => Some(body),
+        "deflate" => {
+            let mut out = Vec::with_capacity(body.len() * 5);
+            flate2::read::ZlibDecoder::new(body.as_slice())
+                .read_to_end(&mut out)
+                .ok()?;
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Drops the oldest rows while the outbox is over its size bound (stored bytes) or they are over age.
+fn enforce_bounds(conn: &Connection, bounds: StoreBounds, now_ns: i64) -> Result<(), StoreError> {
+    let max_bytes = i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX);
+    let max_age_ns = i64::try_from(bounds.max_age.as_nanos()).unwrap_or(i64::MAX);
+    let cutoff_ns = now_ns.saturating_sub(max_age_ns);
+    let mut bytes = counter(conn, "outbox_bytes")?;
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT received_ns FROM outbox ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let too_old = oldest.is_some_and(|t| t < cutoff_ns);
+    if bytes <= max_bytes && !too_old {
+        return Ok(());
+    }
+    let mut last_dropped = None;
+    let (mut rows, mut items, mut dropped_bytes) = (0i64, 0i64, 0i64);
+    {
+        let mut stmt =
+            conn.prepare_cached("SELECT id, items, bytes, received_ns FROM outbox ORDER BY id")?;
+        let mut cursor = stmt.query([])?;
+        while let Some(row) = cursor.next()? {
+            let received_ns: i64 = row.get(3)?;
+            if bytes <= max_bytes && received_ns >= cutoff_ns {
+                break;
+            }
+            let row_bytes: i64 = row.get(2)?;
+            last_dropped = Some(row.get::<_, i64>(0)?);
+            rows += 1;
+            items += row.get::<_, i64>(1)?;
+            dropped_bytes += row_bytes;
+            bytes -= row_bytes;
+        }
+    }
+    if let Some(last) = last_dropped {
+        conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?
+            .execute([last])?;
+        add_dropped(conn, rows, items, dropped_bytes)?;
+    }
+    Ok(())
+}
+
+fn add_dropped(conn: &Connection, rows: i64, items: i64, bytes: i64) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("UPDATE counters SET value = value + ?2 WHERE name = ?1")?;
+    stmt.execute(params!["dropped_rows", rows])?;
+    stmt.execute(params!["dropped_items", items])?;
+    stmt.execute(params!["dropped_bytes", bytes])?;
+    Ok(())
+}
+
+fn counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM counters WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))?)
+}
+
+/// A claimed row as stored; decoded by [`decode_claims`] on the caller's thread so a large
+/// claim never holds up the writer (and the appends queued behind it).
+pub(super) struct RawClaim {
+    id: OutboxId,
+    signal: String,
+    items: i64,
+    bytes: i64,
+    encoding: String,
+    body: Vec<u8>,
+}
+
+/// A row that cannot be decoded, to be dropped and counted by [`drop_unreadable`].
+#[derive(Debug)]
+pub(super) struct Unreadable {
+    id: OutboxId,
+    items: i64,
+    bytes: i64,
+}
+
+/// Claims up to `limit` unclaimed or lease-expired rows, oldest first, atomically.
+pub(super) fn claim(
+    conn: &mut Connection,
+    owner: &str,
+    limit: usize,
+    lease: Duration,
+    now_ns: i64,
+) -> Result<Vec<RawClaim>, StoreError> {
+    let until_ns = now_ns.saturating_add(i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut claimed = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE outbox SET claim_owner = ?1, claim_until_ns = ?2
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE claim_until_ns IS NULL OR claim_until_ns <= ?3
+                          ORDER BY id LIMIT ?4)
+             RETURNING id, signal, items, bytes, encoding, body",
+        )?;
+        let mut rows = stmt.query(params![owner, until_ns, now_ns, limit])?;
+        while let Some(row) = rows.next()? {
+            claimed.push(RawClaim {
+                id: OutboxId(row.get(0)?),
+                signal: row.get(1)?,
+                items: row.get(2)?,
+                bytes: row.get(3)?,
+                encoding: row.get(4)?,
+                body: row.get(5)?,
+            });
+        }
+    }
+    tx.commit()?;
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
+}
+
+/// Reads back the name [`Signal::as_str`] wrote.
+fn signal_from_name(name: &str) -> Option<Signal> {
+    [Signal::Metrics, Signal::Logs, Signal::Traces]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+}
+
+/// Decompresses and decodes claimed rows, oldest first; rows that fail are returned apart.
+pub(super) fn decode_claims(
+    claims: Vec<RawClaim>,
+) -> (Vec<(OutboxId, ExportRequest)>, Vec<Unreadable>) {
+    let mut ok = Vec::with_capacity(claims.len());
+    let mut bad = Vec::new();
+    for c in claims {
+        let decoded = signal_from_name(&c.signal).and_then(|signal| {
+            ExportRequest::decode(signal, &decompress(&c.encoding, c.body)?).ok()
+        });
+        match decoded {
+            Some(request) => ok.push((c.id, request)),
+            None => bad.push(Unreadable {
+                id: c.id,
+                items: c.items,
+                bytes: c.bytes,
+            }),
+        }
+    }
+    (ok, bad)
+}
+
+/// A row that cannot be decoded can never be delivered: drop it and count it as dropped
+/// rather than let it block the head of the queue forever.
+pub(super) fn drop_unreadable(
+    conn: &mut Connection,
+    rows: &[Unreadable],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for row in rows {
+        let deleted = tx
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([row.id.0])?;
+        if deleted == 1 {
+            add_dropped(&tx, 1, row.items, row.bytes)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes a delivered row; false when it was already gone.
+pub(super) fn delivered(conn: &Connection, id: OutboxId) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+        .execute([id.0])?;
+    Ok(n == 1)
+}
+
+/// Clears `owner`'s claim on a row so it is deliverable again at once.
+pub(super) fn release(conn: &Connection, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET claim_owner = NULL, claim_until_ns = NULL
+             WHERE id = ?1 AND claim_owner = ?2",
+        )?
+        .execute(params![id.0, owner])?;
+    Ok(n == 1)
+}
+
+/// Reads the counters and the oldest row; O(1) whatever the outbox size.
+pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, StoreError> {
+    let get = |name| counter(conn, name).map(|v| u64::try_from(v).unwrap_or(0));
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT received_ns FROM outbox ORDER BY id LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(OutboxStats {
+        pending_rows: get("outbox_rows")?,
+        pending_bytes: get("outbox_bytes")?,
+        oldest_age_secs: oldest.map(|t| (now_ns.saturating_sub(t)).max(0) as f64 / 1e9),
+        dropped_rows: get("dropped_rows")?,
+        dropped_items: get("dropped_items")?,
+        dropped_bytes: get("dropped_bytes")?,
+    })
+}

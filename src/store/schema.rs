@@ -1,0 +1,194 @@
+//! Schema and ordered migrations, versioned with `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1` and runs once,
+//! inside the same `BEGIN IMMEDIATE` transaction that bumps `user_version`, so a crash halfway
+//! leaves the previous version intact and several processes opening a fresh file at once
+//! serialise on the write lock instead of racing. Never edit a released migration: append one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Version 1: outbox, persistent counters, usage rows and the hourly rollup the report reads.
+const V1: &str = r#"
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters(name, value) VALUES
+    ('outbox_bytes', 0), ('outbox_rows', 0),
+    ('dropped_rows', 0), ('dropped_items', 0), ('dropped_bytes', 0);
+
+-- One row per accepted export request, deleted once upstream accepted it.
+-- AUTOINCREMENT: ids are never reused, so a stale claim can never touch a newer row.
+CREATE TABLE outbox (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    signal         TEXT    NOT NULL,
+    items          INTEGER NOT NULL,
+    bytes          INTEGER NOT NULL,
+    received_ns    INTEGER NOT NULL,
+    -- 'deflate' (zlib) or 'none': protobuf compresses ~5x, so the same size bound holds
+    -- five times the outage and the WAL writes a fifth of the bytes.
+    encoding       TEXT    NOT NULL,
+    body           BLOB    NOT NULL,
+    claim_owner    TEXT,
+    claim_until_ns INTEGER
+);
+-- The counters follow the table in the same transaction whatever deletes a row.
+CREATE TRIGGER outbox_count_insert AFTER INSERT ON outbox BEGIN
+    UPDATE counters SET value = value + NEW.bytes WHERE name = 'outbox_bytes';
+    UPDATE counters SET value = value + 1 WHERE name = 'outbox_rows';
+END;
+CREATE TRIGGER outbox_count_delete AFTER DELETE ON outbox BEGIN
+    UPDATE counters SET value = value - OLD.bytes WHERE name = 'outbox_bytes';
+    UPDATE counters SET value = value - 1 WHERE name = 'outbox_rows';
+END;
+
+-- Resource attribute sets (service.version, os.type, project, team.id, ...), deduplicated.
+CREATE TABLE resources (
+    id         INTEGER PRIMARY KEY,
+    attrs_json TEXT NOT NULL UNIQUE
+);
+
+-- Raw rows refer to a session by this integer id: 8 bytes instead of a 36-byte UUID in
+-- every one of millions of rows.
+CREATE TABLE sessions (
+    id            INTEGER PRIMARY KEY,
+    session_id    TEXT NOT NULL UNIQUE,
+    user_id       TEXT,
+    project       TEXT NOT NULL DEFAULT '',
+    terminal_type TEXT,
+    resource_id   INTEGER REFERENCES resources(id),
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns  INTEGER NOT NULL
+);
+
+-- Raw rows have no secondary indexes: they arrive in time order (rowid order) and every
+-- index is one more B-tree page written per commit; the report reads usage_hourly.
+
+-- Every number data point of every metric, as received (model keeps its context suffix).
+CREATE TABLE metric_points (
+    id          INTEGER PRIMARY KEY,
+    time_ns     INTEGER NOT NULL,
+    start_ns    INTEGER NOT NULL,
+    name        TEXT    NOT NULL,
+    type        TEXT,
+    model       TEXT,
+    session     INTEGER REFERENCES sessions(id),
+    project     TEXT    NOT NULL DEFAULT '',
+    value       REAL    NOT NULL,
+    temporality INTEGER NOT NULL,
+    attrs_json  TEXT,
+    resource_id INTEGER REFERENCES resources(id)
+);
+
+CREATE TABLE api_requests (
+    id                    INTEGER PRIMARY KEY,
+    time_ns               INTEGER NOT NULL,
+    session               INTEGER REFERENCES sessions(id),
+    prompt_id             TEXT,
+    project               TEXT NOT NULL DEFAULT '',
+    model                 TEXT,
+    cost_usd              REAL,
+    input_tokens          INTEGER,
+    output_tokens         INTEGER,
+    cache_read_tokens     INTEGER,
+    cache_creation_tokens INTEGER,
+    duration_ms           REAL,
+    request_id            TEXT,
+    query_source          TEXT,
+    resource_id           INTEGER REFERENCES resources(id)
+);
+
+-- tool_decision and tool_result events (never their parameters or input).
+CREATE TABLE tool_events (
+    id          INTEGER PRIMARY KEY,
+    time_ns     INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    session     INTEGER REFERENCES sessions(id),
+    project     TEXT NOT NULL DEFAULT '',
+    tool_name   TEXT,
+    decision    TEXT,
+    source      TEXT,
+    success     INTEGER,
+    duration_ms REAL
+);
+
+-- Every other event (user_prompt, api_error, ...) by name only: no free text is kept.
+CREATE TABLE other_events (
+    id          INTEGER PRIMARY KEY,
+    time_ns     INTEGER NOT NULL,
+    name        TEXT    NOT NULL,
+    session     INTEGER REFERENCES sessions(id),
+    project     TEXT NOT NULL DEFAULT '',
+    model       TEXT,
+    status_code INTEGER
+);
+
+-- Sums per (UTC hour, session, model, project), maintained at ingest: the report reads only
+-- this table, so its cost does not grow with the number of raw rows.
+CREATE TABLE usage_hourly (
+    hour                  INTEGER NOT NULL,
+    session_id            TEXT    NOT NULL,
+    model                 TEXT    NOT NULL,
+    project               TEXT    NOT NULL,
+    sessions_started      REAL NOT NULL DEFAULT 0,
+    cost_usd              REAL NOT NULL DEFAULT 0,
+    input_tokens          REAL NOT NULL DEFAULT 0,
+    output_tokens         REAL NOT NULL DEFAULT 0,
+    cache_read_tokens     REAL NOT NULL DEFAULT 0,
+    cache_creation_tokens REAL NOT NULL DEFAULT 0,
+    lines_added           REAL NOT NULL DEFAULT 0,
+    lines_removed         REAL NOT NULL DEFAULT 0,
+    commits               REAL NOT NULL DEFAULT 0,
+    pull_requests         REAL NOT NULL DEFAULT 0,
+    active_user_s         REAL NOT NULL DEFAULT 0,
+    active_cli_s          REAL NOT NULL DEFAULT 0,
+    edit_accepts          REAL NOT NULL DEFAULT 0,
+    edit_rejects          REAL NOT NULL DEFAULT 0,
+    api_requests          INTEGER NOT NULL DEFAULT 0,
+    api_errors            INTEGER NOT NULL DEFAULT 0,
+    api_duration_ms       REAL NOT NULL DEFAULT 0,
+    api_cost_usd          REAL NOT NULL DEFAULT 0,
+    api_input_tokens      REAL NOT NULL DEFAULT 0,
+    api_output_tokens     REAL NOT NULL DEFAULT 0,
+    api_cache_read_tokens REAL NOT NULL DEFAULT 0,
+    api_cache_creation_tokens REAL NOT NULL DEFAULT 0,
+    prompts               INTEGER NOT NULL DEFAULT 0,
+    tool_accepts          INTEGER NOT NULL DEFAULT 0,
+    tool_rejects          INTEGER NOT NULL DEFAULT 0,
+    tool_runs             INTEGER NOT NULL DEFAULT 0,
+    tool_failures         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, session_id, model, project)
+) WITHOUT ROWID;
+"#;
+
+/// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes and reads.
+pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the file to [`CURRENT_VERSION`]; a no-op when it is already there.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // Cheap check first: re-opening an up-to-date store takes no write lock at all.
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == CURRENT_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > CURRENT_VERSION {
+        return Err(StoreError::NewerSchema {
+            found: version,
+            supported: CURRENT_VERSION,
+        });
+    }
+    for sql in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}

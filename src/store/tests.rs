@@ -1,0 +1,826 @@
+//! Store behaviour: transactions, claims, bounds, migrations, concurrency and crash safety.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::fixtures::{self, Usage};
+use super::*;
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+/// 2026-11-02T09:00:00Z
+const T0: u64 = 1_793_610_000_000_000_000;
+
+fn usage(n: u64) -> Usage {
+    Usage {
+        input: 10 * n,
+        output: 100 * n,
+        cache_read: 1000 * n,
+        cache_creation: 50 * n,
+        cost_usd: 0.01 * n as f64,
+    }
+}
+
+/// A logs request with `events` api_request events for `session`.
+fn api_logs(session: &str, events: usize) -> ExportRequest {
+    let records = (0..events)
+        .map(|i| fixtures::api_request(session, T0 + i as u64, "claude-opus-4-8", usage(1)))
+        .collect();
+    fixtures::logs(fixtures::resource(Some("alpha")), records)
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sub").join("store.db");
+    (dir, path)
+}
+
+fn raw(path: &Path) -> Connection {
+    Connection::open(path).expect("raw connection")
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+/// What the outbox stores for `request` (compressed protobuf), which the size bound counts.
+fn stored_len(request: &ExportRequest) -> u64 {
+    outbox::Prepared::new(request, 0).body_len() as u64
+}
+
+fn big_bounds() -> StoreBounds {
+    StoreBounds::default()
+}
+
+#[test]
+fn migrations_build_the_schema_from_an_empty_file_and_reopen_is_idempotent() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, b"").expect("empty file");
+    let store = Store::open(&path, big_bounds()).expect("open empty file");
+    store.append_blocking(api_logs("s1", 2)).expect("append");
+    drop(store);
+    let store = Store::open(&path, big_bounds()).expect("re-open");
+    store
+        .append_blocking(api_logs("s1", 2))
+        .expect("append again");
+    drop(store);
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "PRAGMA user_version"), schema::CURRENT_VERSION);
+    assert_eq!(count(&conn, "SELECT count(*) FROM outbox"), 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM api_requests"), 4);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+}
+
+#[cfg(unix)]
+#[test]
+fn store_file_and_directory_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = temp_db();
+    Store::open(&path, big_bounds()).expect("open");
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().expect("parent")), 0o700);
+}
+
+#[test]
+fn a_newer_schema_is_refused_not_overwritten() {
+    let (_dir, path) = temp_db();
+    Store::open(&path, big_bounds()).expect("open");
+    raw(&path)
+        .pragma_update(None, "user_version", schema::CURRENT_VERSION + 1)
+        .expect("bump version");
+    match Store::open(&path, big_bounds()) {
+        Err(StoreError::NewerSchema { found, supported }) => {
+            assert_eq!(
+                (found, supported),
+                (schema::CURRENT_VERSION + 1, schema::CURRENT_VERSION)
+            );
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn append_commits_the_outbox_row_and_its_usage_rows_together() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let request = api_logs("s1", 3);
+    let encoded_len = request.encode_to_vec().len() as i64;
+    let stored = stored_len(&request) as i64;
+    let id = store.append_blocking(request).expect("append");
+    let conn = raw(&path);
+    let (signal, items, bytes, encoding): (String, i64, i64, String) = conn
+        .query_row(
+            "SELECT signal, items, bytes, encoding FROM outbox WHERE id = ?1",
+            [id.0],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("outbox row");
+    assert_eq!((signal.as_str(), items, bytes), ("logs", 3, stored));
+    assert_eq!(encoding, "deflate");
+    assert!(
+        stored * 2 < encoded_len,
+        "compressed {stored} of {encoded_len} bytes"
+    );
+    // Numbers sent as strings are decoded like numbers.
+    let (cost, input, cache_read, model, project): (f64, i64, i64, String, String) = conn
+        .query_row(
+            "SELECT sum(cost_usd), sum(input_tokens), sum(cache_read_tokens), min(model), min(project)
+             FROM api_requests",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .expect("api rows");
+    assert!((cost - 0.03).abs() < 1e-12, "cost {cost}");
+    assert_eq!((input, cache_read), (30, 3000));
+    assert_eq!(
+        (model.as_str(), project.as_str()),
+        ("claude-opus-4-8", "alpha")
+    );
+    assert_eq!(
+        count(&conn, "SELECT sum(api_requests) FROM usage_hourly"),
+        3
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sessions WHERE session_id = 's1'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn metric_model_suffix_and_bare_event_model_share_one_rollup_model() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let u = usage(2);
+    store
+        .append_blocking(fixtures::metrics(
+            fixtures::resource(None),
+            fixtures::usage_points("s1", T0, "claude-opus-4-8", u),
+        ))
+        .expect("metrics");
+    store.append_blocking(api_logs("s1", 1)).expect("logs");
+    let conn = raw(&path);
+    let models: Vec<String> = conn
+        .prepare("SELECT DISTINCT model FROM usage_hourly")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(models, vec!["claude-opus-4-8".to_owned()]);
+    // The raw point keeps what claude sent.
+    let raw_model: String = conn
+        .query_row("SELECT model FROM metric_points LIMIT 1", [], |r| r.get(0))
+        .expect("point");
+    assert_eq!(raw_model, "claude-opus-4-8[1m]");
+    let (cost, cache_read): (f64, f64) = conn
+        .query_row(
+            "SELECT sum(cost_usd), sum(cache_read_tokens) FROM usage_hourly",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("sums");
+    assert!((cost - u.cost_usd).abs() < 1e-12);
+    assert_eq!(cache_read, u.cache_read as f64);
+}
+
+#[test]
+fn claimed_requests_come_back_oldest_first_and_unchanged() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let first = api_logs("s1", 2);
+    let second = fixtures::metrics(
+        fixtures::resource(None),
+        fixtures::usage_points("s1", T0, "m", usage(1)),
+    );
+    let a = store.append_blocking(first.clone()).expect("append");
+    let b = store.append_blocking(second.clone()).expect("append");
+    let claimed = store
+        .claim_pending_blocking("A", 10, Duration::from_secs(60))
+        .expect("claim");
+    assert_eq!(claimed, vec![(a, first), (b, second)]);
+}
+
+#[test]
+fn two_owners_never_claim_the_same_row() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    for _ in 0..10 {
+        store.append_blocking(api_logs("s1", 1)).expect("append");
+    }
+    let lease = Duration::from_secs(60);
+    let a: Vec<OutboxId> = store
+        .claim_pending_blocking("A", 4, lease)
+        .expect("claim A")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let b: Vec<OutboxId> = store
+        .claim_pending_blocking("B", 100, lease)
+        .expect("claim B")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(a.len(), 4);
+    assert_eq!(b.len(), 6);
+    assert!(a.iter().all(|id| !b.contains(id)), "overlap: {a:?} {b:?}");
+    assert!(a.iter().max() < b.iter().min(), "A got the oldest rows");
+    assert!(
+        store
+            .claim_pending_blocking("C", 100, lease)
+            .expect("claim C")
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_expired_lease_makes_rows_claimable_again() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let id = store.append_blocking(api_logs("s1", 1)).expect("append");
+    let first = store
+        .claim_pending_blocking("killed-launcher", 10, Duration::from_millis(50))
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert!(
+        store
+            .claim_pending_blocking("B", 10, Duration::from_secs(60))
+            .expect("claim")
+            .is_empty()
+    );
+    thread::sleep(Duration::from_millis(80));
+    let again = store
+        .claim_pending_blocking("B", 10, Duration::from_secs(60))
+        .expect("claim after expiry");
+    assert_eq!(
+        again.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+        vec![id]
+    );
+}
+
+#[test]
+fn release_gives_a_row_back_only_for_its_current_owner() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let id = store.append_blocking(api_logs("s1", 1)).expect("append");
+    store
+        .claim_pending_blocking("A", 10, Duration::from_secs(60))
+        .expect("claim");
+    assert!(!store.release_blocking(id, "B").expect("release by B"));
+    assert!(
+        store
+            .claim_pending_blocking("B", 10, Duration::from_secs(60))
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(store.release_blocking(id, "A").expect("release by A"));
+    assert_eq!(
+        store
+            .claim_pending_blocking("B", 10, Duration::from_secs(60))
+            .expect("claim")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn mark_delivered_deletes_the_row_once() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let id = store.append_blocking(api_logs("s1", 2)).expect("append");
+    assert!(store.mark_delivered_blocking(id).expect("deliver"));
+    assert!(!store.mark_delivered_blocking(id).expect("deliver twice"));
+    let stats = store.outbox_stats_blocking().expect("stats");
+    assert_eq!(
+        (
+            stats.pending_rows,
+            stats.pending_bytes,
+            stats.oldest_age_secs
+        ),
+        (0, 0, None)
+    );
+    // Usage rows stay: they are the local copy, not part of delivery.
+    assert_eq!(count(&raw(&path), "SELECT count(*) FROM api_requests"), 2);
+}
+
+#[test]
+fn a_tiny_size_bound_drops_the_oldest_rows_first_and_counts_them() {
+    let (_dir, path) = temp_db();
+    let row_bytes = stored_len(&api_logs("s1", 2));
+    let bounds = StoreBounds {
+        max_bytes: row_bytes * 3,
+        max_age: Duration::from_secs(3600),
+    };
+    let store = Store::open(&path, bounds).expect("open");
+    let ids: Vec<OutboxId> = (0..10)
+        .map(|_| store.append_blocking(api_logs("s1", 2)).expect("append"))
+        .collect();
+    let left: Vec<OutboxId> = store
+        .claim_pending_blocking("A", 100, Duration::from_secs(60))
+        .expect("claim")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, ids[7..].to_vec(), "the newest three survive");
+    let stats = store.outbox_stats_blocking().expect("stats");
+    assert_eq!(stats.pending_rows, 3);
+    assert_eq!(stats.pending_bytes, row_bytes * 3);
+    assert_eq!((stats.dropped_rows, stats.dropped_items), (7, 14));
+    assert_eq!(stats.dropped_bytes, row_bytes * 7);
+    // The report's rows are kept even when the outbox copy is dropped.
+    assert_eq!(count(&raw(&path), "SELECT count(*) FROM api_requests"), 20);
+}
+
+#[test]
+fn rows_older_than_the_age_bound_are_dropped() {
+    let (_dir, path) = temp_db();
+    let bounds = StoreBounds {
+        max_bytes: u64::MAX,
+        max_age: Duration::from_millis(100),
+    };
+    let store = Store::open(&path, bounds).expect("open");
+    let old = store.append_blocking(api_logs("s1", 1)).expect("append");
+    thread::sleep(Duration::from_millis(150));
+    let new = store.append_blocking(api_logs("s1", 1)).expect("append");
+    let left: Vec<OutboxId> = store
+        .claim_pending_blocking("A", 10, Duration::from_secs(60))
+        .expect("claim")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, vec![new]);
+    assert_ne!(old, new);
+    assert_eq!(
+        store.outbox_stats_blocking().expect("stats").dropped_rows,
+        1
+    );
+}
+
+#[test]
+fn stats_show_pending_rows_bytes_and_the_oldest_age() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let a = api_logs("s1", 1);
+    let b = api_logs("s1", 4);
+    let bytes = stored_len(&a) + stored_len(&b);
+    store.append_blocking(a).expect("append");
+    thread::sleep(Duration::from_millis(20));
+    store.append_blocking(b).expect("append");
+    let stats = store.outbox_stats_blocking().expect("stats");
+    assert_eq!((stats.pending_rows, stats.pending_bytes), (2, bytes));
+    let age = stats.oldest_age_secs.expect("an oldest row");
+    assert!((0.02..60.0).contains(&age), "age {age}");
+    let reader = open_reader(&path).expect("reader").expect("file exists");
+    assert_eq!(
+        queries::outbox_stats(&reader).expect("stats").pending_rows,
+        2
+    );
+}
+
+#[test]
+fn an_undecodable_outbox_row_is_dropped_and_counted_instead_of_blocking_delivery() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    raw(&path)
+        .execute_batch(
+            "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+                 VALUES ('logs', 5, 3, 1, 'none', x'ffffff');
+             INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+                 VALUES ('logs', 2, 3, 1, 'deflate', x'ffffff');",
+        )
+        .expect("garbage rows");
+    let good = store.append_blocking(api_logs("s1", 1)).expect("append");
+    let claimed = store
+        .claim_pending_blocking("A", 10, Duration::from_secs(60))
+        .expect("claim");
+    assert_eq!(
+        claimed.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        vec![good]
+    );
+    let stats = store.outbox_stats_blocking().expect("stats");
+    assert_eq!(
+        (stats.dropped_rows, stats.dropped_items, stats.pending_rows),
+        (2, 7, 1)
+    );
+}
+
+#[test]
+fn async_callers_get_their_answer_from_the_writer_thread() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let id = store.append(api_logs("s1", 1)).await.expect("append");
+        let claimed = store
+            .claim_pending("A", 10, Duration::from_secs(5))
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert!(store.release(id, "A").await.expect("release"));
+        assert!(store.mark_delivered(id).await.expect("deliver"));
+        assert_eq!(store.outbox_stats().await.expect("stats").pending_rows, 0);
+    });
+}
+
+#[test]
+fn rfc3339_timestamps_parse_to_unix_nanoseconds() {
+    assert_eq!(usage::parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        usage::parse_rfc3339_utc("2026-11-02T09:00:00.5Z"),
+        Some(T0 as i64 + 500_000_000)
+    );
+    assert_eq!(
+        usage::parse_rfc3339_utc("2024-02-29T23:59:59.123456789Z"),
+        Some(1_709_251_199_123_456_789)
+    );
+    assert_eq!(usage::parse_rfc3339_utc("2026-11-02 09:00:00Z"), None);
+    assert_eq!(usage::parse_rfc3339_utc("2026-13-02T09:00:00Z"), None);
+    assert_eq!(usage::parse_rfc3339_utc("2026-11-02T09:00:00+01:00"), None);
+}
+
+#[test]
+fn events_without_a_record_time_use_claudes_event_timestamp() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let mut record = fixtures::event(
+        "user_prompt",
+        "s1",
+        0,
+        vec![fixtures::kv("event.timestamp", "2026-11-02T09:00:00.000Z")],
+    );
+    record.observed_time_unix_nano = 0;
+    store
+        .append_blocking(fixtures::logs(fixtures::resource(None), vec![record]))
+        .expect("append");
+    let conn = raw(&path);
+    let (time_ns, hour): (i64, i64) = conn
+        .query_row(
+            "SELECT o.time_ns, u.hour FROM other_events o, usage_hourly u",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!(time_ns, T0 as i64);
+    assert_eq!(hour, (T0 / 1_000_000_000) as i64);
+    assert_eq!(count(&conn, "SELECT sum(prompts) FROM usage_hourly"), 1);
+}
+
+#[test]
+fn model_suffixes_are_stripped_only_when_bracketed() {
+    assert_eq!(
+        usage::normalize_model("claude-opus-4-8[1m]"),
+        "claude-opus-4-8"
+    );
+    assert_eq!(usage::normalize_model("claude-opus-4-8"), "claude-opus-4-8");
+    assert_eq!(usage::normalize_model("odd[name"), "odd[name");
+}
+
+// ---- several processes on one file -------------------------------------------------------
+
+const CHILD_DB: &str = "CLAUDE_TELEMETRY_STORE_TEST_DB";
+const CHILD_RUN_MS: &str = "CLAUDE_TELEMETRY_STORE_TEST_RUN_MS";
+const EVENTS_PER_REQUEST: usize = 5;
+
+/// Runs one helper "test" of this binary as a separate process writing to `db`.
+fn spawn_child(helper: &str, db: &Path, run_ms: u64) -> std::process::Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    Process::new(exe)
+        .args([
+            helper,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DB, db)
+        .env(CHILD_RUN_MS, run_ms.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child test process")
+}
+
+/// Child side: appends requests until told time is up (or until killed), printing
+/// `committed <id>` after each append returns. Not a test on its own.
+#[test]
+#[ignore = "helper process for the multi-process store tests"]
+fn child_appends_until_time_is_up() {
+    let (Ok(db), Ok(run_ms)) = (std::env::var(CHILD_DB), std::env::var(CHILD_RUN_MS)) else {
+        return; // only meaningful when spawned by spawn_child
+    };
+    let run = Duration::from_millis(run_ms.parse().expect("run ms"));
+    let store = Store::open(Path::new(&db), big_bounds()).expect("child open");
+    let session = format!("child-{}", std::process::id());
+    let start = Instant::now();
+    let mut appended = 0u64;
+    while start.elapsed() < run {
+        let id = store
+            .append_blocking(api_logs(&session, EVENTS_PER_REQUEST))
+            .expect("child append");
+        appended += 1;
+        println!("committed {}", id.0);
+    }
+    println!("appended {appended}");
+}
+
+/// The id in a child's `committed <id>` line; libtest may print its own `test … ... ` prefix
+/// on the same line as the first one.
+fn committed_id(line: &str) -> Option<i64> {
+    line.split("committed ").nth(1)?.trim().parse().ok()
+}
+
+fn read_child_lines(child: &mut std::process::Child) -> Vec<String> {
+    let stdout = child.stdout.take().expect("child stdout");
+    BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect()
+}
+
+#[test]
+fn four_processes_appending_at_once_lose_nothing_and_never_double_claim() {
+    // 3 s by default; the issue's 30 s run: CLAUDE_TELEMETRY_STORE_CONCURRENCY_MS=30000.
+    let run_ms = std::env::var("CLAUDE_TELEMETRY_STORE_CONCURRENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let (_dir, path) = temp_db();
+    Store::open(&path, big_bounds()).expect("create");
+    let mut children: Vec<_> = (0..4)
+        .map(|_| {
+            spawn_child(
+                "store::tests::child_appends_until_time_is_up",
+                &path,
+                run_ms,
+            )
+        })
+        .collect();
+    // Two forwarders deliver while the children write, as two launchers would.
+    let delivered = Arc::new(Mutex::new(Vec::<OutboxId>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forwarders: Vec<_> = ["fwd-1", "fwd-2"]
+        .into_iter()
+        .map(|owner| {
+            let (path, delivered, stop) = (path.clone(), delivered.clone(), stop.clone());
+            thread::spawn(move || {
+                let store = Store::open(&path, big_bounds()).expect("forwarder open");
+                loop {
+                    let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    let batch = store
+                        .claim_pending_blocking(owner, 7, Duration::from_secs(60))
+                        .expect("claim");
+                    for (id, _) in &batch {
+                        assert!(
+                            store.mark_delivered_blocking(*id).expect("deliver"),
+                            "{id:?} gone"
+                        );
+                    }
+                    delivered
+                        .lock()
+                        .expect("lock")
+                        .extend(batch.iter().map(|(id, _)| *id));
+                    if done && batch.is_empty() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    let mut appended = 0u64;
+    let mut committed = Vec::new();
+    for child in &mut children {
+        let lines = read_child_lines(child);
+        assert!(
+            child.wait().expect("wait").success(),
+            "a child failed (see stderr)"
+        );
+        committed.extend(lines.iter().filter_map(|l| committed_id(l)));
+        appended += lines
+            .iter()
+            .find_map(|l| l.strip_prefix("appended ")?.parse::<u64>().ok())
+            .expect("child summary line");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for f in forwarders {
+        f.join().expect("forwarder thread");
+    }
+    let delivered = delivered.lock().expect("lock").clone();
+    let mut unique = delivered.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), delivered.len(), "a row was delivered twice");
+    assert!(appended > 100, "children appended only {appended}");
+    println!(
+        "4 processes appended {appended} requests ({} events) in {run_ms} ms; \
+         2 forwarders delivered {} rows, none twice",
+        appended * EVENTS_PER_REQUEST as u64,
+        delivered.len()
+    );
+    assert_eq!(committed.len() as u64, appended);
+    assert_eq!(
+        delivered.len() as u64,
+        appended,
+        "every committed row delivered once"
+    );
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "SELECT count(*) FROM outbox"), 0);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM api_requests") as u64,
+        appended * EVENTS_PER_REQUEST as u64
+    );
+    assert_eq!(
+        count(&conn, "SELECT sum(api_requests) FROM usage_hourly") as u64,
+        appended * EVENTS_PER_REQUEST as u64
+    );
+}
+
+#[test]
+fn kill_9_mid_append_leaves_a_consistent_store_with_every_committed_row() {
+    let (_dir, path) = temp_db();
+    Store::open(&path, big_bounds()).expect("create");
+    let mut child = spawn_child(
+        "store::tests::child_appends_until_time_is_up",
+        &path,
+        60_000,
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    let mut committed = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("child line");
+        if let Some(id) = committed_id(&line) {
+            committed.push(id);
+            if committed.len() == 300 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("SIGKILL the child"); // std sends SIGKILL on Unix
+    let status = child.wait().expect("reap");
+    assert!(!status.success(), "the child was killed, not finished");
+
+    let conn = raw(&path);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity check");
+    assert_eq!(check, "ok");
+    let rows = count(&conn, "SELECT count(*) FROM outbox");
+    assert!(
+        rows >= committed.len() as i64,
+        "{rows} rows < {} committed",
+        committed.len()
+    );
+    for id in &committed {
+        assert_eq!(
+            count(
+                &conn,
+                &format!("SELECT count(*) FROM outbox WHERE id = {id}")
+            ),
+            1
+        );
+    }
+    // Outbox row and usage rows commit together: no half-written request.
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM api_requests"),
+        rows * EVENTS_PER_REQUEST as i64
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT value FROM counters WHERE name = 'outbox_rows'"
+        ),
+        rows
+    );
+    // A later launch delivers the leftovers.
+    let store = Store::open(&path, big_bounds()).expect("re-open after crash");
+    let leftovers = store
+        .claim_pending_blocking("next-launch", 100_000, Duration::from_secs(60))
+        .expect("claim leftovers");
+    assert_eq!(leftovers.len() as i64, rows);
+}
+
+#[test]
+fn close_checkpoints_the_file_and_later_calls_fail_with_closed() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let other = store.clone();
+    store.append_blocking(api_logs("s1", 2)).expect("append");
+    store.close_blocking().expect("close");
+    let wal = path.with_file_name("store.db-wal");
+    assert!(
+        !wal.exists(),
+        "the last connection's close folds and removes the WAL"
+    );
+    assert!(matches!(
+        other.append_blocking(api_logs("s1", 1)),
+        Err(StoreError::Closed)
+    ));
+    assert_eq!(count(&raw(&path), "SELECT count(*) FROM outbox"), 1);
+}
+
+#[test]
+fn appends_from_many_threads_through_one_handle_are_all_committed() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let ids: Vec<OutboxId> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    (0..50)
+                        .map(|_| {
+                            store
+                                .append_blocking(api_logs(&format!("s{t}"), 3))
+                                .expect("append")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 400);
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "SELECT count(*) FROM outbox"), 400);
+    assert_eq!(count(&conn, "SELECT count(*) FROM api_requests"), 1200);
+    assert_eq!(count(&conn, "SELECT count(*) FROM sessions"), 8);
+}
+
+#[test]
+fn the_default_path_is_a_store_file_in_the_data_directory() {
+    let path = default_path().expect("a home directory (HOME) in the test environment");
+    assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("store.db"));
+    assert!(
+        path.to_string_lossy().contains("claude-telemetry"),
+        "{}",
+        path.display()
+    );
+}
+
+#[test]
+fn the_handle_can_be_shared_across_tasks_and_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Store>();
+    fn sendable<T: Send + Sync + 'static>() {}
+    sendable::<StoreError>();
+}
+
+/// Child side of the lock test: tries to read the file once, without waiting for locks.
+#[test]
+#[ignore = "helper process for the multi-process store tests"]
+fn child_tries_to_read_once() {
+    let Ok(db) = std::env::var(CHILD_DB) else {
+        return; // only meaningful when spawned by spawn_child
+    };
+    let conn = Connection::open(&db).expect("child open");
+    conn.busy_timeout(Duration::ZERO).expect("no waiting");
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(n) => println!("read {n} schema rows"),
+        Err(e) => println!("file locked: {e}"),
+    }
+}
+
+#[test]
+fn preparing_the_file_again_keeps_the_locks_this_process_holds() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    // A connection of this process holding an exclusive lock, as a connection does while it
+    // checkpoints or closes.
+    let holder = raw(&path);
+    holder
+        .execute_batch("CREATE TABLE t(x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .expect("take the exclusive lock");
+    // What every Store::open does first; closing a descriptor of the file here would drop
+    // the holder's POSIX lock and let another process in.
+    create_private_file(&path).expect("prepare existing file");
+    let mut child = spawn_child("store::tests::child_tries_to_read_once", &path, 0);
+    let lines = read_child_lines(&mut child);
+    assert!(child.wait().expect("wait").success());
+    assert!(
+        lines.iter().any(|l| l.contains("file locked")),
+        "another process read the file under our exclusive lock: {lines:?}"
+    );
+    holder.execute_batch("COMMIT").expect("commit");
+}

@@ -1,0 +1,827 @@
+//! Decoding OTLP requests into usage rows, and writing them.
+//!
+//! Claude Code's metrics are delta sums (one point per interval), its events are log records
+//! whose attributes carry the figures (sometimes as strings). Both are kept as typed rows, and
+//! both feed `usage_hourly`, a rollup keyed by (UTC hour, session, model, project) that the
+//! report reads instead of the raw rows.
+//!
+//! Which source counts for which figure is decided here, once (see the README section the
+//! report module documents): cost, tokens, lines, commits, PRs, active time, sessions and edit
+//! decisions come from metric points — the numbers Grafana shows from Prometheus; request
+//! counts, durations, prompts, errors and tool decisions/results come from events. The
+//! `api_*` event sums are kept beside the metric ones only as a cross-check.
+
+use std::collections::{BTreeMap, HashMap};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use rusqlite::{Transaction, params};
+
+use crate::otlp::ExportRequest;
+
+/// Point/resource attribute naming the project (set via `OTEL_RESOURCE_ATTRIBUTES`, copied by
+/// claude onto every point and record); the dashboards see it as the Prometheus label
+/// `definitions::label::PROJECT`, so both group by the same value.
+pub const PROJECT_ATTRIBUTE: &str = "project";
+
+/// Attributes that describe the session, not the point: kept once in `sessions` (the ids)
+/// or not at all (e-mail, account and organisation ids), never repeated per row.
+const SESSION_ATTRIBUTES: [&str; 6] = [
+    "session.id",
+    "user.id",
+    "terminal.type",
+    "user.email",
+    "user.account_uuid",
+    "organization.id",
+];
+
+/// OTLP `AGGREGATION_TEMPORALITY_DELTA`: the only sums that can be added up as they come.
+const DELTA: i32 = 1;
+
+/// Columns of `usage_hourly` after the key, in this order everywhere (insert and queries).
+pub(crate) const ROLLUP_COLUMNS: [&str; 27] = [
+    "sessions_started",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "lines_added",
+    "lines_removed",
+    "commits",
+    "pull_requests",
+    "active_user_s",
+    "active_cli_s",
+    "edit_accepts",
+    "edit_rejects",
+    "api_requests",
+    "api_errors",
+    "api_duration_ms",
+    "api_cost_usd",
+    "api_input_tokens",
+    "api_output_tokens",
+    "api_cache_read_tokens",
+    "api_cache_creation_tokens",
+    "prompts",
+    "tool_accepts",
+    "tool_rejects",
+    "tool_runs",
+    "tool_failures",
+];
+
+/// Index of each rollup column in [`ROLLUP_COLUMNS`].
+#[allow(missing_docs)]
+pub(crate) mod col {
+    pub const SESSIONS_STARTED: usize = 0;
+    pub const COST_USD: usize = 1;
+    pub const INPUT_TOKENS: usize = 2;
+    pub const OUTPUT_TOKENS: usize = 3;
+    pub const CACHE_READ_TOKENS: usize = 4;
+    pub const CACHE_CREATION_TOKENS: usize = 5;
+    pub const LINES_ADDED: usize = 6;
+    pub const LINES_REMOVED: usize = 7;
+    pub const COMMITS: usize = 8;
+    pub const PULL_REQUESTS: usize = 9;
+    pub const ACTIVE_USER_S: usize = 10;
+    pub const ACTIVE_CLI_S: usize = 11;
+    pub const EDIT_ACCEPTS: usize = 12;
+    pub const EDIT_REJECTS: usize = 13;
+    pub const API_REQUESTS: usize = 14;
+    pub const API_ERRORS: usize = 15;
+    pub const API_DURATION_MS: usize = 16;
+    pub const API_COST_USD: usize = 17;
+    pub const API_INPUT_TOKENS: usize = 18;
+    pub const API_OUTPUT_TOKENS: usize = 19;
+    pub const API_CACHE_READ_TOKENS: usize = 20;
+    pub const API_CACHE_CREATION_TOKENS: usize = 21;
+    pub const PROMPTS: usize = 22;
+    pub const TOOL_ACCEPTS: usize = 23;
+    pub const TOOL_REJECTS: usize = 24;
+    pub const TOOL_RUNS: usize = 25;
+    pub const TOOL_FAILURES: usize = 26;
+}
+
+/// Strips the context-window suffix metrics carry (`claude-opus-4-8[1m]`) so metric points
+/// and events (which carry the bare id) group under one model.
+pub fn normalize_model(model: &str) -> &str {
+    match model.find('[') {
+        Some(i) if model.ends_with(']') => &model[..i],
+        _ => model,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RollupKey {
+    hour: i64,
+    session: String,
+    model: String,
+    project: String,
+}
+
+#[derive(Debug)]
+struct PointRow {
+    time_ns: i64,
+    start_ns: i64,
+    name: String,
+    kind: Option<String>,
+    model: Option<String>,
+    session: Option<String>,
+    project: String,
+    value: f64,
+    temporality: i32,
+    attrs_json: Option<String>,
+    resource: usize,
+}
+
+#[derive(Debug)]
+struct ApiRow {
+    time_ns: i64,
+    session: Option<String>,
+    prompt: Option<String>,
+    project: String,
+    model: Option<String>,
+    cost_usd: Option<f64>,
+    tokens: [Option<f64>; 4],
+    duration_ms: Option<f64>,
+    request_id: Option<String>,
+    query_source: Option<String>,
+    resource: usize,
+}
+
+#[derive(Debug)]
+struct ToolRow {
+    time_ns: i64,
+    kind: &'static str,
+    session: Option<String>,
+    project: String,
+    tool_name: Option<String>,
+    decision: Option<String>,
+    source: Option<String>,
+    success: Option<bool>,
+    duration_ms: Option<f64>,
+}
+
+#[derive(Debug)]
+struct OtherRow {
+    time_ns: i64,
+    name: String,
+    session: Option<String>,
+    project: String,
+    model: Option<String>,
+    status_code: Option<i64>,
+}
+
+#[derive(Debug)]
+struct SessionRow {
+    user_id: Option<String>,
+    project: String,
+    terminal_type: Option<String>,
+    resource: usize,
+    first_ns: i64,
+    last_ns: i64,
+}
+
+/// Everything one request contributes to the usage tables, computed before the transaction
+/// opens so the write lock is held only for the inserts.
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    resources: Vec<String>,
+    points: Vec<PointRow>,
+    api: Vec<ApiRow>,
+    tools: Vec<ToolRow>,
+    others: Vec<OtherRow>,
+    sessions: HashMap<String, SessionRow>,
+    rollup: HashMap<RollupKey, [f64; ROLLUP_COLUMNS.len()]>,
+}
+
+/// Context shared by every record under one resource.
+struct Scope<'a> {
+    resource: &'a [KeyValue],
+    resource_index: usize,
+}
+
+impl Scope<'_> {
+    fn project(&self, attrs: &[KeyValue]) -> String {
+        attr_string(attrs, PROJECT_ATTRIBUTE)
+            .or_else(|| attr_string(self.resource, PROJECT_ATTRIBUTE))
+            .unwrap_or_default()
+    }
+}
+
+impl Decoded {
+    fn add_resource(&mut self, resource: Option<&Resource>) -> usize {
+        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let map: BTreeMap<&str, serde_json::Value> = attrs
+            .iter()
+            .filter_map(|kv| Some((kv.key.as_str(), json_value(kv.value.as_ref()?)?)))
+            .collect();
+        let json = serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned());
+        match self.resources.iter().position(|r| *r == json) {
+            Some(i) => i,
+            None => {
+                self.resources.push(json);
+                self.resources.len() - 1
+            }
+        }
+    }
+
+    fn add(
+        &mut self,
+        time_ns: i64,
+        session: Option<&str>,
+        model: &str,
+        project: &str,
+    ) -> &mut [f64; ROLLUP_COLUMNS.len()] {
+        let key = RollupKey {
+            hour: hour_of(time_ns),
+            session: session.unwrap_or_default().to_owned(),
+            model: normalize_model(model).to_owned(),
+            project: project.to_owned(),
+        };
+        self.rollup
+            .entry(key)
+            .or_insert([0.0; ROLLUP_COLUMNS.len()])
+    }
+
+    fn touch_session(
+        &mut self,
+        scope: &Scope<'_>,
+        attrs: &[KeyValue],
+        project: &str,
+        time_ns: i64,
+    ) {
+        let Some(session) = attr_string(attrs, "session.id") else {
+            return;
+        };
+        let row = self.sessions.entry(session).or_insert_with(|| SessionRow {
+            user_id: attr_string(attrs, "user.id"),
+            project: project.to_owned(),
+            terminal_type: attr_string(attrs, "terminal.type"),
+            resource: scope.resource_index,
+            first_ns: time_ns,
+            last_ns: time_ns,
+        });
+        row.first_ns = row.first_ns.min(time_ns);
+        row.last_ns = row.last_ns.max(time_ns);
+    }
+
+    fn metric_point(
+        &mut self,
+        scope: &Scope<'_>,
+        name: &str,
+        temporality: i32,
+        point: PointIn<'_>,
+    ) {
+        let attrs = point.attributes;
+        let project = scope.project(attrs);
+        let session = attr_string(attrs, "session.id");
+        let model = attr_string(attrs, "model");
+        let kind = attr_string(attrs, "type");
+        self.touch_session(scope, attrs, &project, point.time_ns);
+        if temporality == DELTA && point.monotonic_sum {
+            let v = point.value;
+            let kind_str = kind.as_deref().unwrap_or_default();
+            let target = match (name, kind_str) {
+                ("claude_code.session.count", _) => Some(col::SESSIONS_STARTED),
+                ("claude_code.cost.usage", _) => Some(col::COST_USD),
+                ("claude_code.token.usage", "input") => Some(col::INPUT_TOKENS),
+                ("claude_code.token.usage", "output") => Some(col::OUTPUT_TOKENS),
+                ("claude_code.token.usage", "cacheRead") => Some(col::CACHE_READ_TOKENS),
+                ("claude_code.token.usage", "cacheCreation") => Some(col::CACHE_CREATION_TOKENS),
+                ("claude_code.lines_of_code.count", "added") => Some(col::LINES_ADDED),
+                ("claude_code.lines_of_code.count", "removed") => Some(col::LINES_REMOVED),
+                ("claude_code.commit.count", _) => Some(col::COMMITS),
+                ("claude_code.pull_request.count", _) => Some(col::PULL_REQUESTS),
+                ("claude_code.active_time.total", "user") => Some(col::ACTIVE_USER_S),
+                ("claude_code.active_time.total", "cli") => Some(col::ACTIVE_CLI_S),
+                ("claude_code.code_edit_tool.decision", _) => {
+                    match attr_string(attrs, "decision").as_deref() {
+                        Some("accept") => Some(col::EDIT_ACCEPTS),
+                        Some("reject") => Some(col::EDIT_REJECTS),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(c) = target {
+                let sums = self.add(
+                    point.time_ns,
+                    session.as_deref(),
+                    model.as_deref().unwrap_or_default(),
+                    &project,
+                );
+                sums[c] += v;
+            }
+        }
+        // Keep only what the typed columns and the resource do not already say.
+        let extra: BTreeMap<&str, serde_json::Value> = attrs
+            .iter()
+            .filter(|kv| {
+                !matches!(kv.key.as_str(), "model" | "type" | PROJECT_ATTRIBUTE)
+                    && !SESSION_ATTRIBUTES.contains(&kv.key.as_str())
+                    && !scope
+                        .resource
+                        .iter()
+                        .any(|r| r.key == kv.key && r.value == kv.value)
+            })
+            .filter_map(|kv| Some((kv.key.as_str(), json_value(kv.value.as_ref()?)?)))
+            .collect();
+        self.points.push(PointRow {
+            time_ns: point.time_ns,
+            start_ns: point.start_ns,
+            name: name.to_owned(),
+            kind,
+            model,
+            session,
+            project,
+            value: point.value,
+            temporality,
+            attrs_json: (!extra.is_empty())
+                .then(|| serde_json::to_string(&extra).unwrap_or_default()),
+            resource: scope.resource_index,
+        });
+    }
+
+    fn log_record(&mut self, scope: &Scope<'_>, record: &LogRecord, received_ns: i64) {
+        let attrs = record.attributes.as_slice();
+        let Some(name) = event_name(record) else {
+            return;
+        };
+        let time_ns = event_time(record, received_ns);
+        let project = scope.project(attrs);
+        let session = attr_string(attrs, "session.id");
+        let model = attr_string(attrs, "model");
+        self.touch_session(scope, attrs, &project, time_ns);
+        let sums = self.add(
+            time_ns,
+            session.as_deref(),
+            model.as_deref().unwrap_or_default(),
+            &project,
+        );
+        match name {
+            "api_request" => {
+                let cost = attr_f64(attrs, "cost_usd");
+                let tokens = [
+                    attr_f64(attrs, "input_tokens"),
+                    attr_f64(attrs, "output_tokens"),
+                    attr_f64(attrs, "cache_read_tokens"),
+                    attr_f64(attrs, "cache_creation_tokens"),
+                ];
+                let duration_ms = attr_f64(attrs, "duration_ms");
+                sums[col::API_REQUESTS] += 1.0;
+                sums[col::API_DURATION_MS] += duration_ms.unwrap_or(0.0);
+                sums[col::API_COST_USD] += cost.unwrap_or(0.0);
+                for (i, t) in tokens.iter().enumerate() {
+                    sums[col::API_INPUT_TOKENS + i] += t.unwrap_or(0.0);
+                }
+                self.api.push(ApiRow {
+                    time_ns,
+                    session,
+                    prompt: attr_string(attrs, "prompt.id"),
+                    project,
+                    model,
+                    cost_usd: cost,
+                    tokens,
+                    duration_ms,
+                    request_id: attr_string(attrs, "request_id"),
+                    query_source: attr_string(attrs, "query_source"),
+                    resource: scope.resource_index,
+                });
+            }
+            "tool_decision" | "tool_result" => {
+                let decision = attr_string(attrs, "decision");
+                let success = attr_bool(attrs, "success");
+                if name == "tool_decision" {
+                    match decision.as_deref() {
+                        Some("accept") => sums[col::TOOL_ACCEPTS] += 1.0,
+                        Some("reject") => sums[col::TOOL_REJECTS] += 1.0,
+                        _ => {}
+                    }
+                } else {
+                    sums[col::TOOL_RUNS] += 1.0;
+                    if success == Some(false) {
+                        sums[col::TOOL_FAILURES] += 1.0;
+                    }
+                }
+                let is_decision = name == "tool_decision";
+                self.tools.push(ToolRow {
+                    time_ns,
+                    kind: if is_decision { "decision" } else { "result" },
+                    session,
+                    project,
+                    tool_name: attr_string(attrs, "tool_name"),
+                    decision: if is_decision {
+                        decision
+                    } else {
+                        attr_string(attrs, "decision_type")
+                    },
+                    source: if is_decision {
+                        attr_string(attrs, "source")
+                    } else {
+                        attr_string(attrs, "decision_source")
+                    },
+                    success,
+                    duration_ms: attr_f64(attrs, "duration_ms"),
+                });
+            }
+            other => {
+                match other {
+                    "user_prompt" => sums[col::PROMPTS] += 1.0,
+                    "api_error" => sums[col::API_ERRORS] += 1.0,
+                    _ => {}
+                }
+                self.others.push(OtherRow {
+                    time_ns,
+                    name: other.to_owned(),
+                    session,
+                    project,
+                    model,
+                    status_code: attr_f64(attrs, "status_code").map(|v| v as i64),
+                });
+            }
+        }
+    }
+}
+
+/// One number data point, flattened from the OTLP nesting.
+struct PointIn<'a> {
+    attributes: &'a [KeyValue],
+    time_ns: i64,
+    start_ns: i64,
+    value: f64,
+    monotonic_sum: bool,
+}
+
+/// Decodes a request into usage rows. Traces contribute none (they are only forwarded).
+pub(super) fn decode(request: &ExportRequest, received_ns: i64) -> Decoded {
+    let mut out = Decoded::default();
+    match request {
+        ExportRequest::Metrics(r) => {
+            for rm in &r.resource_metrics {
+                let resource_index = out.add_resource(rm.resource.as_ref());
+                let scope = Scope {
+                    resource: rm
+                        .resource
+                        .as_ref()
+                        .map(|r| r.attributes.as_slice())
+                        .unwrap_or(&[]),
+                    resource_index,
+                };
+                for metric in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
+                    let (points, temporality, monotonic_sum) = match &metric.data {
+                        Some(Data::Sum(s)) => {
+                            (&s.data_points, s.aggregation_temporality, s.is_monotonic)
+                        }
+                        Some(Data::Gauge(g)) => (&g.data_points, 0, false),
+                        _ => continue,
+                    };
+                    for p in points {
+                        let value = match p.value {
+                            Some(number_data_point::Value::AsDouble(v)) => v,
+                            Some(number_data_point::Value::AsInt(v)) => v as f64,
+                            None => continue,
+                        };
+                        if !value.is_finite() {
+                            continue;
+                        }
+                        let time_ns = nanos(p.time_unix_nano).unwrap_or(received_ns);
+                        out.metric_point(
+                            &scope,
+                            &metric.name,
+                            temporality,
+                            PointIn {
+                                attributes: &p.attributes,
+                                time_ns,
+                                start_ns: nanos(p.start_time_unix_nano).unwrap_or(time_ns),
+                                value,
+                                monotonic_sum,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        ExportRequest::Logs(r) => {
+            for rl in &r.resource_logs {
+                let resource_index = out.add_resource(rl.resource.as_ref());
+                let scope = Scope {
+                    resource: rl
+                        .resource
+                        .as_ref()
+                        .map(|r| r.attributes.as_slice())
+                        .unwrap_or(&[]),
+                    resource_index,
+                };
+                for record in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
+                    out.log_record(&scope, record, received_ns);
+                }
+            }
+        }
+        ExportRequest::Traces(_) => {}
+    }
+    out
+}
+
+/// Writes decoded rows inside the caller's transaction.
+pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> {
+    let mut resource_ids = Vec::with_capacity(d.resources.len());
+    {
+        let mut ins =
+            tx.prepare_cached("INSERT OR IGNORE INTO resources(attrs_json) VALUES (?1)")?;
+        let mut sel = tx.prepare_cached("SELECT id FROM resources WHERE attrs_json = ?1")?;
+        for json in &d.resources {
+            ins.execute([json])?;
+            resource_ids.push(sel.query_row([json], |r| r.get::<_, i64>(0))?);
+        }
+    }
+    let rid = |i: usize| resource_ids.get(i).copied();
+    let mut session_ids: HashMap<&str, i64> = HashMap::with_capacity(d.sessions.len());
+    if !d.sessions.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO sessions(session_id, user_id, project, terminal_type, resource_id,
+                                  first_seen_ns, last_seen_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(session_id) DO UPDATE SET
+                 first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
+                 last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
+                 user_id = coalesce(user_id, excluded.user_id),
+                 project = CASE WHEN project = '' THEN excluded.project ELSE project END,
+                 terminal_type = coalesce(terminal_type, excluded.terminal_type)
+             RETURNING id",
+        )?;
+        for (id, s) in &d.sessions {
+            let row_id = stmt.query_row(
+                params![
+                    id,
+                    s.user_id,
+                    s.project,
+                    s.terminal_type,
+                    rid(s.resource),
+                    s.first_ns,
+                    s.last_ns
+                ],
+                |r| r.get::<_, i64>(0),
+            )?;
+            session_ids.insert(id.as_str(), row_id);
+        }
+    }
+    let sid = |s: &Option<String>| s.as_deref().and_then(|s| session_ids.get(s).copied());
+    if !d.points.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO metric_points(time_ns, start_ns, name, type, model, session, project,
+                                       value, temporality, attrs_json, resource_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for p in &d.points {
+            stmt.execute(params![
+                p.time_ns,
+                p.start_ns,
+                p.name,
+                p.kind,
+                p.model,
+                sid(&p.session),
+                p.project,
+                p.value,
+                p.temporality,
+                p.attrs_json,
+                rid(p.resource)
+            ])?;
+        }
+    }
+    if !d.api.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO api_requests(time_ns, session, prompt_id, project, model, cost_usd,
+                 input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+                 duration_ms, request_id, query_source, resource_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        for a in &d.api {
+            let t = a.tokens.map(|t| t.map(|v| v as i64));
+            stmt.execute(params![
+                a.time_ns,
+                sid(&a.session),
+                a.prompt,
+                a.project,
+                a.model,
+                a.cost_usd,
+                t[0],
+                t[1],
+                t[2],
+                t[3],
+                a.duration_ms,
+                a.request_id,
+                a.query_source,
+                rid(a.resource)
+            ])?;
+        }
+    }
+    if !d.tools.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO tool_events(time_ns, kind, session, project, tool_name, decision,
+                                     source, success, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for t in &d.tools {
+            stmt.execute(params![
+                t.time_ns,
+                t.kind,
+                sid(&t.session),
+                t.project,
+                t.tool_name,
+                t.decision,
+                t.source,
+                t.success,
+                t.duration_ms
+            ])?;
+        }
+    }
+    if !d.others.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO other_events(time_ns, name, session, project, model, status_code)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for o in &d.others {
+            stmt.execute(params![
+                o.time_ns,
+                o.name,
+                sid(&o.session),
+                o.project,
+                o.model,
+                o.status_code
+            ])?;
+        }
+    }
+    if !d.rollup.is_empty() {
+        let mut stmt = tx.prepare_cached(rollup_upsert_sql())?;
+        for (key, sums) in &d.rollup {
+            let mut values: Vec<&dyn rusqlite::ToSql> =
+                vec![&key.hour, &key.session, &key.model, &key.project];
+            values.extend(sums.iter().map(|v| v as &dyn rusqlite::ToSql));
+            stmt.execute(values.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+fn rollup_upsert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(build_rollup_upsert_sql)
+}
+
+fn build_rollup_upsert_sql() -> String {
+    let cols = ROLLUP_COLUMNS.join(", ");
+    let placeholders: Vec<String> = (1..=ROLLUP_COLUMNS.len() + 4)
+        .map(|i| format!("?{i}"))
+        .collect();
+    let updates: Vec<String> = ROLLUP_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = {c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO usage_hourly(hour, session_id, model, project, {cols}) VALUES ({})
+         ON CONFLICT(hour, session_id, model, project) DO UPDATE SET {}",
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+}
+
+/// Start of the UTC hour containing `time_ns`, in Unix seconds.
+fn hour_of(time_ns: i64) -> i64 {
+    time_ns.div_euclid(3_600_000_000_000) * 3600
+}
+
+fn nanos(v: u64) -> Option<i64> {
+    (v != 0).then(|| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The event's name without the `claude_code.` prefix, from `event.name`, the proto
+/// `event_name` field or the body, whichever is present.
+fn event_name(record: &LogRecord) -> Option<&str> {
+    let from_attr = record
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "event.name")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        });
+    let from_body = || match record.body.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    };
+    let name = from_attr
+        .or_else(|| (!record.event_name.is_empty()).then_some(record.event_name.as_str()))
+        .or_else(from_body)?;
+    Some(name.strip_prefix("claude_code.").unwrap_or(name))
+}
+
+/// When the event happened: the record timestamp, else the observed time, else claude's
+/// `event.timestamp` attribute, else when the relay received it.
+fn event_time(record: &LogRecord, received_ns: i64) -> i64 {
+    nanos(record.time_unix_nano)
+        .or_else(|| nanos(record.observed_time_unix_nano))
+        .or_else(|| {
+            attr_string(&record.attributes, "event.timestamp").and_then(|s| parse_rfc3339_utc(&s))
+        })
+        .unwrap_or(received_ns)
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (the form claude writes) into Unix nanoseconds.
+pub(crate) fn parse_rfc3339_utc(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let mut frac_ns = 0i64;
+    if !frac.is_empty() {
+        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        frac_ns = frac.parse::<i64>().ok()? * 10i64.pow(9 - frac.len() as u32);
+    }
+    let days = days_from_civil(y, m, day);
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000_000) + frac_ns)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+}
+
+/// A string attribute; numbers and booleans are rendered, so ids sent as numbers still match.
+fn attr_string(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match attr(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(v) => Some(v.to_string()),
+        any_value::Value::DoubleValue(v) => Some(v.to_string()),
+        any_value::Value::BoolValue(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// A numeric attribute, accepting the strings claude sometimes sends (`"0.0123"`).
+fn attr_f64(attrs: &[KeyValue], key: &str) -> Option<f64> {
+    let v = match attr(attrs, key)? {
+        any_value::Value::IntValue(v) => *v as f64,
+        any_value::Value::DoubleValue(v) => *v,
+        any_value::Value::StringValue(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    v.is_finite().then_some(v)
+}
+
+fn attr_bool(attrs: &[KeyValue], key: &str) -> Option<bool> {
+    match attr(attrs, key)? {
+        any_value::Value::BoolValue(v) => Some(*v),
+        any_value::Value::StringValue(s) => match s.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn json_value(v: &AnyValue) -> Option<serde_json::Value> {
+    Some(match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => serde_json::Value::from(s.as_str()),
+        any_value::Value::BoolValue(b) => serde_json::Value::from(*b),
+        any_value::Value::IntValue(i) => serde_json::Value::from(*i),
+        any_value::Value::DoubleValue(d) => serde_json::Value::from(*d),
+        any_value::Value::ArrayValue(a) => {
+            serde_json::Value::Array(a.values.iter().filter_map(json_value).collect())
+        }
+        any_value::Value::KvlistValue(kv) => serde_json::Value::Object(
+            kv.values
+                .iter()
+                .filter_map(|kv| Some((kv.key.clone(), json_value(kv.value.as_ref()?)?)))
+                .collect(),
+        ),
+        any_value::Value::BytesValue(_) | any_value::Value::StringValueStrindex(_) => return None,
+    })
+}
