@@ -174,7 +174,7 @@ impl Tmux {
         assert!(out.status.success(), "tmux resize-window failed");
     }
 
-    /// The exit status once the program has ended, None while it runs.
+    /// The exit status once the program has ended and been reaped, None before.
     pub fn exit_status(&self) -> Option<PaneExit> {
         let out = self.run(&[
             "display-message",
@@ -188,10 +188,13 @@ impl Tmux {
         if parts.next() != Some("1") {
             return None;
         }
-        Some(PaneExit {
+        let exit = PaneExit {
             code: parts.next().and_then(|s| s.parse().ok()),
             signal: parts.next().and_then(|s| s.parse().ok()),
-        })
+        };
+        // tmux marks the pane dead when the terminal closes, which can come before it has
+        // reaped the process: report the end only once the status is known.
+        (exit.code.is_some() || exit.signal.is_some()).then_some(exit)
     }
 
     /// Waits for the program to end; panics with the screen when it does not in time.
