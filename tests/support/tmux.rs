@@ -141,17 +141,48 @@ impl Tmux {
         assert!(out.status.success(), "tmux send-keys failed");
     }
 
-    /// Types `text`, lets the UI settle, and presses Enter (claude treats text and Enter in
-    /// one burst as a paste with a newline).
+    /// Types `text`, waits until it is echoed on screen, and presses Enter (claude treats text
+    /// and Enter arriving in one burst as a paste with a newline).
     pub fn submit(&self, text: &str) {
         self.type_text(text);
-        std::thread::sleep(Duration::from_millis(300));
+        self.wait_for_text(text, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(150));
         self.press(&["Enter"]);
     }
 
+    fn exited_within(&self, timeout: Duration) -> bool {
+        super::wait_until(timeout, || self.exit_status().is_some())
+    }
+
     /// Leaves an interactive claude session the way a person does: `/exit` and Enter.
+    ///
+    /// On a loaded machine claude sometimes takes the Enter for its command menu instead of
+    /// running the command; a person presses Enter again, and so does this (once, after 10 s).
     pub fn exit_claude(&self) {
         self.submit("/exit");
+        if !self.exited_within(Duration::from_secs(10)) {
+            eprintln!("tmux: still running 10 s after /exit; pressing Enter again");
+            self.press(&["Enter"]);
+        }
+    }
+
+    /// Leaves an interactive claude session with Ctrl-D twice (claude asks for the second).
+    ///
+    /// Under load claude 2.1.197 sometimes lets its "Press Ctrl-D again to exit" window lapse
+    /// without taking the second press; a person then presses again, and so does this: one
+    /// Ctrl-D per second until claude exits (at most 10).
+    pub fn exit_claude_with_ctrl_d(&self) {
+        self.press(&["C-d"]);
+        self.wait_for_text("Press Ctrl-D again to exit", Duration::from_secs(10));
+        for attempt in 0..10 {
+            if attempt > 0 {
+                eprintln!("tmux: claude still running after Ctrl-D; pressing it again");
+            }
+            self.press(&["C-d"]);
+            if self.exited_within(Duration::from_secs(1)) {
+                return;
+            }
+        }
     }
 
     /// Pid of the program in the pane (for signals).
