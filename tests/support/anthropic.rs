@@ -348,16 +348,16 @@ fn decide_reply(request: &Value, index: usize) -> (QueryKind, Reply) {
     if has_tool_result {
         return (kind, Reply::Text(AFTER_TOOL_TEXT.into()));
     }
-    if tools.contains(&"Bash") {
-        if let Some(command) = marker(RUN_BASH).filter(|c| !c.is_empty()) {
-            return (
-                kind,
-                Reply::Bash {
-                    tool_use_id: format!("toolu_fake_{index:04}"),
-                    command,
-                },
-            );
-        }
+    if tools.contains(&"Bash")
+        && let Some(command) = marker(RUN_BASH).filter(|c| !c.is_empty())
+    {
+        return (
+            kind,
+            Reply::Bash {
+                tool_use_id: format!("toolu_fake_{index:04}"),
+                command,
+            },
+        );
     }
     (kind, Reply::Text(ANSWER_TEXT.into()))
 }
