@@ -1,5 +1,13 @@
 //! claude-telemetry: run Claude Code with its telemetry relayed through a local OTLP relay.
-#![allow(dead_code)]
-mod otlp;
 
-fn main() {}
+mod claude;
+mod cli;
+mod commands;
+mod launcher;
+mod otlp;
+mod relay;
+mod settings;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -19,9 +19,6 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// Every signal, in a fixed order (for tables and counters).
-    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Logs, Signal::Traces];
-
     /// Lower-case name used in logs, the store and `config` output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,11 +35,6 @@ impl Signal {
             Signal::Logs => "/v1/logs",
             Signal::Traces => "/v1/traces",
         }
-    }
-
-    /// Parses the name produced by [`Signal::as_str`]; the store reads it back with this.
-    pub fn from_name(name: &str) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 

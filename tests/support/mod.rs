@@ -20,6 +20,7 @@
 
 pub mod anthropic;
 mod background;
+pub mod checks;
 pub mod python;
 pub mod rotel;
 pub mod sandbox;

@@ -1,0 +1,10 @@
+//! Everything about the real `claude`: where it is, what an invocation does, and what it must be
+//! told so that its telemetry reaches our relay.
+
+mod discover;
+mod invocation;
+mod telemetry_env;
+
+pub use discover::{NotFound, find_claude};
+pub use invocation::{Invocation, classify};
+pub use telemetry_env::{TelemetryTarget, child_env, inject_settings};

@@ -1,0 +1,219 @@
+//! The command line: our management commands when typed as the first word, everything else
+//! passed to claude unchanged.
+//!
+//! `claude-telemetry [ARGS…]` behaves like `claude [ARGS…]`. Only a first word naming one of our
+//! commands is ours; `claude-telemetry -- ARGS…` and `claude-telemetry run [OUR FLAGS] -- ARGS…`
+//! always pass ARGS to claude, which is what the shell alias uses.
+
+use crate::commands;
+use crate::launcher;
+use crate::settings::{self, FlagOverride};
+use clap::{Args, Parser, Subcommand};
+
+/// Words that are ours when they come first. Everything else goes to claude.
+pub const OUR_COMMANDS: &[&str] = &["run", "config", "doctor", "help"];
+
+const AFTER_HELP: &str = "\
+Anything that is not one of the commands above goes to claude unchanged:
+  claude-telemetry                      interactive claude session, telemetry relayed
+  claude-telemetry -p \"explain this\"    print mode, output byte-identical to claude's
+  claude-telemetry -- doctor            claude's own `doctor` (the `--` makes every word claude's)
+  claude-telemetry run --upstream https://otel.example.com -- --model opus
+
+Shell alias (every word reaches claude, none is taken as ours):
+  alias claude='claude-telemetry run --'
+
+Settings, lowest to highest precedence: built-in defaults < ~/.config/claude-telemetry/config.toml
+< .claude-telemetry.toml (nearest parent directory) < CLAUDE_TELEMETRY_<SECTION>__<KEY>
+environment variables < flags of `run`. See `claude-telemetry config`.";
+
+/// claude-telemetry: run Claude Code with its telemetry relayed, filtered and kept.
+#[derive(Debug, Parser)]
+#[command(
+    name = "claude-telemetry",
+    about = "Run Claude Code with its OpenTelemetry relayed through a local, policy-enforcing relay",
+    after_help = AFTER_HELP,
+    disable_help_subcommand = false
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Our management commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run claude with our flags: `claude-telemetry run [FLAGS] -- [CLAUDE ARGS]`.
+    Run(RunArgs),
+    /// Print the effective settings and where each value came from.
+    Config(commands::config::ConfigArgs),
+    /// Check that telemetry can flow: claude, settings, Claude's own settings, upstream, relay.
+    Doctor(commands::doctor::DoctorArgs),
+}
+
+/// Flags of `run`; they override every settings layer for this run only.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Upstream OTLP endpoint (e.g. http://localhost:4317 or https://otel.example.com).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Upstream protocol: grpc or http/protobuf.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+    /// Keep telemetry local: forward nothing.
+    #[arg(long)]
+    pub local_only: bool,
+    /// Path of the real claude executable.
+    #[arg(long, value_name = "PATH")]
+    pub claude_path: Option<String>,
+    /// How long to keep delivering queued telemetry after claude exits, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Any setting, as a dotted key: `--set upstream.timeout_ms=500` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Arguments for claude, after `--`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CLAUDE ARGS"
+    )]
+    pub claude_args: Vec<String>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Result<Vec<FlagOverride>, String> {
+        let mut out = Vec::new();
+        let mut named = |flag: &str, key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                out.push(FlagOverride {
+                    flag: flag.into(),
+                    key: key.into(),
+                    value,
+                });
+            }
+        };
+        named("--upstream", "upstream.endpoint", self.upstream.clone());
+        named("--protocol", "upstream.protocol", self.protocol.clone());
+        named("--claude-path", "claude.path", self.claude_path.clone());
+        named(
+            "--drain-timeout-ms",
+            "relay.drain_timeout_ms",
+            self.drain_timeout_ms.map(|v| v.to_string()),
+        );
+        named(
+            "--local-only",
+            "upstream.enabled",
+            self.local_only.then(|| "false".into()),
+        );
+        for raw in &self.set {
+            let Some((key, value)) = raw.split_once('=') else {
+                return Err(format!(
+                    "--set {raw}: expected KEY=VALUE, e.g. --set upstream.timeout_ms=500"
+                ));
+            };
+            out.push(FlagOverride {
+                flag: format!("--set {key}"),
+                key: key.trim().to_string(),
+                value: value.to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let first = args.first().map(String::as_str);
+    let ours = matches!(first, Some(w) if OUR_COMMANDS.contains(&w) || w == "-h" || w == "--help");
+    if !ours {
+        let claude_args = match first {
+            Some("--") => args[1..].to_vec(),
+            _ => args,
+        };
+        return run_claude(claude_args, &[]);
+    }
+    let cli = match Cli::try_parse_from(std::iter::once("claude-telemetry".to_string()).chain(args))
+    {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match cli.command {
+        Command::Run(run) => match run.overrides() {
+            Ok(flags) => run_claude(run.claude_args, &flags),
+            Err(message) => {
+                eprintln!("claude-telemetry: {message}");
+                2
+            }
+        },
+        Command::Config(args) => with_settings(&[], |loaded| commands::config::run(&args, loaded)),
+        Command::Doctor(args) => commands::doctor::run(&args).unwrap_or_else(|e| {
+            eprintln!("claude-telemetry: {e:#}");
+            1
+        }),
+    }
+}
+
+fn run_claude(claude_args: Vec<String>, flags: &[FlagOverride]) -> i32 {
+    with_settings(flags, |loaded| launcher::run(loaded, claude_args))
+}
+
+fn with_settings(
+    flags: &[FlagOverride],
+    body: impl FnOnce(&settings::Loaded) -> anyhow::Result<i32>,
+) -> i32 {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let loaded = match settings::load(&cwd, &launcher::environment(), flags) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("claude-telemetry: settings error: {e}");
+            return 2;
+        }
+    };
+    match body(&loaded) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("claude-telemetry: {e:#}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_claude_args_after_double_dash() {
+        let cli = Cli::try_parse_from(["ct", "run", "--upstream", "http://x:1", "--", "-p", "hi"])
+            .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.claude_args, ["-p", "hi"]);
+        assert_eq!(run.upstream.as_deref(), Some("http://x:1"));
+    }
+
+    #[test]
+    fn run_through_the_alias_keeps_words_that_look_like_ours() {
+        let cli = Cli::try_parse_from(["ct", "run", "--", "doctor", "--upstream", "x"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.claude_args, ["doctor", "--upstream", "x"]);
+        assert_eq!(run.upstream, None);
+    }
+}

@@ -1,0 +1,269 @@
+//! `claude-telemetry doctor`: explains whether telemetry can flow, and what to do if not.
+//! Exits non-zero when something blocks telemetry.
+
+use crate::launcher::{self, last_run::LastRun};
+use crate::settings::{self, Loaded};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Flags of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    worst: Level,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, detail: impl AsRef<str>) {
+        let tag = match level {
+            Level::Ok => " ok ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        println!("[{tag}] {what}: {}", detail.as_ref());
+        self.worst = self.worst.max(level);
+    }
+}
+
+/// Runs every check and prints one line each.
+pub fn run(_args: &DoctorArgs) -> anyhow::Result<i32> {
+    let mut report = Report { worst: Level::Ok };
+    println!("claude-telemetry {}", env!("CARGO_PKG_VERSION"));
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let loaded = match settings::load(&cwd, &launcher::environment(), &[]) {
+        Ok(l) => l,
+        Err(e) => {
+            report.line(Level::Fail, "settings", e.to_string());
+            println!("\nClaude Code's own checks: claude-telemetry -- doctor");
+            return Ok(1);
+        }
+    };
+    for (source, exists) in &loaded.files {
+        let state = if *exists { "applies" } else { "not present" };
+        report.line(Level::Ok, "settings layer", format!("{source}: {state}"));
+    }
+    check_claude(&loaded, &mut report);
+    check_claude_settings(&cwd, &mut report);
+    check_upstream(&loaded, &mut report);
+    check_relay_ports(&loaded, &mut report);
+    check_last_run(&loaded, &mut report);
+    println!("\nClaude Code's own checks: claude-telemetry -- doctor");
+    Ok(i32::from(report.worst == Level::Fail))
+}
+
+fn check_claude(loaded: &Loaded, report: &mut Report) {
+    match launcher::locate_claude(loaded) {
+        Ok(path) => {
+            let version = launcher::claude_version(&path);
+            report.line(
+                Level::Ok,
+                "claude",
+                format!("{} ({version})", path.display()),
+            );
+        }
+        Err(e) => report.line(
+            Level::Fail,
+            "claude",
+            e.to_string().replace('\n', "\n       "),
+        ),
+    }
+}
+
+/// Claude Code settings files whose `env` block sets telemetry variables.
+fn check_claude_settings(cwd: &Path, report: &mut Report) {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
+    if let Some(h) = &home {
+        candidates.push((h.join(".claude/settings.json"), false));
+        candidates.push((h.join(".claude/settings.local.json"), false));
+    }
+    for dir in cwd.ancestors() {
+        candidates.push((dir.join(".claude/settings.json"), false));
+        candidates.push((dir.join(".claude/settings.local.json"), false));
+        if dir.join(".git").exists() {
+            break;
+        }
+    }
+    candidates.push((
+        PathBuf::from("/etc/claude-code/managed-settings.json"),
+        true,
+    ));
+    let mut found_any = false;
+    for (path, managed) in candidates {
+        let Some(vars) = telemetry_vars_in(&path) else {
+            continue;
+        };
+        found_any = true;
+        let names = vars.join(", ");
+        if managed {
+            report.line(
+                Level::Fail,
+                "claude managed settings",
+                format!(
+                    "{} sets {names}; managed settings override everything the launcher can pass, \
+                     so telemetry may bypass the relay. Ask your administrator to remove them.",
+                    path.display()
+                ),
+            );
+        } else {
+            report.line(
+                Level::Ok,
+                "claude settings",
+                format!(
+                    "{} sets {names}; overridden for sessions run through claude-telemetry (an \
+                     injected --settings wins), but plain `claude` still uses them",
+                    path.display()
+                ),
+            );
+        }
+    }
+    if !found_any {
+        report.line(
+            Level::Ok,
+            "claude settings",
+            "no Claude settings file sets telemetry variables",
+        );
+    }
+}
+
+fn telemetry_vars_in(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let env = json.get("env")?.as_object()?;
+    let vars: Vec<String> = env
+        .keys()
+        .filter(|k| k.starts_with("OTEL_") || k.as_str() == "CLAUDE_CODE_ENABLE_TELEMETRY")
+        .cloned()
+        .collect();
+    (!vars.is_empty()).then_some(vars)
+}
+
+fn check_upstream(loaded: &Loaded, report: &mut Report) {
+    let upstream = &loaded.settings.upstream;
+    if !upstream.is_active() {
+        report.line(Level::Ok, "upstream", "disabled: telemetry stays local");
+        return;
+    }
+    let endpoint = &upstream.endpoint;
+    let source = loaded
+        .provenance
+        .get("upstream.endpoint")
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    match host_port(endpoint) {
+        Some(addr) => match connect(&addr) {
+            Ok(()) => report.line(
+                Level::Ok,
+                "upstream",
+                format!("{endpoint} reachable ({source})"),
+            ),
+            Err(e) => report.line(
+                Level::Warn,
+                "upstream",
+                format!(
+                    "{endpoint} not reachable ({e}; set by {source}). Sessions still run; \
+                     telemetry is retried until the drain time runs out. Start the collector \
+                     or set upstream.endpoint."
+                ),
+            ),
+        },
+        None => report.line(
+            Level::Fail,
+            "upstream",
+            format!("{endpoint} is not a usable URL"),
+        ),
+    }
+}
+
+fn host_port(endpoint: &str) -> Option<String> {
+    let (scheme, rest) = endpoint.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    Some(if has_port {
+        authority.to_string()
+    } else if scheme == "https" {
+        format!("{authority}:443")
+    } else {
+        format!("{authority}:80")
+    })
+}
+
+fn connect(addr: &str) -> std::io::Result<()> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::other("no address");
+    for sock in addr.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn check_relay_ports(loaded: &Loaded, report: &mut Report) {
+    for (key, addr) in [
+        ("relay.grpc_listen", &loaded.settings.relay.grpc_listen),
+        ("relay.http_listen", &loaded.settings.relay.http_listen),
+    ] {
+        match std::net::TcpListener::bind(addr.as_str()) {
+            Ok(l) => {
+                let bound = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                report.line(
+                    Level::Ok,
+                    "relay port",
+                    format!("{key} = {addr} can be bound ({bound})"),
+                );
+            }
+            Err(e) => report.line(Level::Fail, "relay port", format!("{key} = {addr}: {e}")),
+        }
+    }
+}
+
+fn check_last_run(loaded: &Loaded, report: &mut Report) {
+    let Some(last) = LastRun::load(&loaded.paths.last_run_file()) else {
+        report.line(Level::Ok, "last session", "no session recorded yet");
+        return;
+    };
+    if last.metric_points == 0 && last.log_records == 0 {
+        report.line(
+            Level::Warn,
+            "last session",
+            format!(
+                "claude {} sent no telemetry at all. Known causes: a Claude Code release whose \
+                 exporter is broken, a session that ended before its first export, managed settings.",
+                last.claude_version.as_deref().unwrap_or("(unknown version)")
+            ),
+        );
+    } else {
+        let mut detail = format!(
+            "{} metric point(s), {} event(s) received; {} request(s) delivered, {} undelivered",
+            last.metric_points,
+            last.log_records,
+            last.delivered_requests,
+            last.undelivered_requests
+        );
+        if let Some(e) = &last.last_error {
+            detail.push_str(&format!("; last upstream error: {e}"));
+        }
+        let level = if last.undelivered_requests > 0 {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
+        report.line(level, "last session", detail);
+    }
+}

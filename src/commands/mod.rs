@@ -1,0 +1,5 @@
+//! Management commands that are not the run itself: each reads settings, does one job, and
+//! returns an exit code.
+
+pub mod config;
+pub mod doctor;

@@ -1,0 +1,51 @@
+//! The record of the last session run, so `doctor` can say "your last session sent nothing"
+//! long after the terminal that showed the warning is gone.
+
+use crate::relay::{DrainReport, stats::RelayStats};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What the last session's telemetry did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub finished_unix: u64,
+    pub claude_path: String,
+    pub claude_version: Option<String>,
+    pub metric_points: u64,
+    pub log_records: u64,
+    pub delivered_requests: u64,
+    pub undelivered_requests: u64,
+    pub last_error: Option<String>,
+}
+
+impl LastRun {
+    /// Builds the record from the relay's counters.
+    pub fn from_stats(program: &Path, stats: &RelayStats, drain: DrainReport) -> LastRun {
+        LastRun {
+            finished_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            claude_path: program.display().to_string(),
+            claude_version: None,
+            metric_points: RelayStats::get(&stats.received_metric_points),
+            log_records: RelayStats::get(&stats.received_log_records),
+            delivered_requests: RelayStats::get(&stats.delivered_requests),
+            undelivered_requests: drain.undelivered_requests,
+            last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Writes the record (creating the data dir).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    /// Reads the record, if there is one.
+    pub fn load(path: &Path) -> Option<LastRun> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+}

@@ -1,0 +1,242 @@
+//! The run: find claude, start the relay, start claude pointed at it, wait, drain, exit with
+//! claude's status. The order matters: the relay is bound before claude starts (so the port
+//! handed to claude is real) and drained after claude exits (so its final export is kept).
+
+mod child;
+mod exit;
+pub mod last_run;
+mod terminal;
+
+use crate::claude::{self, Invocation, TelemetryTarget};
+use crate::relay::{self, DrainReport, stats::RelayStats};
+use crate::settings::Loaded;
+use child::ChildSpec;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit code when claude cannot be found, as a shell reports a missing command.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Environment marker: set for claude, names the launcher's pid (a nested launch can tell it is
+/// nested, and a wrapper that loops back to us is detected).
+pub const LAUNCHER_PID_ENV: &str = "CLAUDE_TELEMETRY_LAUNCHER_PID";
+
+/// Set for claude: the relay's OTLP/HTTP endpoint, for hooks and scripts that want their own
+/// telemetry to pass the same policy and reach the same upstream.
+pub const RELAY_HTTP_ENV: &str = "CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT";
+
+/// Runs claude with `args`, returning the code to exit with.
+pub fn run(loaded: &Loaded, args: Vec<String>) -> anyhow::Result<i32> {
+    if launched_by_ourselves() {
+        eprintln!(
+            "claude-telemetry: the `claude` this launcher started is claude-telemetry again (a \
+             wrapper or alias loops back). Set the real claude's path: [claude] path = \"…\" or \
+             CLAUDE_TELEMETRY_CLAUDE__PATH."
+        );
+        return Ok(EXIT_NOT_FOUND);
+    }
+    let program = match locate_claude(loaded) {
+        Ok(p) => p,
+        Err(not_found) => {
+            eprintln!("{not_found}");
+            return Ok(EXIT_NOT_FOUND);
+        }
+    };
+    match claude::classify(&args) {
+        Invocation::PassThrough => Err(exec(&program, &args).into()),
+        Invocation::Session => run_session(loaded, program, args),
+    }
+}
+
+/// Finds claude per the settings, skipping ourselves.
+pub fn locate_claude(loaded: &Loaded) -> Result<PathBuf, claude::NotFound> {
+    let own = std::env::current_exe().ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let path_var = std::env::var("PATH").ok();
+    claude::find_claude(
+        &loaded.settings.claude.path,
+        path_var.as_deref(),
+        home.as_deref(),
+        own.as_deref(),
+    )
+}
+
+/// Replaces this process with claude: for invocations that run no session, nothing of ours
+/// stays in the way (not even a process).
+fn exec(program: &PathBuf, args: &[String]) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(program).args(args).exec()
+}
+
+fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::Result<i32> {
+    let settings = &loaded.settings;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("relay")
+        .enable_all()
+        .build()?;
+    let relay = match rt.block_on(relay::start(&settings.relay, &settings.upstream)) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
+            None
+        }
+    };
+
+    let mut spec = ChildSpec {
+        program: program.clone(),
+        args: args.clone(),
+        set_env: settings.claude.env.clone(),
+        remove_env: Vec::new(),
+    };
+    spec.set_env
+        .insert(LAUNCHER_PID_ENV.into(), std::process::id().to_string());
+    if let Some(handle) = &relay {
+        let target = TelemetryTarget {
+            grpc_endpoint: format!("http://{}", handle.grpc_addr),
+            metrics_interval_ms: settings.export.metrics_interval_ms,
+            logs_interval_ms: settings.export.logs_interval_ms,
+        };
+        let (vars, removed) = claude::child_env(&target, &settings.claude.env);
+        spec.set_env.extend(vars);
+        // Hooks and scripts claude runs can send their own OTLP/HTTP through the same relay.
+        spec.set_env.insert(
+            RELAY_HTTP_ENV.into(),
+            format!("http://{}", handle.http_addr),
+        );
+        spec.remove_env = removed.into_iter().map(String::from).collect();
+        spec.args = match claude::inject_settings(&args, &target) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("claude-telemetry: {e}");
+                return Ok(2);
+            }
+        };
+    }
+
+    let interactive = terminal::is_tty(libc::STDIN_FILENO) && terminal::is_tty(libc::STDOUT_FILENO);
+    let outcome = if interactive {
+        child::run_pty(&spec, rt.handle())
+    } else {
+        child::run_direct(&spec, rt.handle()).map_err(anyhow::Error::from)
+    };
+    let code = match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!(
+                "claude-telemetry: cannot start {}: {e:#}",
+                program.display()
+            );
+            if let Some(handle) = relay {
+                rt.block_on(handle.shutdown(Duration::ZERO));
+            }
+            return Ok(EXIT_NOT_FOUND - 1);
+        }
+    };
+
+    if let Some(handle) = relay {
+        let stats = handle.stats.clone();
+        let deadline = Duration::from_millis(settings.relay.drain_timeout_ms);
+        let drain = rt.block_on(handle.shutdown(deadline));
+        summarise(loaded, &program, &stats, drain);
+    }
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(code)
+}
+
+/// One stderr line per telemetry problem, and the record `doctor` reads.
+fn summarise(loaded: &Loaded, program: &std::path::Path, stats: &RelayStats, drain: DrainReport) {
+    let upstream = &loaded.settings.upstream;
+    if drain.undelivered_requests > 0 && upstream.is_active() {
+        let reason = stats
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_else(|| "drain time ran out".into());
+        eprintln!(
+            "claude-telemetry: {} telemetry batch(es) ({} item(s)) could not be delivered to {}: {reason}",
+            drain.undelivered_requests, drain.undelivered_items, upstream.endpoint
+        );
+    }
+    if drain.dropped_for_space > 0 {
+        eprintln!(
+            "claude-telemetry: {} telemetry batch(es) were dropped because the upstream could not \
+             keep up (relay.max_queued_requests = {})",
+            drain.dropped_for_space, loaded.settings.relay.max_queued_requests
+        );
+    }
+    let mut record = last_run::LastRun::from_stats(program, stats, drain);
+    if !stats.anything_arrived() {
+        let version = claude_version(program);
+        eprintln!(
+            "claude-telemetry: claude {version} sent no telemetry during this session (no metric \
+             or event reached the relay); run `claude-telemetry doctor`"
+        );
+        record.claude_version = Some(version);
+    }
+    let _ = record.save(&loaded.paths.last_run_file());
+}
+
+/// `claude --version`, bounded in time; only asked for on the rare "nothing arrived" path and by
+/// `doctor`. The loop marker is set so a wrapper that leads back to us stops at once.
+pub fn claude_version(program: &std::path::Path) -> String {
+    let unknown = || "(unknown version)".to_string();
+    let Ok(mut child) = std::process::Command::new(program)
+        .arg("--version")
+        .env(LAUNCHER_PID_ENV, std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return unknown();
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while matches!(child.try_wait(), Ok(None)) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return unknown();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read;
+        let _ = stdout.read_to_string(&mut out);
+    }
+    let version = out.trim().to_string();
+    if version.is_empty() {
+        unknown()
+    } else {
+        version
+    }
+}
+
+/// True when our parent or grandparent is a launcher that set the marker: the `claude` it
+/// started was us again (a wrapper that runs claude-telemetry). A launch from inside a claude
+/// session (claude → shell → us) has claude in between and is not affected.
+fn launched_by_ourselves() -> bool {
+    let Some(marker) = std::env::var(LAUNCHER_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let parent = std::os::unix::process::parent_id();
+    parent == marker || parent_of(parent) == Some(marker)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The launcher's own environment as a map (settings read it).
+pub fn environment() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}

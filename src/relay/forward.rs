@@ -1,0 +1,350 @@
+//! Delivery to the upstream (the local collector or a team's OTLP endpoint), with retries and
+//! exponential backoff. Runs beside the receivers, so a slow or dead upstream never slows claude.
+
+use crate::otlp::ExportRequest;
+use crate::relay::outbox::Outbox;
+use crate::relay::stats::RelayStats;
+use crate::settings::{Protocol, UpstreamSettings};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// The upstream could not be set up from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream.endpoint `{endpoint}` is not usable: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("upstream.headers.{name}: {reason}")]
+    Header { name: String, reason: String },
+}
+
+/// Why one delivery attempt failed, and whether trying again can help.
+#[derive(Debug)]
+pub struct SendError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+/// A configured upstream client.
+#[derive(Clone)]
+pub enum Upstream {
+    Grpc {
+        channel: Channel,
+        metadata: MetadataMap,
+        timeout: Duration,
+    },
+    Http {
+        client: reqwest::Client,
+        base: String,
+        headers: reqwest::header::HeaderMap,
+    },
+}
+
+impl Upstream {
+    /// Builds the client; connects lazily, so a down upstream does not delay start-up.
+    pub fn connect(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
+        let endpoint = settings.endpoint.trim().trim_end_matches('/').to_string();
+        let timeout = Duration::from_millis(settings.timeout_ms.max(1));
+        let bad = |reason: String| UpstreamError::Endpoint {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        match settings.protocol {
+            Protocol::Grpc => {
+                let mut ep = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|e| bad(e.to_string()))?
+                    .connect_timeout(timeout.min(Duration::from_secs(5)))
+                    .timeout(timeout);
+                if endpoint.starts_with("https://") {
+                    ep = ep
+                        .tls_config(ClientTlsConfig::new().with_native_roots())
+                        .map_err(|e| bad(e.to_string()))?;
+                }
+                let mut metadata = MetadataMap::new();
+                for (name, value) in &settings.headers {
+                    let header_err = |reason: &str| UpstreamError::Header {
+                        name: name.clone(),
+                        reason: reason.to_string(),
+                    };
+                    let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| header_err("not a valid header name"))?;
+                    let value = MetadataValue::try_from(value.as_str())
+                        .map_err(|_| header_err("not a valid header value"))?;
+                    metadata.insert(key, value);
+                }
+                Ok(Upstream::Grpc {
+                    channel: ep.connect_lazy(),
+                    metadata,
+                    timeout,
+                })
+            }
+            Protocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (name, value) in &settings.headers {
+                    let header_err = |reason: &str| UpstreamError::Header {
+                        name: name.clone(),
+                        reason: reason.to_string(),
+                    };
+                    let key = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| header_err("not a valid header name"))?;
+                    let value = reqwest::header::HeaderValue::from_str(value)
+                        .map_err(|_| header_err("not a valid header value"))?;
+                    headers.insert(key, value);
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(5)))
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok(Upstream::Http {
+                    client,
+                    base: endpoint,
+                    headers,
+                })
+            }
+        }
+    }
+
+    /// One delivery attempt. `Ok(rejected)` carries the items the upstream said it rejected.
+    pub async fn send(&self, request: &ExportRequest) -> Result<u64, SendError> {
+        match self {
+            Upstream::Grpc {
+                channel,
+                metadata,
+                timeout,
+            } => send_grpc(channel.clone(), metadata, *timeout, request).await,
+            Upstream::Http {
+                client,
+                base,
+                headers,
+            } => send_http(client, base, headers, request).await,
+        }
+    }
+}
+
+async fn send_grpc(
+    channel: Channel,
+    metadata: &MetadataMap,
+    timeout: Duration,
+    request: &ExportRequest,
+) -> Result<u64, SendError> {
+    fn with_meta<T>(body: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        *req.metadata_mut() = metadata.clone();
+        req.set_timeout(timeout);
+        req
+    }
+    let result = match request {
+        ExportRequest::Metrics(r) => MetricsServiceClient::new(channel)
+            .export(with_meta(r.clone(), metadata, timeout))
+            .await
+            .map(|resp| {
+                resp.into_inner()
+                    .partial_success
+                    .map_or(0, |p| p.rejected_data_points as u64)
+            }),
+        ExportRequest::Logs(r) => LogsServiceClient::new(channel)
+            .export(with_meta(r.clone(), metadata, timeout))
+            .await
+            .map(|resp| {
+                resp.into_inner()
+                    .partial_success
+                    .map_or(0, |p| p.rejected_log_records as u64)
+            }),
+        ExportRequest::Traces(r) => TraceServiceClient::new(channel)
+            .export(with_meta(r.clone(), metadata, timeout))
+            .await
+            .map(|resp| {
+                resp.into_inner()
+                    .partial_success
+                    .map_or(0, |p| p.rejected_spans as u64)
+            }),
+    };
+    result.map_err(|status| {
+        use tonic::Code::*;
+        let retryable = matches!(
+            status.code(),
+            Unavailable
+                | DeadlineExceeded
+                | ResourceExhausted
+                | Aborted
+                | Internal
+                | Unknown
+                | Cancelled
+        );
+        SendError {
+            retryable,
+            message: format!("gRPC {:?}: {}", status.code(), first_line(status.message())),
+        }
+    })
+}
+
+async fn send_http(
+    client: &reqwest::Client,
+    base: &str,
+    headers: &reqwest::header::HeaderMap,
+    request: &ExportRequest,
+) -> Result<u64, SendError> {
+    let url = format!("{base}{}", request.signal().http_path());
+    let response = client
+        .post(&url)
+        .headers(headers.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .map_err(|e| SendError {
+            retryable: true,
+            message: format!("HTTP {url}: {}", error_chain(&e)),
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(0);
+    }
+    let retryable = matches!(status.as_u16(), 408 | 429 | 500..=599);
+    Err(SendError {
+        retryable,
+        message: format!("HTTP {url}: {status}"),
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Exponential backoff with jitter: 100 ms doubling to 10 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn step(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        // Up to 20% jitter so that many launchers do not retry in lockstep.
+        current + current.mul_f64(f64::from(nanos % 200) / 1000.0)
+    }
+}
+
+/// Takes requests from the outbox and delivers them, oldest first.
+pub struct Forwarder {
+    outbox: Arc<Outbox>,
+    upstream: Upstream,
+    stats: Arc<RelayStats>,
+}
+
+impl Forwarder {
+    /// A forwarder for one outbox and upstream.
+    pub fn new(outbox: Arc<Outbox>, upstream: Upstream, stats: Arc<RelayStats>) -> Forwarder {
+        Forwarder {
+            outbox,
+            upstream,
+            stats,
+        }
+    }
+
+    /// Delivers until the outbox is closed and empty, or `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::new();
+        loop {
+            let entry = tokio::select! {
+                entry = self.outbox.take() => entry,
+                () = stop.cancelled() => return,
+            };
+            let Some(entry) = entry else { return };
+            let attempt = tokio::select! {
+                result = self.upstream.send(&entry.request) => result,
+                () = stop.cancelled() => return,
+            };
+            match attempt {
+                Ok(rejected) => {
+                    self.outbox.settle();
+                    backoff.reset();
+                    self.stats
+                        .delivered_requests
+                        .fetch_add(1, Ordering::Relaxed);
+                    if rejected > 0 {
+                        self.stats.record_error(format!(
+                            "upstream rejected {rejected} item(s) of a request"
+                        ));
+                    }
+                }
+                Err(e) if e.retryable => {
+                    self.outbox.retry_later(entry);
+                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_error(e.message);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.step()) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    self.outbox.settle();
+                    self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_error(e.message);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.step();
+        assert!(first >= Duration::from_millis(100) && first < Duration::from_millis(121));
+        for _ in 0..20 {
+            b.step();
+        }
+        assert!(b.step() <= Backoff::MAX.mul_f64(1.2));
+        b.reset();
+        assert!(b.step() < Duration::from_millis(121));
+    }
+
+    #[test]
+    fn bad_header_names_the_key() {
+        let mut s = UpstreamSettings::default();
+        s.headers.insert("bad header".into(), "x".into());
+        let err = Upstream::connect(&s)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("upstream.headers.bad header"), "{err}");
+    }
+}

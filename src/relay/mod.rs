@@ -1,0 +1,174 @@
+//! The in-process OTLP relay, read as its pipeline: receive → policy → outbox → forward.
+//!
+//! Claude exports to [`receive`]; each request passes the policy (where the relay-policy rules
+//! slot in) and lands in the [`outbox`] before claude gets its acknowledgement, so claude never
+//! waits on the upstream; [`forward`] delivers from the outbox with retries and backoff.
+
+pub mod forward;
+pub mod outbox;
+pub mod receive;
+pub mod stats;
+
+use crate::otlp::ExportRequest;
+use crate::settings::{RelaySettings, UpstreamSettings};
+use forward::{Forwarder, Upstream};
+use outbox::Outbox;
+use stats::RelayStats;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The single entry of the pipeline after decoding: both receivers hand every request here.
+#[derive(Clone)]
+pub struct Intake {
+    outbox: Arc<Outbox>,
+    stats: Arc<RelayStats>,
+}
+
+impl Intake {
+    /// Accepts one decoded request: applies policy and queues it for delivery. Returns once the
+    /// request is safe in the outbox, which is when claude is acknowledged.
+    pub async fn accept(&self, request: ExportRequest) {
+        self.stats.record_received(&request);
+        self.outbox.push(request);
+    }
+}
+
+/// Failure to start the relay; claude is still started without it (telemetry degrades, the
+/// session does not).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("upstream: {0}")]
+    Upstream(#[from] forward::UpstreamError),
+}
+
+/// A running relay: where it listens, and how to stop it.
+pub struct RelayHandle {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub stats: Arc<RelayStats>,
+    outbox: Arc<Outbox>,
+    stop_receiving: CancellationToken,
+    stop_forwarding: CancellationToken,
+    receivers: Vec<tokio::task::JoinHandle<()>>,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What happened to the telemetry of a run, for the exit summary and `doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    /// Requests still undelivered when the drain deadline passed (or with no upstream).
+    pub undelivered_requests: u64,
+    pub undelivered_items: u64,
+    /// Requests dropped while the run went on because the in-memory bound was reached.
+    pub dropped_for_space: u64,
+}
+
+/// Binds both listeners (so "address in use" fails before claude starts), then serves.
+pub async fn start(
+    relay: &RelaySettings,
+    upstream: &UpstreamSettings,
+) -> Result<RelayHandle, RelayError> {
+    let grpc_listener = bind(&relay.grpc_listen, "OTLP/gRPC").await?;
+    let http_listener = bind(&relay.http_listen, "OTLP/HTTP").await?;
+    let grpc_addr = local_addr(&grpc_listener, &relay.grpc_listen, "OTLP/gRPC")?;
+    let http_addr = local_addr(&http_listener, &relay.http_listen, "OTLP/HTTP")?;
+
+    let stats = Arc::new(RelayStats::default());
+    let outbox = Arc::new(Outbox::new(relay.max_queued_requests as usize));
+    let intake = Intake {
+        outbox: outbox.clone(),
+        stats: stats.clone(),
+    };
+    let stop_receiving = CancellationToken::new();
+    let stop_forwarding = CancellationToken::new();
+    let limit = relay.max_request_bytes as usize;
+    let receivers = vec![
+        tokio::spawn(receive::grpc::serve(
+            grpc_listener,
+            intake.clone(),
+            limit,
+            stop_receiving.clone(),
+        )),
+        tokio::spawn(receive::http::serve(
+            http_listener,
+            intake,
+            limit,
+            stop_receiving.clone(),
+        )),
+    ];
+    let forwarder = if upstream.is_active() {
+        let upstream = Upstream::connect(upstream)?;
+        let forwarder = Forwarder::new(outbox.clone(), upstream, stats.clone());
+        Some(tokio::spawn(forwarder.run(stop_forwarding.clone())))
+    } else {
+        None
+    };
+    Ok(RelayHandle {
+        grpc_addr,
+        http_addr,
+        stats,
+        outbox,
+        stop_receiving,
+        stop_forwarding,
+        receivers,
+        forwarder,
+    })
+}
+
+impl RelayHandle {
+    /// Ordered shutdown: stop receiving, deliver what is queued until `deadline`, then stop.
+    pub async fn shutdown(mut self, deadline: Duration) -> DrainReport {
+        self.stop_receiving.cancel();
+        for receiver in self.receivers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_millis(500), receiver).await;
+        }
+        self.outbox.close();
+        if let Some(mut forwarder) = self.forwarder.take()
+            && tokio::time::timeout(deadline, &mut forwarder)
+                .await
+                .is_err()
+        {
+            self.stop_forwarding.cancel();
+            let _ = tokio::time::timeout(Duration::from_millis(200), forwarder).await;
+        }
+        let (requests, items) = self.outbox.remaining();
+        DrainReport {
+            undelivered_requests: requests,
+            undelivered_items: items,
+            dropped_for_space: self.outbox.dropped(),
+        }
+    }
+}
+
+async fn bind(addr: &str, what: &'static str) -> Result<tokio::net::TcpListener, RelayError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RelayError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn local_addr(
+    listener: &tokio::net::TcpListener,
+    addr: &str,
+    what: &'static str,
+) -> Result<SocketAddr, RelayError> {
+    listener.local_addr().map_err(|source| RelayError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

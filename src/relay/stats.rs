@@ -1,0 +1,52 @@
+//! Counters of what the relay saw and did; they feed the exit summary, the "nothing arrived"
+//! warning and `doctor`.
+
+use crate::otlp::{ExportRequest, Signal};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Relay counters, shared by every stage. Cheap to update from any task.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub received_requests: AtomicU64,
+    pub received_metric_points: AtomicU64,
+    pub received_log_records: AtomicU64,
+    pub received_spans: AtomicU64,
+    pub delivered_requests: AtomicU64,
+    pub rejected_requests: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    /// The last delivery problem, without payload content (safe to print).
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl RelayStats {
+    /// Counts one accepted request and its items.
+    pub fn record_received(&self, request: &ExportRequest) {
+        self.received_requests.fetch_add(1, Ordering::Relaxed);
+        let items = request.item_count() as u64;
+        let counter = match request.signal() {
+            Signal::Metrics => &self.received_metric_points,
+            Signal::Logs => &self.received_log_records,
+            Signal::Traces => &self.received_spans,
+        };
+        counter.fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// Remembers a delivery problem for the exit summary.
+    pub fn record_error(&self, message: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+
+    /// Whether claude sent any metric point or event at all.
+    pub fn anything_arrived(&self) -> bool {
+        self.received_metric_points.load(Ordering::Relaxed) > 0
+            || self.received_log_records.load(Ordering::Relaxed) > 0
+    }
+
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

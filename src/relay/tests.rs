@@ -1,0 +1,311 @@
+//! Relay behaviour over real sockets: protocol errors, forwarding, draining.
+
+use super::*;
+use crate::settings::Protocol;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use prost::Message;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+
+fn sample_metrics(value: f64) -> ExportMetricsServiceRequest {
+    let point = NumberDataPoint {
+        attributes: vec![KeyValue {
+            key: "session.id".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("s1".into())),
+            }),
+            ..Default::default()
+        }],
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "claude_code.cost.usage".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: vec![point],
+                        aggregation_temporality: 1,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn local_only() -> UpstreamSettings {
+    UpstreamSettings {
+        enabled: false,
+        ..Default::default()
+    }
+}
+
+fn relay_settings(max: u64) -> RelaySettings {
+    RelaySettings {
+        max_request_bytes: max,
+        ..Default::default()
+    }
+}
+
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    ctype: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", ctype)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        String::from_utf8_lossy(&resp.bytes().await.unwrap()).into_owned(),
+    )
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[tokio::test]
+async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
+    let relay = start(&relay_settings(64 * 1024), &local_only())
+        .await
+        .unwrap();
+    let addr = relay.http_addr;
+    let good = sample_metrics(1.0).encode_to_vec();
+    let ok = |r: (u16, String)| assert_eq!(r.0, 200, "{}", r.1);
+
+    ok(post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        good.clone(),
+    )
+    .await);
+    let (status, body) = post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        vec![0xff, 0xff, 0xff],
+    )
+    .await;
+    assert_eq!(status, 400, "garbage protobuf: {body}");
+    ok(post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        good.clone(),
+    )
+    .await);
+
+    let (status, body) = post(
+        addr,
+        "/v1/logs",
+        "application/json",
+        None,
+        b"{not json".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "bad json");
+    assert!(
+        body.contains("\"code\":3"),
+        "JSON error body is a Status: {body}"
+    );
+    let (status, _) = post(
+        addr,
+        "/v1/metrics",
+        "application/json",
+        None,
+        br#"{"resource_metrics":[{}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "snake_case JSON decodes to nothing");
+    ok(post(
+        addr,
+        "/v1/logs",
+        "application/json",
+        None,
+        br#"{"resourceLogs":[]}"#.to_vec(),
+    )
+    .await);
+
+    let (status, _) = post(addr, "/v1/metrics", "text/plain", None, good.clone()).await;
+    assert_eq!(status, 415, "wrong content type");
+    let (status, _) = post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        Some("br"),
+        good.clone(),
+    )
+    .await;
+    assert_eq!(status, 415, "unsupported content encoding");
+
+    let (status, _) = post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        vec![0u8; 70 * 1024],
+    )
+    .await;
+    assert_eq!(status, 413, "oversize body");
+    let bomb = gzip(&vec![0u8; 1024 * 1024]);
+    let (status, _) = post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        Some("gzip"),
+        bomb,
+    )
+    .await;
+    assert_eq!(status, 413, "oversize after inflation");
+    let (status, _) = post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        Some("gzip"),
+        b"not gzip".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "bad gzip");
+    ok(post(
+        addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&good),
+    )
+    .await);
+
+    let stats = relay.stats.clone();
+    relay.shutdown(Duration::from_millis(10)).await;
+    assert_eq!(stats.received_requests.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.received_metric_points.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
+    use crate::relay::receive::grpc::RawCodec;
+    let relay = start(&RelaySettings::default(), &local_only())
+        .await
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", relay.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    );
+    let status = grpc
+        .unary::<bytes::Bytes, bytes::Bytes, _>(
+            tonic::Request::new(bytes::Bytes::from_static(&[0xff, 0xff])),
+            path,
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    let mut client = opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient::new(channel)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    client.export(sample_metrics(2.0)).await.unwrap();
+    assert_eq!(
+        relay.stats.received_metric_points.load(Ordering::Relaxed),
+        1
+    );
+    relay.shutdown(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn requests_are_forwarded_to_the_upstream_over_grpc_and_http() {
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let sink = start(&RelaySettings::default(), &local_only())
+            .await
+            .unwrap();
+        let endpoint = match protocol {
+            Protocol::Grpc => format!("http://{}", sink.grpc_addr),
+            Protocol::HttpProtobuf => format!("http://{}", sink.http_addr),
+        };
+        let upstream = UpstreamSettings {
+            endpoint,
+            protocol,
+            ..Default::default()
+        };
+        let relay = start(&RelaySettings::default(), &upstream).await.unwrap();
+        let (status, _) = post(
+            relay.http_addr,
+            "/v1/metrics",
+            "application/x-protobuf",
+            None,
+            sample_metrics(3.5).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let report = relay.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(report, DrainReport::default(), "{protocol:?}");
+        assert_eq!(
+            sink.stats.received_metric_points.load(Ordering::Relaxed),
+            1,
+            "{protocol:?}"
+        );
+        sink.shutdown(Duration::ZERO).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_down_is_bounded_by_the_drain_deadline_and_counted() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let upstream = UpstreamSettings {
+        endpoint: format!("http://{dead_addr}"),
+        ..Default::default()
+    };
+    let relay = start(&RelaySettings::default(), &upstream).await.unwrap();
+    for v in [1.0, 2.0] {
+        let (status, _) = post(
+            relay.http_addr,
+            "/v1/metrics",
+            "application/x-protobuf",
+            None,
+            sample_metrics(v).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(status, 200, "accepted even though the upstream is down");
+    }
+    let started = std::time::Instant::now();
+    let report = relay.shutdown(Duration::from_millis(400)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.undelivered_requests, 2);
+    assert_eq!(report.undelivered_items, 2);
+}

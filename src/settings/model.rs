@@ -1,0 +1,119 @@
+//! The settings model: every key a user can set, its type and its built-in default.
+//!
+//! Every struct denies unknown keys, so a typo in a file is an error naming the key rather than a
+//! setting that silently does nothing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// All settings, after layering. Sections mirror the TOML tables of the configuration files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub claude: ClaudeSettings,
+    pub relay: RelaySettings,
+    pub upstream: UpstreamSettings,
+    pub export: ExportSettings,
+}
+
+/// How to find and start the real `claude`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaudeSettings {
+    /// Path of the real claude executable; empty means "search PATH, then the usual places".
+    pub path: String,
+    /// Extra environment variables for claude (not for the launcher itself).
+    pub env: BTreeMap<String, String>,
+}
+
+/// The in-process OTLP relay that claude exports to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// OTLP/gRPC listen address; port 0 lets the OS choose a free port.
+    pub grpc_listen: String,
+    /// OTLP/HTTP listen address; port 0 lets the OS choose a free port.
+    pub http_listen: String,
+    /// Listening on a non-loopback address exposes telemetry to the network: opt-in only.
+    pub allow_non_loopback: bool,
+    /// Largest accepted request body, after decompression.
+    pub max_request_bytes: u64,
+    /// How long to keep delivering queued telemetry after claude exits.
+    pub drain_timeout_ms: u64,
+    /// Most requests held in memory waiting for the upstream; the oldest go first past it.
+    pub max_queued_requests: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            grpc_listen: "127.0.0.1:0".into(),
+            http_listen: "127.0.0.1:0".into(),
+            allow_non_loopback: false,
+            max_request_bytes: 8 * 1024 * 1024,
+            drain_timeout_ms: 3000,
+            max_queued_requests: 10_000,
+        }
+    }
+}
+
+/// The OTLP wire protocol used towards the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Where the relay forwards telemetry: the local collector or any OTLP endpoint a team runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// `false` (or an empty endpoint) keeps telemetry local only.
+    pub enabled: bool,
+    /// Base URL; `https://` uses TLS with the system's root certificates.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// Sent with every export (e.g. an authorization header for a hosted gateway).
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout of one export to the upstream.
+    pub timeout_ms: u64,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            enabled: true,
+            endpoint: "http://localhost:4317".into(),
+            protocol: Protocol::Grpc,
+            headers: BTreeMap::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl UpstreamSettings {
+    /// Whether anything should be forwarded at all.
+    pub fn is_active(&self) -> bool {
+        self.enabled && !self.endpoint.trim().is_empty()
+    }
+}
+
+/// How often claude exports; handed to claude as `OTEL_METRIC_EXPORT_INTERVAL` and friends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportSettings {
+    pub metrics_interval_ms: u64,
+    pub logs_interval_ms: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            metrics_interval_ms: 60_000,
+            logs_interval_ms: 5_000,
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The launcher as a user meets it: `claude-telemetry` in place of `claude`, driving the real
+//! Claude Code against the fake Anthropic API, with a real OTLP receiver as the upstream.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::anthropic::{AFTER_TOOL_TEXT, ANSWER_TEXT};
+use support::checks::{MODEL, assert_telemetry_matches_api};
+use support::{FakeAnthropic, OtlpSink, Sandbox, claude_bin};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
+
+/// A sandbox whose launcher finds the real claude and forwards to `upstream`, exporting often.
+fn launcher_sandbox(api: &FakeAnthropic, upstream: &str) -> Sandbox {
+    let mut sandbox = Sandbox::new(api);
+    let data = sandbox.scratch().join("data");
+    let config = sandbox.scratch().join("config");
+    sandbox
+        .set_env(
+            "CLAUDE_TELEMETRY_CLAUDE__PATH",
+            claude_bin().display().to_string(),
+        )
+        .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
+        .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
+        .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
+        .set_env("CLAUDE_TELEMETRY_DATA_DIR", data.display().to_string())
+        .set_env("CLAUDE_TELEMETRY_CONFIG_DIR", config.display().to_string());
+    sandbox
+}
+
+/// A stand-in claude (a shell script) for the terminal-plumbing tests.
+fn fake_claude(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("fake-claude");
+    std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn print_mode_telemetry_reaches_the_upstream_through_the_relay() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
+    let output = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "RUN_BASH: echo launcher-marker-$((6*7))"])
+        .args(["--allowedTools", "Bash", "--model", MODEL])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains(AFTER_TOOL_TEXT), "stdout: {stdout}");
+    assert!(stderr.is_empty(), "the launcher said something: {stderr}");
+    assert_telemetry_matches_api(&api, &sink, 1);
+    // Nothing went around the relay: every request the upstream got came from one peer, ours.
+    assert!(
+        sink.requests()
+            .iter()
+            .all(|r| r.headers.iter().all(|(k, _)| k != "x-bypass"))
+    );
+}
+
+#[test]
+fn interactive_session_under_a_pty_reaches_the_upstream() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
+    let term = sandbox.tmux(LAUNCHER, &["--model", MODEL]);
+    term.wait_for_text("? for shortcuts", Duration::from_secs(30));
+    term.submit("please greet the harness");
+    term.wait_for_text(ANSWER_TEXT, Duration::from_secs(30));
+    term.exit_claude();
+    let exit = term.wait_exit(Duration::from_secs(30));
+    assert_eq!(exit.code, Some(0), "screen:\n{}", term.screen());
+    assert_telemetry_matches_api(&api, &sink, 1);
+}
+
+#[test]
+fn settings_json_env_pointing_elsewhere_does_not_divert_telemetry() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let decoy = OtlpSink::start();
+    let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
+    sandbox.write_user_settings(&serde_json::json!({"env": {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": decoy.grpc_endpoint(),
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": decoy.grpc_endpoint(),
+    }}));
+    let output = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "hello", "--model", MODEL])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_telemetry_matches_api(&api, &sink, 1);
+    assert!(
+        decoy.requests().is_empty(),
+        "telemetry was diverted: {}",
+        decoy.summary()
+    );
+}
+
+#[test]
+fn claudes_non_zero_exit_code_comes_back() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
+    let direct = sandbox
+        .command(claude_bin())
+        .args(["-p", "x", "--no-such-option"])
+        .output()
+        .unwrap();
+    let through = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x", "--no-such-option"])
+        .output()
+        .unwrap();
+    assert_ne!(direct.status.code(), Some(0));
+    assert_eq!(through.status.code(), direct.status.code());
+    assert_eq!(through.stdout, direct.stdout);
+}
+
+#[test]
+fn piped_json_output_is_claudes_own() {
+    let sink = OtlpSink::start();
+    let run = |program: &Path| {
+        // A fresh fake API per run, so both runs see the same answers and usage.
+        let api = FakeAnthropic::start();
+        let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
+        let out = sandbox
+            .command(program)
+            .args([
+                "-p",
+                "hello json",
+                "--output-format",
+                "json",
+                "--model",
+                MODEL,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Per-run identifiers and timings; every other field must be the same.
+        for volatile in [
+            "session_id",
+            "uuid",
+            "duration_ms",
+            "duration_api_ms",
+            "ttft_ms",
+            "ttft_stream_ms",
+            "time_to_request_ms",
+        ] {
+            json[volatile] = serde_json::Value::Null;
+        }
+        (json, out.stdout.ends_with(b"\n"))
+    };
+    assert_eq!(run(&claude_bin()), run(Path::new(LAUNCHER)));
+}
+
+#[test]
+fn piped_output_passes_every_byte_unchanged() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    let scratch = sandbox.scratch();
+    let blob = scratch.join("blob");
+    let bytes: Vec<u8> = (0..4 * 1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&blob, &bytes).unwrap();
+    let fake = fake_claude(&scratch, &format!("cat {}", blob.display()));
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == bytes, "stdout differs from the child's bytes");
+}
+
+#[test]
+fn upstream_down_claude_runs_normally_and_the_loss_is_reported_once() {
+    let api = FakeAnthropic::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut sandbox = launcher_sandbox(&api, &dead_endpoint);
+    sandbox.set_env("CLAUDE_TELEMETRY_RELAY__DRAIN_TIMEOUT_MS", "1500");
+    let direct_started = Instant::now();
+    let direct = sandbox
+        .command(claude_bin())
+        .args(["-p", "hello", "--model", MODEL])
+        .output()
+        .unwrap();
+    let direct_time = direct_started.elapsed();
+    let started = Instant::now();
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "hello", "--model", MODEL])
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, direct.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");
+    assert!(
+        lines[0].contains("could not be delivered") && lines[0].contains(&dead_endpoint),
+        "{stderr}"
+    );
+    assert!(
+        elapsed < direct_time + Duration::from_millis(1500 + 2000),
+        "launcher took {elapsed:?}, claude alone {direct_time:?}, drain bound 1.5 s"
+    );
+}
+
+#[test]
+fn claude_not_found_exits_127_and_says_where_it_looked() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    sandbox.remove_env("CLAUDE_TELEMETRY_CLAUDE__PATH");
+    let empty = sandbox.scratch().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    // A `claude` on PATH that is really us must be skipped, not started.
+    std::os::unix::fs::symlink(LAUNCHER, empty.join("claude")).unwrap();
+    sandbox.set_env("PATH", empty.display().to_string());
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot find the real `claude`"), "{stderr}");
+    assert!(
+        stderr.contains("claude-telemetry itself, skipped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CLAUDE_TELEMETRY_CLAUDE__PATH"), "{stderr}");
+}
+
+#[test]
+fn a_wrapper_that_loops_back_to_us_is_stopped() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    let scratch = sandbox.scratch();
+    // Configured explicitly, so discovery cannot skip it: the loop must be caught at run time.
+    let alias = scratch.join("ct");
+    std::os::unix::fs::symlink(LAUNCHER, &alias).unwrap();
+    let wrapper = fake_claude(&scratch, &format!("exec {} \"$@\"", alias.display()));
+    sandbox.set_env(
+        "CLAUDE_TELEMETRY_CLAUDE__PATH",
+        wrapper.display().to_string(),
+    );
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loops back"));
+}
+
+#[test]
+fn version_and_claudes_subcommands_pass_through_untouched() {
+    let api = FakeAnthropic::start();
+    let sandbox = launcher_sandbox(&api, "");
+    let direct = sandbox
+        .command(claude_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let through = sandbox.command(LAUNCHER).arg("--version").output().unwrap();
+    assert_eq!(through.stdout, direct.stdout);
+    assert!(String::from_utf8_lossy(&through.stdout).contains(support::CLAUDE_VERSION));
+}
+
+#[test]
+fn our_commands_win_only_as_the_first_word_and_double_dash_gives_claude_everything() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    let scratch = sandbox.scratch();
+    let fake = fake_claude(&scratch, "printf '%s|' \"$@\"");
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let args_seen = |args: &[&str]| {
+        let out = sandbox.command(LAUNCHER).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Passed through unchanged (pass-through invocations get no injected --settings).
+    assert_eq!(args_seen(&["--", "doctor", "--x"]), "doctor|--x|");
+    assert_eq!(args_seen(&["mcp", "list"]), "mcp|list|");
+    assert_eq!(
+        args_seen(&["run", "--", "config", "--json"]),
+        "config|--json|"
+    );
+    // Session runs get our --settings first, then every word of the user's.
+    let session = args_seen(&["-p", "run doctor", "--model", "m"]);
+    assert!(session.starts_with("--settings|{"), "{session}");
+    assert!(session.ends_with("|-p|run doctor|--model|m|"), "{session}");
+    // Ours: `config` prints our settings, not claude's.
+    let ours = args_seen(&["config"]);
+    assert!(ours.contains("upstream.endpoint"), "{ours}");
+}
+
+#[test]
+fn signals_and_window_size_reach_the_child_and_its_exit_status_comes_back() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    let scratch = sandbox.scratch();
+    let fake = fake_claude(
+        &scratch,
+        "trap 'echo \"size $(stty size)\"' WINCH\n\
+         trap 'echo got-HUP' HUP\n\
+         trap 'echo got-TERM; exit 143' TERM\n\
+         echo \"size $(stty size) tty=$([ -t 0 ] && echo yes)\"\n\
+         while true; do sleep 0.05; done",
+    );
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let term = sandbox.tmux(LAUNCHER, &[]);
+    let first = term.wait_for_text("tty=yes", Duration::from_secs(10));
+    assert!(first.contains("size "), "{first}");
+    term.resize(100, 30);
+    term.wait_for_text("size 30 100", Duration::from_secs(10));
+    let launcher_pid = term.pid().expect("pane pid");
+    let kill = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &launcher_pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    kill("-HUP");
+    term.wait_for_text("got-HUP", Duration::from_secs(10));
+    kill("-TERM");
+    term.wait_for_text("got-TERM", Duration::from_secs(10));
+    let exit = term.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code, Some(143), "screen:\n{}", term.screen());
+}
+
+#[test]
+fn child_killed_by_a_signal_exits_128_plus_signal() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    let scratch = sandbox.scratch();
+    let fake = fake_claude(&scratch, "kill -KILL $$");
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + 9));
+    let term = sandbox.tmux(LAUNCHER, &[]);
+    let exit = term.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code, Some(128 + 9));
+}
+
+#[test]
+fn a_session_that_sends_nothing_is_reported_at_exit_and_in_doctor() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    let scratch = sandbox.scratch();
+    let fake = fake_claude(
+        &scratch,
+        "[ \"$1\" = --version ] && echo '9.9.9 (Fake Code)'; exit 0",
+    );
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("9.9.9 (Fake Code) sent no telemetry"),
+        "{stderr}"
+    );
+    let doctor = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.contains("sent no telemetry at all"), "{report}");
+    assert!(report.contains("claude-telemetry -- doctor"), "{report}");
+}
