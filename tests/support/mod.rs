@@ -16,6 +16,20 @@
 //!
 //! Tests are plain `#[test]` functions: each server runs on its own thread and runtime, so no
 //! test needs to be async and dropping a server always releases its port.
+//!
+//! A whole-program test, in short:
+//! ```text
+//! let api = FakeAnthropic::start();                 // claude's model API
+//! let sink = OtlpSink::start();                     // the upstream collector
+//! let mut sandbox = Sandbox::new(&api);             // HOME, project, clean env
+//! sandbox.export_telemetry_to(&sink.grpc_endpoint(), "grpc");
+//! let out = sandbox.command(claude_bin())           // or launcher_bin()
+//!     .args(["-p", "RUN_BASH: echo hi", "--allowedTools", "Bash"]).output().unwrap();
+//! assert!(out.status.success());
+//! checks::assert_telemetry_matches_api(&api, &sink, 1);   // tokens, cost, events
+//! // interactive: let term = sandbox.tmux(claude_bin(), &[]);
+//! // term.wait_for_text("? for shortcuts", t); term.submit("hi"); term.exit_claude();
+//! ```
 #![allow(dead_code, unused_imports)]
 
 pub mod anthropic;
