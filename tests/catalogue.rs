@@ -236,3 +236,23 @@ fn interactive_ctrl_d_twice_exits_zero_and_flushes_session_count() {
         s.sum("claude_code.session.count", &[]) == 1.0
     });
 }
+
+#[test]
+fn print_mode_with_collector_down_still_answers_and_exits_zero() {
+    let claude = claude_bin();
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    sink.stop();
+    let mut sandbox = Sandbox::new(&api);
+    sandbox.export_telemetry_to(&sink.grpc_endpoint(), "grpc");
+    let output = sandbox
+        .command(&claude)
+        .args(["-p", "hello with nobody listening", "--model", MODEL])
+        .output()
+        .expect("run claude -p");
+    assert!(output.status.success(), "claude -p: {:?}", output.status);
+    assert!(String::from_utf8_lossy(&output.stdout).contains(ANSWER_TEXT));
+    // Claude drops failed exports silently: nothing about telemetry on stderr.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.to_lowercase().contains("otlp"), "stderr: {stderr}");
+}
