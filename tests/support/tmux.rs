@@ -185,6 +185,28 @@ impl Tmux {
         }
     }
 
+    /// The pane's state and the processes of its terminal session, for failure messages.
+    pub fn processes(&self) -> String {
+        let state = self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            TARGET,
+            "pane_dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal}",
+        ]);
+        let mut text = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        if let Some(pid) = self.pid() {
+            let ps = Command::new("ps")
+                .args(["-o", "pid,ppid,stat,etime,args", "-s", &pid.to_string()])
+                .output();
+            if let Ok(ps) = ps {
+                text.push_str("; processes in the pane's session:\n");
+                text.push_str(&String::from_utf8_lossy(&ps.stdout));
+            }
+        }
+        text
+    }
+
     /// Pid of the program in the pane (for signals).
     pub fn pid(&self) -> Option<i32> {
         let out = self.run(&["display-message", "-p", "-t", TARGET, "#{pane_pid}"]);
@@ -237,7 +259,8 @@ impl Tmux {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "program did not exit within {timeout:?}; screen:\n{}",
+                    "program did not exit within {timeout:?}; {}\nscreen:\n{}",
+                    self.processes(),
                     self.screen()
                 );
             }
