@@ -338,3 +338,19 @@ fn sink_receives_gzip_from_the_python_sdk_over_http_and_grpc() {
             .any(|(k, v)| k == "content-encoding" && v == "gzip")
     );
 }
+
+#[test]
+fn tmux_reports_every_exit_code_and_a_killing_signal() {
+    let api = FakeAnthropic::start();
+    let sandbox = support::Sandbox::new(&api);
+    // Many short programs: Debian's tmux loses SIGCHLD now and then (libutempter); the
+    // helper must still report each status.
+    for code in 0..16 {
+        let term = sandbox.tmux("/bin/sh", &["-c", &format!("sleep 0.2; exit {code}")]);
+        let exit = term.wait_exit(Duration::from_secs(10));
+        assert_eq!((exit.code, exit.signal), (Some(code), None));
+    }
+    let term = sandbox.tmux("/bin/sh", &["-c", "kill -TERM $$"]);
+    let exit = term.wait_exit(Duration::from_secs(10));
+    assert_eq!((exit.code, exit.signal), (None, Some(15)));
+}

@@ -245,9 +245,26 @@ impl Tmux {
             code: parts.next().and_then(|s| s.parse().ok()),
             signal: parts.next().and_then(|s| s.parse().ok()),
         };
-        // tmux marks the pane dead when the terminal closes, which can come before it has
-        // reaped the process: report the end only once the status is known.
-        (exit.code.is_some() || exit.signal.is_some()).then_some(exit)
+        if exit.code.is_none() && exit.signal.is_none() {
+            // The terminal closed but tmux has not reaped the program (yet). Debian's tmux
+            // 3.3a links libutempter, whose own SIGCHLD handler can swallow the signal while
+            // it is installed (tmux issue #311), leaving a zombie and no status for good.
+            // A SIGCHLD sent to our tmux server makes it collect the status.
+            self.poke_server();
+            return None;
+        }
+        Some(exit)
+    }
+
+    /// Sends SIGCHLD to this session's tmux server so it reaps an exited program.
+    fn poke_server(&self) {
+        let out = self.run(&["display-message", "-p", "#{pid}"]);
+        if let Ok(pid) = String::from_utf8_lossy(&out.stdout).trim().parse::<i32>() {
+            // SAFETY: kill(2) with a pid we just read from our own tmux server; no memory involved.
+            unsafe {
+                libc::kill(pid, libc::SIGCHLD);
+            }
+        }
     }
 
     /// Waits for the program to end; panics with the screen when it does not in time.
