@@ -8,10 +8,26 @@
 use crate::commands;
 use crate::launcher;
 use crate::settings::{self, FlagOverride};
+use crate::stack;
 use clap::{Args, Parser, Subcommand};
 
 /// Words that are ours when they come first. Everything else goes to claude.
-pub const OUR_COMMANDS: &[&str] = &["run", "config", "doctor", "help"];
+pub const OUR_COMMANDS: &[&str] = &[
+    "run",
+    "config",
+    "doctor",
+    "help",
+    "up",
+    "down",
+    "restart",
+    "status",
+    "logs",
+    "clean",
+    "validate",
+    "setup",
+    "completions",
+    "stack-check",
+];
 
 const AFTER_HELP: &str = "\
 Anything that is not one of the commands above goes to claude unchanged:
@@ -49,6 +65,27 @@ pub enum Command {
     Config(commands::config::ConfigArgs),
     /// Check that telemetry can flow: claude, settings, Claude's own settings, upstream, relay.
     Doctor(commands::doctor::DoctorArgs),
+    /// Start the local observability stack (collector, Prometheus, Loki, Grafana) and wait until ready.
+    Up(stack::UpArgs),
+    /// Stop the stack (stored telemetry is kept).
+    Down(stack::DownArgs),
+    /// Restart the stack.
+    Restart(stack::RestartArgs),
+    /// Show each service's container, state, health, port and URL (exit 1 unless all healthy).
+    Status(stack::StatusArgs),
+    /// Show the stack's logs: `logs [service] [-f]`.
+    Logs(stack::LogsArgs),
+    /// Remove the stack and its volumes (all stored metrics, logs, Grafana state).
+    Clean(stack::CleanArgs),
+    /// Check the stack's compose, config and dashboard files.
+    Validate(stack::ValidateArgs),
+    /// Print setup instructions: the alias, completions, the plain-env alternative.
+    Setup(stack::SetupArgs),
+    /// Print a shell completion script: `completions bash|zsh|fish`.
+    Completions(stack::CompletionsArgs),
+    /// What the run path does about the stack: one readiness probe, a background start when down.
+    #[command(hide = true)]
+    StackCheck,
 }
 
 /// Flags of `run`; they override every settings layer for this run only.
@@ -158,7 +195,42 @@ pub fn main() -> i32 {
             eprintln!("claude-telemetry: {e:#}");
             1
         }),
+        Command::Up(args) => with_stack(|s| stack::run_up(&args, s)),
+        Command::Down(args) => with_stack(|s| stack::run_down(&args, s)),
+        Command::Restart(args) => with_stack(|s| stack::run_restart(&args, s)),
+        Command::Status(args) => with_stack(|s| stack::run_status(&args, s)),
+        Command::Logs(args) => with_stack(|s| stack::run_logs(&args, s)),
+        Command::Clean(args) => with_stack(|s| stack::run_clean(&args, s)),
+        Command::Validate(args) => with_stack(|s| stack::run_validate(&args, s)),
+        Command::Setup(args) => with_stack(|s| stack::run_setup(&args, s)),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            stack::run_completions(&args, &mut Cli::command()).unwrap_or(1)
+        }
+        Command::StackCheck => with_stack(|s| {
+            let started = std::time::Instant::now();
+            let notice = stack::ensure_started_in_background(s);
+            println!("{notice:?}");
+            println!("elapsed_us={}", started.elapsed().as_micros());
+            if let Some(message) = notice.message() {
+                eprintln!("{message}");
+            }
+            Ok(0)
+        }),
     }
+}
+
+/// Runs a stack command with the `[stack]` settings, its data dir defaulting to
+/// `<data dir>/stack` (so `CLAUDE_TELEMETRY_DATA_DIR` moves it too).
+fn with_stack(body: impl FnOnce(&settings::stack::StackSettings) -> anyhow::Result<i32>) -> i32 {
+    with_settings(&[], |loaded| {
+        body(
+            &loaded
+                .settings
+                .stack
+                .with_default_data_dir(&loaded.paths.data_dir),
+        )
+    })
 }
 
 fn run_claude(claude_args: Vec<String>, flags: &[FlagOverride]) -> i32 {

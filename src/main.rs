@@ -3,10 +3,12 @@
 mod claude;
 mod cli;
 mod commands;
+mod definitions;
 mod launcher;
 mod otlp;
 mod relay;
 mod settings;
+mod stack;
 
 fn main() {
     std::process::exit(cli::main());

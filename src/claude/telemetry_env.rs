@@ -16,6 +16,9 @@ pub struct TelemetryTarget {
     pub grpc_endpoint: String,
     pub metrics_interval_ms: u64,
     pub logs_interval_ms: u64,
+    /// Claude's own privacy switches matching the relay policy (`OTEL_LOG_USER_PROMPTS=0`, …);
+    /// the relay enforces the policy whatever claude sends, these make claude not send it.
+    pub policy_switches: Vec<(&'static str, &'static str)>,
 }
 
 impl TelemetryTarget {
@@ -47,6 +50,9 @@ impl TelemetryTarget {
             "OTEL_LOGS_EXPORT_INTERVAL",
             &self.logs_interval_ms.to_string(),
         );
+        for (k, v) in &self.policy_switches {
+            set(k, v);
+        }
         // Per-session series are what makes delta counters add up (see the README).
         set("OTEL_METRICS_INCLUDE_SESSION_ID", "true");
         vars
@@ -183,6 +189,7 @@ mod tests {
             grpc_endpoint: "http://127.0.0.1:4242".into(),
             metrics_interval_ms: 1000,
             logs_interval_ms: 500,
+            policy_switches: vec![("OTEL_LOG_USER_PROMPTS", "0")],
         }
     }
 
@@ -204,6 +211,7 @@ mod tests {
             json["env"]["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"],
             "http://127.0.0.1:4242"
         );
+        assert_eq!(json["env"]["OTEL_LOG_USER_PROMPTS"], "0");
     }
 
     #[test]

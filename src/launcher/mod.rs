@@ -8,8 +8,10 @@ pub mod last_run;
 mod terminal;
 
 use crate::claude::{self, Invocation, TelemetryTarget};
+use crate::relay::policy::{LaunchContext, Policy, PolicyError};
 use crate::relay::{self, DrainReport, stats::RelayStats};
 use crate::settings::Loaded;
+use crate::stack;
 use child::ChildSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -76,13 +78,33 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
         .thread_name("relay")
         .enable_all()
         .build()?;
-    let relay = match rt.block_on(relay::start(&settings.relay, &settings.upstream)) {
-        Ok(handle) => Some(handle),
+    report_loosening(loaded);
+    let policy_settings = settings.policy();
+    let relay = match prepare_policy(loaded) {
+        Ok(policy) => {
+            match rt.block_on(relay::start(&settings.relay, &settings.upstream, policy)) {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
+                    None
+                }
+            }
+        }
         Err(e) => {
             eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
             None
         }
     };
+    // The local stack: one fast probe; started in the background when down, never waited for
+    // (the relay's outbox keeps telemetry until the collector answers).
+    if settings.upstream.is_active()
+        && stack::is_local_collector(&settings.upstream.endpoint, &settings.stack.ports)
+    {
+        let stack_settings = settings.stack.with_default_data_dir(&loaded.paths.data_dir);
+        if let Some(message) = stack::ensure_started_in_background(&stack_settings).message() {
+            eprintln!("{message}");
+        }
+    }
 
     let mut spec = ChildSpec {
         program: program.clone(),
@@ -97,6 +119,7 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
             grpc_endpoint: format!("http://{}", handle.grpc_addr),
             metrics_interval_ms: settings.export.metrics_interval_ms,
             logs_interval_ms: settings.export.logs_interval_ms,
+            policy_switches: policy_settings.claude_switches(),
         };
         let (vars, removed) = claude::child_env(&target, &settings.claude.env);
         spec.set_env.extend(vars);
@@ -143,6 +166,29 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
     }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
+}
+
+/// Compiles the relay policy for this launch (project, branch, instance id, hashing key).
+pub fn prepare_policy(loaded: &Loaded) -> Result<std::sync::Arc<Policy>, PolicyError> {
+    let policy_settings = loaded.settings.policy();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let ctx = LaunchContext::detect(&policy_settings, &cwd, &loaded.paths.data_dir)?;
+    Ok(std::sync::Arc::new(Policy::new(&policy_settings, &ctx)?))
+}
+
+/// A user or project setting that the administrator's policy overrode is said, not ignored.
+fn report_loosening(loaded: &Loaded) {
+    if let Some(managed) = &loaded.managed {
+        for attempt in &managed.loosening {
+            eprintln!(
+                "claude-telemetry: {} = {} is not applied: locked to {} by {}",
+                attempt.key,
+                attempt.wanted,
+                attempt.locked,
+                managed.path.display()
+            );
+        }
+    }
 }
 
 /// One stderr line per telemetry problem, and the record `doctor` reads.
@@ -203,9 +249,10 @@ pub fn claude_version(program: &std::path::Path) -> String {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
+    if let Some(stdout) = child.stdout.take() {
         use std::io::Read;
-        let _ = stdout.read_to_string(&mut out);
+        // A version is one short line; never read more than a few KiB of whatever answered.
+        let _ = stdout.take(4096).read_to_string(&mut out);
     }
     let version = out.trim().to_string();
     if version.is_empty() {

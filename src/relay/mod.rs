@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod outbox;
+pub mod policy;
 pub mod receive;
 pub mod stats;
 
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// The single entry of the pipeline after decoding: both receivers hand every request here.
 #[derive(Clone)]
 pub struct Intake {
+    policy: Arc<policy::Policy>,
     outbox: Arc<Outbox>,
     stats: Arc<RelayStats>,
 }
@@ -29,8 +31,9 @@ pub struct Intake {
 impl Intake {
     /// Accepts one decoded request: applies policy and queues it for delivery. Returns once the
     /// request is safe in the outbox, which is when claude is acknowledged.
-    pub async fn accept(&self, request: ExportRequest) {
+    pub async fn accept(&self, mut request: ExportRequest) {
         self.stats.record_received(&request);
+        self.policy.apply(&mut request);
         self.outbox.push(request);
     }
 }
@@ -75,6 +78,7 @@ pub struct DrainReport {
 pub async fn start(
     relay: &RelaySettings,
     upstream: &UpstreamSettings,
+    policy: Arc<policy::Policy>,
 ) -> Result<RelayHandle, RelayError> {
     let grpc_listener = bind(&relay.grpc_listen, "OTLP/gRPC").await?;
     let http_listener = bind(&relay.http_listen, "OTLP/HTTP").await?;
@@ -84,6 +88,7 @@ pub async fn start(
     let stats = Arc::new(RelayStats::default());
     let outbox = Arc::new(Outbox::new(relay.max_queued_requests as usize));
     let intake = Intake {
+        policy,
         outbox: outbox.clone(),
         stats: stats.clone(),
     };

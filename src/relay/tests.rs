@@ -42,6 +42,18 @@ fn sample_metrics(value: f64) -> ExportMetricsServiceRequest {
     }
 }
 
+/// The default policy, with a fixed hashing key (no data dir needed).
+fn pass_policy() -> std::sync::Arc<policy::Policy> {
+    let settings = crate::settings::policy::PolicySettings::default();
+    let ctx = policy::LaunchContext {
+        project_name: None,
+        git_branch: None,
+        service_instance_id: None,
+        hash_key: vec![7; 32],
+    };
+    std::sync::Arc::new(policy::Policy::new(&settings, &ctx).unwrap())
+}
+
 fn local_only() -> UpstreamSettings {
     UpstreamSettings {
         enabled: false,
@@ -87,7 +99,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
-    let relay = start(&relay_settings(64 * 1024), &local_only())
+    let relay = start(&relay_settings(64 * 1024), &local_only(), pass_policy())
         .await
         .unwrap();
     let addr = relay.http_addr;
@@ -209,7 +221,7 @@ async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
 #[tokio::test]
 async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
     use crate::relay::receive::grpc::RawCodec;
-    let relay = start(&RelaySettings::default(), &local_only())
+    let relay = start(&RelaySettings::default(), &local_only(), pass_policy())
         .await
         .unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", relay.grpc_addr))
@@ -245,7 +257,7 @@ async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
 #[tokio::test]
 async fn requests_are_forwarded_to_the_upstream_over_grpc_and_http() {
     for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-        let sink = start(&RelaySettings::default(), &local_only())
+        let sink = start(&RelaySettings::default(), &local_only(), pass_policy())
             .await
             .unwrap();
         let endpoint = match protocol {
@@ -257,7 +269,9 @@ async fn requests_are_forwarded_to_the_upstream_over_grpc_and_http() {
             protocol,
             ..Default::default()
         };
-        let relay = start(&RelaySettings::default(), &upstream).await.unwrap();
+        let relay = start(&RelaySettings::default(), &upstream, pass_policy())
+            .await
+            .unwrap();
         let (status, _) = post(
             relay.http_addr,
             "/v1/metrics",
@@ -287,7 +301,9 @@ async fn upstream_down_is_bounded_by_the_drain_deadline_and_counted() {
         endpoint: format!("http://{dead_addr}"),
         ..Default::default()
     };
-    let relay = start(&RelaySettings::default(), &upstream).await.unwrap();
+    let relay = start(&RelaySettings::default(), &upstream, pass_policy())
+        .await
+        .unwrap();
     for v in [1.0, 2.0] {
         let (status, _) = post(
             relay.http_addr,

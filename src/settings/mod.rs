@@ -7,6 +7,8 @@
 mod error;
 mod model;
 mod paths;
+pub mod policy;
+pub mod stack;
 
 pub use error::SettingsError;
 pub use model::*;
@@ -59,10 +61,22 @@ pub struct Layer {
     pub table: Table,
 }
 
+/// The administrator's policy file and what it changed.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    pub path: PathBuf,
+    /// Dotted keys the file locks.
+    pub locked: Vec<String>,
+    /// User or project values that tried to loosen a locked key (the locked value applies).
+    pub loosening: Vec<policy::LooseningAttempt>,
+}
+
 /// The effective settings and the provenance of every leaf value.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub settings: Settings,
+    /// The managed policy, when the administrator installed one.
+    pub managed: Option<Managed>,
     /// Dotted key → the layer that set it last.
     pub provenance: BTreeMap<String, Source>,
     /// Files consulted, in precedence order, with whether they exist.
@@ -105,14 +119,144 @@ pub fn load(
     for flag in flags {
         layers.push(flag_layer(flag)?);
     }
-    let (settings, provenance) = merge(&layers)?;
+    let (mut settings, provenance) = merge(&layers)?;
     validate(&settings, &provenance)?;
+    validate_policy(&settings.policy(), &provenance)?;
+    let managed = match load_managed(env)? {
+        Some((path, policy_file)) => {
+            let user_set = |key: &str| {
+                provenance
+                    .get(key)
+                    .is_some_and(|source| *source != Source::Default)
+            };
+            let merged = policy::merge_managed(&policy_file, &settings.policy(), &user_set);
+            settings.set_policy(merged.effective);
+            Some(Managed {
+                path,
+                locked: policy_file.locked_keys(),
+                loosening: merged.loosening,
+            })
+        }
+        None => None,
+    };
     Ok(Loaded {
         settings,
+        managed,
         provenance,
         files,
         paths,
     })
+}
+
+/// Where the administrator's policy lives unless `CLAUDE_TELEMETRY_POLICY_FILE` says otherwise.
+pub const MANAGED_POLICY_FILE: &str = "/etc/claude-telemetry/policy.toml";
+
+/// The managed policy file, validated; `None` when there is none.
+fn load_managed(
+    env: &BTreeMap<String, String>,
+) -> Result<Option<(PathBuf, policy::ManagedPolicy)>, SettingsError> {
+    let path = env
+        .get("CLAUDE_TELEMETRY_POLICY_FILE")
+        .map_or_else(|| PathBuf::from(MANAGED_POLICY_FILE), PathBuf::from);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(SettingsError {
+                location: path.display().to_string(),
+                key: String::new(),
+                message: format!("cannot read the managed policy: {e}"),
+                suggestion: None,
+            });
+        }
+    };
+    let origin = path.display().to_string();
+    let managed: policy::ManagedPolicy = toml::from_str(&text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, col) = line_col(&text, offset);
+        let message = e.message().trim().to_string();
+        SettingsError {
+            location: format!("{origin}:{line}:{col}"),
+            key: key_at(&text, offset),
+            suggestion: unknown_field_suggestion(&message),
+            message,
+        }
+    })?;
+    if let Some(issue) = managed.validate().into_iter().next() {
+        return Err(locate_issue(&issue, &text, &origin));
+    }
+    Ok(Some((path, managed)))
+}
+
+/// Policy checks beyond types (regexes, refused keys), located in the layer that set the key.
+fn validate_policy(
+    policy: &policy::PolicySettings,
+    provenance: &BTreeMap<String, Source>,
+) -> Result<(), SettingsError> {
+    let Some(issue) = policy.validate().into_iter().next() else {
+        return Ok(());
+    };
+    let base = base_key(&issue.key);
+    let source = provenance.get(&base).cloned().unwrap_or(Source::Default);
+    let file = match &source {
+        Source::UserFile(p) | Source::ProjectFile(p) => Some(p.clone()),
+        _ => None,
+    };
+    if let Some(path) = file
+        && let Ok(text) = std::fs::read_to_string(&path)
+    {
+        return Err(locate_issue(&issue, &text, &path.display().to_string()));
+    }
+    Err(SettingsError {
+        location: source.to_string(),
+        key: issue.key.clone(),
+        message: issue.message.clone(),
+        suggestion: None,
+    })
+}
+
+/// `privacy.redact[2]` → `privacy.redact`; `resource.attributes."team.id"` → the table key.
+fn base_key(key: &str) -> String {
+    let without_index = key.split('[').next().unwrap_or(key);
+    match without_index.split_once(".\"") {
+        Some((table, _)) => table.to_string(),
+        None => without_index.to_string(),
+    }
+}
+
+/// Finds the line of `issue.key` in a TOML text (its `[section]` and the key's line).
+fn locate_issue(issue: &policy::PolicyIssue, text: &str, origin: &str) -> SettingsError {
+    let base = base_key(&issue.key);
+    let (section, key) = base.rsplit_once('.').unwrap_or(("", base.as_str()));
+    let mut current = String::new();
+    let mut offset = 0;
+    let mut found = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            current = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        } else if current == section && trimmed.split('=').next().map(str::trim) == Some(key) {
+            found = Some(offset + (line.len() - line.trim_start().len()));
+            break;
+        }
+        offset += line.len();
+    }
+    let location = match found {
+        Some(at) => {
+            let (line, col) = line_col(text, at);
+            format!("{origin}:{line}:{col}")
+        }
+        None => origin.to_string(),
+    };
+    SettingsError {
+        location,
+        key: issue.key.clone(),
+        message: issue.message.clone(),
+        suggestion: None,
+    }
 }
 
 /// `.claude-telemetry.toml` in `cwd` or the nearest parent directory.
@@ -210,12 +354,30 @@ fn env_layers(env: &BTreeMap<String, String>) -> Result<Vec<Layer>, SettingsErro
                     .map(|(s, k)| format!("{ENV_PREFIX}{s}__{k}")),
             });
         };
-        let dotted = format!("{}.{}", section.to_lowercase(), key.to_lowercase());
+        let dotted = env_key_path(section, key);
         let layer = single(&dotted, env_value(raw), Source::Env(name.clone()));
         check_against_model(&layer.table, &format!("env {name}"), &dotted)?;
         layers.push(layer);
     }
     Ok(layers)
+}
+
+/// `__` separates every level (`CLAUDE_TELEMETRY_STACK__PORTS__GRAFANA` → `stack.ports.grafana`);
+/// keys are lower-cased except inside user-data tables, where the rest is one key kept as written
+/// (`CLAUDE_TELEMETRY_CLAUDE__ENV__MY_VAR` → `claude.env.MY_VAR`).
+fn env_key_path(section: &str, key: &str) -> String {
+    let mut parts: Vec<String> = vec![section.to_lowercase()];
+    let mut rest = key.split("__");
+    while let Some(part) = rest.next() {
+        let so_far = parts.join(".");
+        if MAP_KEYS.contains(&so_far.as_str()) {
+            let remainder: Vec<&str> = std::iter::once(part).chain(rest.by_ref()).collect();
+            parts.push(remainder.join("__"));
+            break;
+        }
+        parts.push(part.to_lowercase());
+    }
+    parts.join(".")
 }
 
 fn flag_layer(flag: &FlagOverride) -> Result<Layer, SettingsError> {
@@ -295,7 +457,12 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Tables whose entries are user data (each entry its own leaf), not fixed keys.
-const MAP_KEYS: &[&str] = &["claude.env", "upstream.headers"];
+const MAP_KEYS: &[&str] = &[
+    "claude.env",
+    "upstream.headers",
+    "resource.attributes",
+    "stack.images",
+];
 
 fn merge(layers: &[Layer]) -> Result<(Settings, BTreeMap<String, Source>), SettingsError> {
     let defaults = Table::try_from(Settings::default()).map_err(|e| SettingsError {
@@ -422,7 +589,7 @@ pub fn flatten_for_display(settings: &Settings) -> BTreeMap<String, Value> {
         flatten(&table, "", &mut out);
     }
     for (key, value) in out.iter_mut() {
-        if key.starts_with("upstream.headers.") {
+        if key.starts_with("upstream.headers.") || key == "privacy.team_key" {
             *value = Value::String("<set, hidden>".into());
         }
     }

@@ -14,6 +14,28 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub upstream: UpstreamSettings,
     pub export: ExportSettings,
+    pub privacy: super::policy::PrivacySettings,
+    pub cardinality: super::policy::CardinalitySettings,
+    pub resource: super::policy::ResourceSettings,
+    /// `[stack]`: the local observability stack (compose, images, ports, run-path start).
+    pub stack: super::stack::StackSettings,
+}
+
+impl Settings {
+    /// The three policy sections as one value, the form the relay's policy compiles from.
+    pub fn policy(&self) -> super::policy::PolicySettings {
+        super::policy::PolicySettings {
+            privacy: self.privacy.clone(),
+            cardinality: self.cardinality.clone(),
+            resource: self.resource.clone(),
+        }
+    }
+
+    pub(super) fn set_policy(&mut self, policy: super::policy::PolicySettings) {
+        self.privacy = policy.privacy;
+        self.cardinality = policy.cardinality;
+        self.resource = policy.resource;
+    }
 }
 
 /// How to find and start the real `claude`.

@@ -203,3 +203,28 @@ fn claude_env_entries_are_user_data() {
         "http://127.0.0.1:9"
     );
 }
+
+#[test]
+fn nested_keys_from_the_environment_use_double_underscores() {
+    let f = fixture(None, None);
+    let loaded = load(
+        &f.project,
+        &env(
+            &[("CLAUDE_TELEMETRY_STACK__PORTS__GRAFANA", "3999")],
+            &f.config_dir,
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.stack.ports.grafana, 3999);
+    let loaded = load(
+        &f.project,
+        &env(
+            &[("CLAUDE_TELEMETRY_CLAUDE__ENV__MY_VAR", "x")],
+            &f.config_dir,
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.claude.env["MY_VAR"], "x");
+}

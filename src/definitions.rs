@@ -1,0 +1,226 @@
+//! Metric names, label names and derived figures, in one place.
+//!
+//! The Grafana dashboards are JSON and cannot import Rust, so their tests (and `validate`)
+//! read the names from here and reject any query that uses a name not listed: renaming a
+//! metric here without updating the dashboards (or the other way round) fails a test instead
+//! of silently showing an empty panel. `report` uses the same names and formulas, so the
+//! terminal and the dashboards agree on what "cache efficiency" means.
+
+// Not every name is used by the binary yet: the dashboards' tests and `report` read them.
+#![allow(dead_code)]
+
+/// Prometheus metric names exactly as the collector's `prometheus` exporter produces them
+/// from Claude Code's OTLP metrics (unit and `_total` suffixes added, dots → underscores).
+pub mod metric {
+    /// `claude_code.session.count`: 1 per session start (label `start_type`).
+    pub const SESSION_COUNT: &str = "claude_code_session_count_total";
+    /// `claude_code.cost.usage` in USD (label `model`).
+    pub const COST_USAGE: &str = "claude_code_cost_usage_USD_total";
+    /// `claude_code.token.usage` (labels `type`, `model`).
+    pub const TOKEN_USAGE: &str = "claude_code_token_usage_tokens_total";
+    /// `claude_code.lines_of_code.count` (label `type`: added/removed).
+    pub const LINES_OF_CODE: &str = "claude_code_lines_of_code_count_total";
+    /// `claude_code.commit.count`.
+    pub const COMMIT_COUNT: &str = "claude_code_commit_count_total";
+    /// `claude_code.pull_request.count`.
+    pub const PULL_REQUEST_COUNT: &str = "claude_code_pull_request_count_total";
+    /// `claude_code.code_edit_tool.decision` (labels `tool_name`, `decision`, `source`, `language`).
+    pub const CODE_EDIT_TOOL_DECISION: &str = "claude_code_code_edit_tool_decision_total";
+    /// `claude_code.active_time.total` in seconds (label `type`: cli/user).
+    pub const ACTIVE_TIME: &str = "claude_code_active_time_seconds_total";
+
+    /// Every metric the dashboards may query.
+    pub const ALL: &[&str] = &[
+        SESSION_COUNT,
+        COST_USAGE,
+        TOKEN_USAGE,
+        LINES_OF_CODE,
+        COMMIT_COUNT,
+        PULL_REQUEST_COUNT,
+        CODE_EDIT_TOOL_DECISION,
+        ACTIVE_TIME,
+    ];
+}
+
+/// Prometheus label names (OTel attribute names with dots turned into underscores).
+pub mod label {
+    /// `session.id`: one fresh UUID per claude process; every series is per session.
+    pub const SESSION_ID: &str = "session_id";
+    /// `user.id`: stable per HOME (pseudonymised by the relay when configured).
+    pub const USER_ID: &str = "user_id";
+    /// `model`, with a context suffix on metrics (`claude-opus-4-8[1m]`).
+    pub const MODEL: &str = "model";
+    /// `type`: token type, lines added/removed, or active-time cli/user.
+    pub const TYPE: &str = "type";
+    /// `team.id` resource attribute added by the relay.
+    pub const TEAM_ID: &str = "team_id";
+    /// `department` resource attribute added by the relay.
+    pub const DEPARTMENT: &str = "department";
+    /// `project` resource attribute added by the relay.
+    pub const PROJECT: &str = "project";
+    /// Edit tool name on decisions and tool results.
+    pub const TOOL_NAME: &str = "tool_name";
+    /// `accept` / `reject` on edit-tool decisions.
+    pub const DECISION: &str = "decision";
+    /// File language on edit-tool decisions.
+    pub const LANGUAGE: &str = "language";
+    /// Where a decision came from (config, user, …).
+    pub const SOURCE: &str = "source";
+    /// `start_type` on session counts (fresh, resume, …).
+    pub const START_TYPE: &str = "start_type";
+    /// `terminal.type`.
+    pub const TERMINAL_TYPE: &str = "terminal_type";
+    /// `query_source`: main or auxiliary model calls.
+    pub const QUERY_SOURCE: &str = "query_source";
+    /// Prometheus `job` (from `service.name` with `honor_labels`).
+    pub const JOB: &str = "job";
+
+    /// Every label the dashboards may group or filter by.
+    pub const ALL: &[&str] = &[
+        SESSION_ID,
+        USER_ID,
+        MODEL,
+        TYPE,
+        TEAM_ID,
+        DEPARTMENT,
+        PROJECT,
+        TOOL_NAME,
+        DECISION,
+        LANGUAGE,
+        SOURCE,
+        START_TYPE,
+        TERMINAL_TYPE,
+        QUERY_SOURCE,
+        JOB,
+    ];
+}
+
+/// Values of the `type` label on [`metric::TOKEN_USAGE`].
+pub mod token_type {
+    /// Fresh input tokens.
+    pub const INPUT: &str = "input";
+    /// Output tokens.
+    pub const OUTPUT: &str = "output";
+    /// Input tokens served from the prompt cache.
+    pub const CACHE_READ: &str = "cacheRead";
+    /// Input tokens written to the prompt cache.
+    pub const CACHE_CREATION: &str = "cacheCreation";
+    /// All token types.
+    pub const ALL: &[&str] = &[INPUT, OUTPUT, CACHE_READ, CACHE_CREATION];
+}
+
+/// Values of the `type` label on [`metric::ACTIVE_TIME`].
+pub mod active_time_type {
+    /// Time Claude Code itself was working.
+    pub const CLI: &str = "cli";
+    /// Time the user was interacting.
+    pub const USER: &str = "user";
+}
+
+/// Values of the `type` label on [`metric::LINES_OF_CODE`].
+pub mod lines_type {
+    /// Lines added.
+    pub const ADDED: &str = "added";
+    /// Lines removed.
+    pub const REMOVED: &str = "removed";
+}
+
+/// Loki: how Claude Code's events look after native OTLP ingestion.
+pub mod loki {
+    /// The only index label: `service_name` from the resource's `service.name`.
+    pub const SERVICE_LABEL: &str = "service_name";
+    /// Claude Code's `service.name`.
+    pub const SERVICE_NAME: &str = "claude-code";
+    /// Structured-metadata field carrying the event name (`event.name`).
+    pub const EVENT_NAME_FIELD: &str = "event_name";
+    /// Event names (the part after `claude_code.`) the dashboards may select.
+    pub const EVENTS: &[&str] = &[
+        "user_prompt",
+        "api_request",
+        "assistant_response",
+        "api_error",
+        "api_retries_exhausted",
+        "tool_decision",
+        "tool_result",
+    ];
+    /// Structured-metadata fields the dashboards may filter, group or unwrap by.
+    pub const FIELDS: &[&str] = &[
+        "event_name",
+        "session_id",
+        "user_id",
+        "model",
+        "team_id",
+        "department",
+        "project",
+        "tool_name",
+        "success",
+        "status_code",
+        "decision",
+        "duration_ms",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "prompt_length",
+    ];
+}
+
+/// Grafana datasource uids provisioned by `config/grafana/provisioning/datasources`.
+pub mod datasource {
+    /// The Prometheus datasource.
+    pub const PROMETHEUS_UID: &str = "prometheus";
+    /// The Loki datasource.
+    pub const LOKI_UID: &str = "loki";
+    /// Every uid a dashboard may reference.
+    pub const ALL: &[&str] = &[PROMETHEUS_UID, LOKI_UID];
+}
+
+/// Share of prompt input served from the cache:
+/// `cacheRead / (cacheRead + input + cacheCreation)`; `None` when there was no input at all.
+///
+/// Output tokens are not input and do not count. The dashboards' cache-efficiency gauge uses
+/// exactly this ratio of token totals.
+pub fn cache_efficiency(input: f64, cache_read: f64, cache_creation: f64) -> Option<f64> {
+    let denominator = cache_read + input + cache_creation;
+    (denominator > 0.0).then(|| cache_read / denominator)
+}
+
+/// Cost per 1,000 output tokens; `None` without output tokens.
+pub fn cost_per_1k_output_tokens(cost_usd: f64, output_tokens: f64) -> Option<f64> {
+    (output_tokens > 0.0).then(|| cost_usd / (output_tokens / 1000.0))
+}
+
+/// Productivity ratio: seconds Claude Code worked per second of user interaction
+/// (`cli / user` active time); `None` without user time.
+pub fn productivity_ratio(cli_seconds: f64, user_seconds: f64) -> Option<f64> {
+    (user_seconds > 0.0).then(|| cli_seconds / user_seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_efficiency_ignores_output_and_handles_no_input() {
+        assert_eq!(cache_efficiency(0.0, 0.0, 0.0), None);
+        let e = cache_efficiency(100.0, 800.0, 100.0).expect("some input");
+        assert!((e - 0.8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn derived_ratios_are_none_without_a_denominator() {
+        assert_eq!(cost_per_1k_output_tokens(1.0, 0.0), None);
+        assert_eq!(productivity_ratio(10.0, 0.0), None);
+        assert_eq!(cost_per_1k_output_tokens(3.0, 2000.0), Some(1.5));
+        assert_eq!(productivity_ratio(30.0, 10.0), Some(3.0));
+    }
+
+    #[test]
+    fn metric_and_label_lists_have_no_duplicates() {
+        for list in [metric::ALL, label::ALL, token_type::ALL, loki::FIELDS] {
+            let mut sorted = list.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), list.len());
+        }
+    }
+}
