@@ -185,3 +185,74 @@ fn print_mode_exports_over_http_protobuf_and_json_with_configured_headers() {
         );
     }
 }
+
+#[test]
+fn print_mode_api_error_exits_nonzero_and_exports_api_error() {
+    let claude = claude_bin();
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let mut sandbox = Sandbox::new(&api);
+    sandbox.export_telemetry_to(&sink.grpc_endpoint(), "grpc");
+    let output = sandbox
+        .command(&claude)
+        .args(["-p", "API_ERROR: 400", "--model", MODEL])
+        .output()
+        .expect("run claude -p");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "claude -p exits 1 on a non-retried API error; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        api.calls()
+            .iter()
+            .any(|c| matches!(c.reply, Reply::Error(400))),
+        "the fake answered 400"
+    );
+    sink.wait_for(Duration::from_secs(10), "an api_error event", |s| {
+        !s.events("api_error").is_empty()
+    });
+    let error = &sink.events("api_error")[0];
+    assert_eq!(error.number("status_code"), Some(400.0));
+    assert_eq!(sink.sum("claude_code.session.count", &[]), 1.0);
+}
+
+#[test]
+fn interactive_ctrl_d_twice_exits_zero_and_flushes_session_count() {
+    let claude = claude_bin();
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let mut sandbox = Sandbox::new(&api);
+    sandbox.export_telemetry_to(&sink.grpc_endpoint(), "grpc");
+    let term = sandbox.tmux(&claude, &["--model", MODEL]);
+    term.wait_for_text("? for shortcuts", Duration::from_secs(30));
+    term.exit_claude_with_ctrl_d();
+    let exit = term.wait_exit(Duration::from_secs(30));
+    assert_eq!(exit.code, Some(0), "screen:\n{}", term.screen());
+    // No prompt, no API call: the session itself is still counted, flushed at exit.
+    assert!(api.calls().is_empty());
+    sink.wait_for(Duration::from_secs(5), "session.count", |s| {
+        s.sum("claude_code.session.count", &[]) == 1.0
+    });
+}
+
+#[test]
+fn print_mode_with_collector_down_still_answers_and_exits_zero() {
+    let claude = claude_bin();
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    sink.stop();
+    let mut sandbox = Sandbox::new(&api);
+    sandbox.export_telemetry_to(&sink.grpc_endpoint(), "grpc");
+    let output = sandbox
+        .command(&claude)
+        .args(["-p", "hello with nobody listening", "--model", MODEL])
+        .output()
+        .expect("run claude -p");
+    assert!(output.status.success(), "claude -p: {:?}", output.status);
+    assert!(String::from_utf8_lossy(&output.stdout).contains(ANSWER_TEXT));
+    // Claude drops failed exports silently: nothing about telemetry on stderr.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.to_lowercase().contains("otlp"), "stderr: {stderr}");
+}

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use prost::Message;
 use serde_json::{Value, json};
 use support::anthropic::{AFTER_TOOL_TEXT, ANSWER_TEXT};
-use support::{Behaviour, FakeAnthropic, OtlpSink, QueryKind, Reply, Transport, Usage};
+use support::{Behaviour, FakeAnthropic, OtlpSink, PyProtocol, QueryKind, Reply, Transport, Usage};
 
 fn metrics_request(name: &str, value: f64, kind: &str) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
@@ -308,4 +308,49 @@ fn missing_tool_variable_fails_with_instructions() {
         .map(|s| *s)
         .unwrap_or_default();
     assert!(message.contains("tests/run.sh"), "{message}");
+}
+
+#[test]
+fn sink_receives_gzip_from_the_python_sdk_over_http_and_grpc() {
+    let sink = OtlpSink::start();
+    for (protocol, endpoint, value) in [
+        (PyProtocol::HttpProtobuf, sink.http_endpoint(), 2.0),
+        (PyProtocol::Grpc, sink.grpc_endpoint(), 5.0),
+    ] {
+        assert!(
+            support::python::send_metric(&endpoint, protocol, true, "py.sent", value),
+            "{protocol:?} export reported failure"
+        );
+    }
+    assert_eq!(sink.sum("py.sent", &[("sender", "python")]), 7.0);
+    let http = sink
+        .requests()
+        .into_iter()
+        .find(|r| r.transport == Transport::HttpProtobuf)
+        .expect("an HTTP request");
+    assert!(
+        http.raw.starts_with(&[0x1f, 0x8b]),
+        "the HTTP body arrived gzip-compressed"
+    );
+    assert!(
+        http.headers
+            .iter()
+            .any(|(k, v)| k == "content-encoding" && v == "gzip")
+    );
+}
+
+#[test]
+fn tmux_reports_every_exit_code_and_a_killing_signal() {
+    let api = FakeAnthropic::start();
+    let sandbox = support::Sandbox::new(&api);
+    // Many short programs: Debian's tmux loses SIGCHLD now and then (libutempter); the
+    // helper must still report each status.
+    for code in 0..16 {
+        let term = sandbox.tmux("/bin/sh", &["-c", &format!("sleep 0.2; exit {code}")]);
+        let exit = term.wait_exit(Duration::from_secs(10));
+        assert_eq!((exit.code, exit.signal), (Some(code), None));
+    }
+    let term = sandbox.tmux("/bin/sh", &["-c", "kill -TERM $$"]);
+    let exit = term.wait_exit(Duration::from_secs(10));
+    assert_eq!((exit.code, exit.signal), (None, Some(15)));
 }

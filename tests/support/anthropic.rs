@@ -138,6 +138,8 @@ pub enum Reply {
         tool_use_id: String,
         command: String,
     },
+    /// An HTTP error with this status and an Anthropic error body (no usage).
+    Error(u16),
 }
 
 /// One recorded `POST /v1/messages`.
@@ -169,6 +171,9 @@ pub const ANSWER_TEXT: &str = "Fake answer: hello from the test API.";
 pub const AFTER_TOOL_TEXT: &str = "Fake answer: the command ran.";
 /// Marker in a prompt that makes the fake answer with a Bash tool call running the rest of the line.
 pub const RUN_BASH: &str = "RUN_BASH: ";
+/// Marker in a prompt that makes the fake answer main-loop calls with this HTTP error status
+/// (`API_ERROR: 400`); 400 is not retried by claude, so `-p` ends at once with exit code 1.
+pub const API_ERROR: &str = "API_ERROR: ";
 
 type UsagePlan = dyn Fn(usize, QueryKind) -> Usage + Send + Sync;
 
@@ -321,31 +326,38 @@ fn decide_reply(request: &Value, index: usize) -> (QueryKind, Reply) {
         );
     }
     let blocks = newest_user_blocks(request);
+    let marker = |marker: &str| {
+        blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .find_map(|text| {
+                let at = text.find(marker)?;
+                let rest = &text[at + marker.len()..];
+                Some(rest.lines().next().unwrap_or("").trim().to_string())
+            })
+    };
+    if kind == QueryKind::Main
+        && let Some(status) = marker(API_ERROR).and_then(|s| s.parse::<u16>().ok())
+    {
+        return (kind, Reply::Error(status));
+    }
     let has_tool_result = blocks
         .iter()
         .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"));
     if has_tool_result {
         return (kind, Reply::Text(AFTER_TOOL_TEXT.into()));
     }
-    if tools.contains(&"Bash") {
-        let command = blocks
-            .iter()
-            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .find_map(|text| {
-                let at = text.find(RUN_BASH)?;
-                let rest = &text[at + RUN_BASH.len()..];
-                Some(rest.lines().next().unwrap_or("").trim().to_string())
-            });
-        if let Some(command) = command.filter(|c| !c.is_empty()) {
-            return (
-                kind,
-                Reply::Bash {
-                    tool_use_id: format!("toolu_fake_{index:04}"),
-                    command,
-                },
-            );
-        }
+    if tools.contains(&"Bash")
+        && let Some(command) = marker(RUN_BASH).filter(|c| !c.is_empty())
+    {
+        return (
+            kind,
+            Reply::Bash {
+                tool_use_id: format!("toolu_fake_{index:04}"),
+                command,
+            },
+        );
     }
     (kind, Reply::Text(ANSWER_TEXT.into()))
 }
@@ -353,6 +365,7 @@ fn decide_reply(request: &Value, index: usize) -> (QueryKind, Reply) {
 fn content_block(reply: &Reply) -> (Value, Value, Value, &'static str) {
     // (block as sent in content_block_start, the delta, the complete block, stop_reason)
     match reply {
+        Reply::Error(_) => content_block(&Reply::Text(String::new())),
         Reply::Text(text) => (
             json!({"type": "text", "text": ""}),
             json!({"type": "text_delta", "text": text}),
@@ -390,6 +403,11 @@ async fn messages(State(state): State<Arc<ApiState>>, uri: Uri, body: Bytes) -> 
         let mut calls = lock(&state.calls);
         let index = calls.len();
         let (query, reply) = decide_reply(&request, index);
+        let usage = if matches!(reply, Reply::Error(_)) {
+            Usage::default()
+        } else {
+            (state.plan)(index, query)
+        };
         let call = ApiCall {
             index,
             path: uri.to_string(),
@@ -401,13 +419,25 @@ async fn messages(State(state): State<Arc<ApiState>>, uri: Uri, body: Bytes) -> 
             stream: request.get("stream").and_then(Value::as_bool) == Some(true),
             query,
             reply,
-            usage: (state.plan)(index, query),
+            usage,
             request_id: format!("req_fake_{index:04}"),
             body: request,
         };
         calls.push(call.clone());
         call
     };
+    if let Reply::Error(status) = call.reply {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut response = error_response(
+            status,
+            "invalid_request_error",
+            "error requested by the test prompt",
+        );
+        if let Ok(v) = HeaderValue::from_str(&call.request_id) {
+            response.headers_mut().insert("request-id", v);
+        }
+        return response;
+    }
     if call.stream {
         sse_response(&call)
     } else {

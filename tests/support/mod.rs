@@ -9,23 +9,40 @@
 //!   without login, onboarding or trust dialogs, and a clean environment to run it with.
 //! - [`Tmux`]: a real terminal (tmux) to drive interactive sessions: type, read the screen,
 //!   collect the exit status.
-//! - [`Rotel`]: the real rotel-agent as a third-party OTLP peer.
+//! - [`Rotel`]: the real rotel-agent as a third-party OTLP peer; [`python::send_metric`]: the
+//!   OpenTelemetry Python SDK as a third-party sender (gzip included).
 //! - [`claude_bin`] / [`rotel_bin`]: tools located through the environment that `tests/run.sh`
 //!   prepares; a missing tool is a test failure, never a silent skip.
 //!
 //! Tests are plain `#[test]` functions: each server runs on its own thread and runtime, so no
 //! test needs to be async and dropping a server always releases its port.
+//!
+//! A whole-program test, in short:
+//! ```text
+//! let api = FakeAnthropic::start();                 // claude's model API
+//! let sink = OtlpSink::start();                     // the upstream collector
+//! let mut sandbox = Sandbox::new(&api);             // HOME, project, clean env
+//! sandbox.export_telemetry_to(&sink.grpc_endpoint(), "grpc");
+//! let out = sandbox.command(claude_bin())           // or launcher_bin()
+//!     .args(["-p", "RUN_BASH: echo hi", "--allowedTools", "Bash"]).output().unwrap();
+//! assert!(out.status.success());
+//! checks::assert_telemetry_matches_api(&api, &sink, 1);   // tokens, cost, events
+//! // interactive: let term = sandbox.tmux(claude_bin(), &[]);
+//! // term.wait_for_text("? for shortcuts", t); term.submit("hi"); term.exit_claude();
+//! ```
 #![allow(dead_code, unused_imports)]
 
 pub mod anthropic;
 mod background;
 pub mod checks;
+pub mod python;
 pub mod rotel;
 pub mod sandbox;
 pub mod sink;
 pub mod tmux;
 
 pub use anthropic::{ApiCall, FakeAnthropic, Pricing, QueryKind, Reply, Usage};
+pub use python::{PyProtocol, python_bin};
 pub use rotel::Rotel;
 pub use sandbox::Sandbox;
 pub use sink::{Behaviour, Event, OtlpSink, Point, Received, Signal, Transport};
@@ -49,6 +66,11 @@ pub const ROTEL_ENV: &str = "CLAUDE_TELEMETRY_TEST_ROTEL";
 /// in CI (`CI=true`) or on a developer machine alike.
 pub fn claude_bin() -> PathBuf {
     tool_from_env(CLAUDE_ENV, "the real Claude Code binary")
+}
+
+/// Path of our own binary, built by cargo for integration tests.
+pub fn launcher_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_claude-telemetry"))
 }
 
 /// Path of the rotel-agent binary (PyPI package `rotel`), a real OTLP receiver from a third party.

@@ -164,6 +164,22 @@ impl Sandbox {
         self
     }
 
+    /// Puts an executable named `name` on the front of PATH, as a symlink to `target` (e.g.
+    /// `claude` → the real binary, so the launcher finds it through PATH).
+    pub fn put_on_path(&mut self, name: &str, target: &Path) -> &mut Sandbox {
+        let bin = self.dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("create sandbox bin directory");
+        let link = bin.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).expect("symlink into sandbox bin");
+        let path = self.env.get("PATH").cloned().unwrap_or_default();
+        let bin = bin.display().to_string();
+        if !path.split(':').any(|p| p == bin) {
+            self.set_env("PATH", format!("{bin}:{path}"));
+        }
+        self
+    }
+
     /// Writes `~/.claude/settings.json` (e.g. an `env` block that would divert telemetry).
     pub fn write_user_settings(&self, settings: &serde_json::Value) {
         let dir = self.home.join(".claude");

@@ -68,7 +68,9 @@ pub enum Decoded {
 /// One request as the sink saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// Which service or path it came to.
     pub signal: Signal,
+    /// gRPC, HTTP protobuf or HTTP JSON.
     pub transport: Transport,
     /// HTTP headers or gRPC metadata (lower-case names).
     pub headers: Vec<(String, String)>,
@@ -106,9 +108,13 @@ impl Behaviour {
 /// One metric data point with its attributes (point attributes; resource attributes apart).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
+    /// Metric name.
     pub metric: String,
+    /// The point's value (int points converted).
     pub value: f64,
+    /// Point attributes, values rendered as strings.
     pub attributes: BTreeMap<String, String>,
+    /// Attributes of the resource the point came with.
     pub resource: BTreeMap<String, String>,
 }
 
@@ -119,8 +125,11 @@ pub struct Event {
     pub name: String,
     /// The body as a string (claude sends `claude_code.<name>`).
     pub body: String,
+    /// Record attributes, values rendered as strings.
     pub attributes: BTreeMap<String, String>,
+    /// Attributes of the resource the record came with.
     pub resource: BTreeMap<String, String>,
+    /// Instrumentation scope name (`com.anthropic.claude_code.events`).
     pub scope: String,
 }
 

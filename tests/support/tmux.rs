@@ -141,17 +141,70 @@ impl Tmux {
         assert!(out.status.success(), "tmux send-keys failed");
     }
 
-    /// Types `text`, lets the UI settle, and presses Enter (claude treats text and Enter in
-    /// one burst as a paste with a newline).
+    /// Types `text`, waits until it is echoed on screen, and presses Enter (claude treats text
+    /// and Enter arriving in one burst as a paste with a newline).
     pub fn submit(&self, text: &str) {
         self.type_text(text);
-        std::thread::sleep(Duration::from_millis(300));
+        self.wait_for_text(text, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(150));
         self.press(&["Enter"]);
     }
 
+    fn exited_within(&self, timeout: Duration) -> bool {
+        super::wait_until(timeout, || self.exit_status().is_some())
+    }
+
     /// Leaves an interactive claude session the way a person does: `/exit` and Enter.
+    ///
+    /// On a loaded machine claude sometimes takes the Enter for its command menu instead of
+    /// running the command; a person presses Enter again, and so does this (once, after 10 s).
     pub fn exit_claude(&self) {
         self.submit("/exit");
+        if !self.exited_within(Duration::from_secs(10)) {
+            eprintln!("tmux: still running 10 s after /exit; pressing Enter again");
+            self.press(&["Enter"]);
+        }
+    }
+
+    /// Leaves an interactive claude session with Ctrl-D twice (claude asks for the second).
+    ///
+    /// Under load claude 2.1.197 sometimes lets its "Press Ctrl-D again to exit" window lapse
+    /// without taking the second press; a person then presses again, and so does this: one
+    /// Ctrl-D per second until claude exits (at most 10).
+    pub fn exit_claude_with_ctrl_d(&self) {
+        self.press(&["C-d"]);
+        self.wait_for_text("Press Ctrl-D again to exit", Duration::from_secs(10));
+        for attempt in 0..10 {
+            if attempt > 0 {
+                eprintln!("tmux: claude still running after Ctrl-D; pressing it again");
+            }
+            self.press(&["C-d"]);
+            if self.exited_within(Duration::from_secs(1)) {
+                return;
+            }
+        }
+    }
+
+    /// The pane's state and the processes of its terminal session, for failure messages.
+    pub fn processes(&self) -> String {
+        let state = self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            TARGET,
+            "pane_dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal}",
+        ]);
+        let mut text = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        if let Some(pid) = self.pid() {
+            let ps = Command::new("ps")
+                .args(["-o", "pid,ppid,stat,etime,args", "-s", &pid.to_string()])
+                .output();
+            if let Ok(ps) = ps {
+                text.push_str("; processes in the pane's session:\n");
+                text.push_str(&String::from_utf8_lossy(&ps.stdout));
+            }
+        }
+        text
     }
 
     /// Pid of the program in the pane (for signals).
@@ -174,7 +227,7 @@ impl Tmux {
         assert!(out.status.success(), "tmux resize-window failed");
     }
 
-    /// The exit status once the program has ended, None while it runs.
+    /// The exit status once the program has ended and been reaped, None before.
     pub fn exit_status(&self) -> Option<PaneExit> {
         let out = self.run(&[
             "display-message",
@@ -188,10 +241,30 @@ impl Tmux {
         if parts.next() != Some("1") {
             return None;
         }
-        Some(PaneExit {
+        let exit = PaneExit {
             code: parts.next().and_then(|s| s.parse().ok()),
             signal: parts.next().and_then(|s| s.parse().ok()),
-        })
+        };
+        if exit.code.is_none() && exit.signal.is_none() {
+            // The terminal closed but tmux has not reaped the program (yet). Debian's tmux
+            // 3.3a links libutempter, whose own SIGCHLD handler can swallow the signal while
+            // it is installed (tmux issue #311), leaving a zombie and no status for good.
+            // A SIGCHLD sent to our tmux server makes it collect the status.
+            self.poke_server();
+            return None;
+        }
+        Some(exit)
+    }
+
+    /// Sends SIGCHLD to this session's tmux server so it reaps an exited program.
+    fn poke_server(&self) {
+        let out = self.run(&["display-message", "-p", "#{pid}"]);
+        if let Ok(pid) = String::from_utf8_lossy(&out.stdout).trim().parse::<i32>() {
+            // SAFETY: kill(2) with a pid we just read from our own tmux server; no memory involved.
+            unsafe {
+                libc::kill(pid, libc::SIGCHLD);
+            }
+        }
     }
 
     /// Waits for the program to end; panics with the screen when it does not in time.
@@ -203,7 +276,8 @@ impl Tmux {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "program did not exit within {timeout:?}; screen:\n{}",
+                    "program did not exit within {timeout:?}; {}\nscreen:\n{}",
+                    self.processes(),
                     self.screen()
                 );
             }
