@@ -26,6 +26,7 @@ pub const OUR_COMMANDS: &[&str] = &[
     "validate",
     "setup",
     "completions",
+    "report",
     "stack-check",
 ];
 
@@ -65,6 +66,8 @@ pub enum Command {
     Config(commands::config::ConfigArgs),
     /// Check that telemetry can flow: claude, settings, Claude's own settings, upstream, relay.
     Doctor(commands::doctor::DoctorArgs),
+    /// What did I spend, on what, where: totals and breakdowns from the local store.
+    Report(crate::report::ReportArgs),
     /// Start the local observability stack (collector, Prometheus, Loki, Grafana) and wait until ready.
     Up(stack::UpArgs),
     /// Stop the stack (stored telemetry is kept).
@@ -194,6 +197,11 @@ pub fn main() -> i32 {
         Command::Doctor(args) => commands::doctor::run(&args).unwrap_or_else(|e| {
             eprintln!("claude-telemetry: {e:#}");
             1
+        }),
+        Command::Report(args) => with_settings(&[], |loaded| {
+            let path = loaded.paths.store_file(&loaded.settings.store.path);
+            crate::report::run(&args, &path, &mut std::io::stdout().lock())?;
+            Ok(0)
         }),
         Command::Up(args) => with_stack(|s| stack::run_up(&args, s)),
         Command::Down(args) => with_stack(|s| stack::run_down(&args, s)),

@@ -56,8 +56,8 @@ pub mod label {
     pub const TEAM_ID: &str = "team_id";
     /// `department` resource attribute added by the relay.
     pub const DEPARTMENT: &str = "department";
-    /// `project` resource attribute added by the relay.
-    pub const PROJECT: &str = "project";
+    /// `project.name` resource attribute stamped by the relay.
+    pub const PROJECT: &str = "project_name";
     /// Edit tool name on decisions and tool results.
     pub const TOOL_NAME: &str = "tool_name";
     /// `accept` / `reject` on edit-tool decisions.
@@ -151,7 +151,7 @@ pub mod loki {
         "model",
         "team_id",
         "department",
-        "project",
+        "project_name",
         "tool_name",
         "success",
         "status_code",

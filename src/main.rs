@@ -7,13 +7,9 @@ mod definitions;
 mod launcher;
 mod otlp;
 mod relay;
+mod report;
 mod settings;
 mod stack;
-// TEMPORARY (store branch): store = durable outbox and usage rows, report = `report` command
-// (issue 4). The allows go when the relay and the CLI call them.
-#[allow(dead_code)]
-mod report;
-#[allow(dead_code)]
 mod store;
 
 fn main() {

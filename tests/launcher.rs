@@ -219,7 +219,7 @@ fn upstream_down_claude_runs_normally_and_the_loss_is_reported_once() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");
     assert!(
-        lines[0].contains("could not be delivered") && lines[0].contains(&dead_endpoint),
+        lines[0].contains("wait in the local store") && lines[0].contains(&dead_endpoint),
         "{stderr}"
     );
     assert!(

@@ -55,6 +55,7 @@ pub fn run(_args: &DoctorArgs) -> anyhow::Result<i32> {
     check_claude_settings(&cwd, &mut report);
     check_upstream(&loaded, &mut report);
     check_relay_ports(&loaded, &mut report);
+    check_store(&loaded, &mut report);
     check_last_run(&loaded, &mut report);
     println!("\nClaude Code's own checks: claude-telemetry -- doctor");
     Ok(i32::from(report.worst == Level::Fail))
@@ -230,6 +231,61 @@ fn check_relay_ports(loaded: &Loaded, report: &mut Report) {
             }
             Err(e) => report.line(Level::Fail, "relay port", format!("{key} = {addr}: {e}")),
         }
+    }
+}
+
+fn check_store(loaded: &Loaded, report: &mut Report) {
+    let store = &loaded.settings.store;
+    if !store.enabled {
+        report.line(
+            Level::Warn,
+            "local store",
+            "disabled: telemetry survives an upstream outage only while the launcher runs",
+        );
+        return;
+    }
+    let path = loaded.paths.store_file(&store.path);
+    match crate::store::open_reader(&path) {
+        Ok(None) => report.line(
+            Level::Ok,
+            "local store",
+            format!("{} (not created yet)", path.display()),
+        ),
+        Ok(Some(conn)) => match crate::store::queries::outbox_stats(&conn) {
+            Ok(stats) => {
+                let level = if stats.dropped_rows > 0 {
+                    Level::Warn
+                } else {
+                    Level::Ok
+                };
+                let oldest = stats
+                    .oldest_age_secs
+                    .map(|s| format!(", oldest {:.0} s old", s))
+                    .unwrap_or_default();
+                report.line(
+                    level,
+                    "local store",
+                    format!(
+                        "{}: {} request(s) waiting for the upstream ({} bytes{oldest}); {} dropped by the size/age bounds ({} item(s))",
+                        path.display(),
+                        stats.pending_rows,
+                        stats.pending_bytes,
+                        stats.dropped_rows,
+                        stats.dropped_items
+                    ),
+                );
+            }
+            Err(e) => report.line(
+                Level::Fail,
+                "local store",
+                format!("{}: {e}", path.display()),
+            ),
+        },
+        Err(e) => report.line(
+            Level::Fail,
+            "local store",
+            format!("{}: {e}", path.display()),
+        ),
     }
 }
 

@@ -8,10 +8,12 @@ pub mod last_run;
 mod terminal;
 
 use crate::claude::{self, Invocation, TelemetryTarget};
+use crate::relay::outbox::Outbox;
 use crate::relay::policy::{LaunchContext, Policy, PolicyError};
 use crate::relay::{self, DrainReport, stats::RelayStats};
 use crate::settings::Loaded;
 use crate::stack;
+use crate::store::{Store, StoreBounds};
 use child::ChildSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,7 +84,12 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
     let policy_settings = settings.policy();
     let relay = match prepare_policy(loaded) {
         Ok(policy) => {
-            match rt.block_on(relay::start(&settings.relay, &settings.upstream, policy)) {
+            match rt.block_on(relay::start(
+                &settings.relay,
+                &settings.upstream,
+                policy,
+                open_outbox(loaded),
+            )) {
                 Ok(handle) => Some(handle),
                 Err(e) => {
                     eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
@@ -168,6 +175,41 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
     Ok(code)
 }
 
+/// The durable outbox in the store, or a memory one when the store is disabled or unusable
+/// (said in one line: telemetry then survives an outage only while the launcher runs).
+fn open_outbox(loaded: &Loaded) -> Outbox {
+    let settings = &loaded.settings;
+    let memory = || Outbox::memory(settings.relay.max_queued_requests as usize);
+    if !settings.store.enabled {
+        return memory();
+    }
+    let path = loaded.paths.store_file(&settings.store.path);
+    let bounds = StoreBounds {
+        max_bytes: settings.store.max_bytes,
+        max_age: Duration::from_secs(settings.store.max_age_days.saturating_mul(86_400)),
+    };
+    match Store::open(&path, bounds) {
+        Ok(store) => {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            Outbox::durable(
+                store,
+                format!("{}-{started}", std::process::id()),
+                Duration::from_millis(settings.store.delivery_lease_ms),
+                !settings.upstream.is_active(),
+            )
+        }
+        Err(e) => {
+            eprintln!(
+                "claude-telemetry: local store {} unavailable ({e}); telemetry is kept in memory only",
+                path.display()
+            );
+            memory()
+        }
+    }
+}
+
 /// Compiles the relay policy for this launch (project, branch, instance id, hashing key).
 pub fn prepare_policy(loaded: &Loaded) -> Result<std::sync::Arc<Policy>, PolicyError> {
     let policy_settings = loaded.settings.policy();
@@ -201,10 +243,23 @@ fn summarise(loaded: &Loaded, program: &std::path::Path, stats: &RelayStats, dra
             .ok()
             .and_then(|e| e.clone())
             .unwrap_or_else(|| "drain time ran out".into());
-        eprintln!(
-            "claude-telemetry: {} telemetry batch(es) ({} item(s)) could not be delivered to {}: {reason}",
-            drain.undelivered_requests, drain.undelivered_items, upstream.endpoint
-        );
+        if drain.kept {
+            eprintln!(
+                "claude-telemetry: {} telemetry batch(es) wait in the local store {} and will be \
+                 delivered to {} by a later run: {reason}",
+                drain.undelivered_requests,
+                loaded
+                    .paths
+                    .store_file(&loaded.settings.store.path)
+                    .display(),
+                upstream.endpoint
+            );
+        } else {
+            eprintln!(
+                "claude-telemetry: {} telemetry batch(es) ({} item(s)) could not be delivered to {}: {reason}",
+                drain.undelivered_requests, drain.undelivered_items, upstream.endpoint
+            );
+        }
     }
     if drain.dropped_for_space > 0 {
         eprintln!(

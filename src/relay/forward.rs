@@ -275,45 +275,56 @@ impl Forwarder {
         }
     }
 
-    /// Delivers until the outbox is closed and empty, or `stop` is cancelled.
+    /// Delivers until the outbox is closed and empty, or `stop` is cancelled. With a durable
+    /// outbox, a failure after close ends the drain at once: the rows are safe in the store and
+    /// the next launch delivers them, so nobody waits for a dead upstream.
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new();
         loop {
-            let entry = tokio::select! {
-                entry = self.outbox.take() => entry,
+            let batch = tokio::select! {
+                batch = self.outbox.take() => batch,
                 () = stop.cancelled() => return,
             };
-            let Some(entry) = entry else { return };
-            let attempt = tokio::select! {
-                result = self.upstream.send(&entry.request) => result,
-                () = stop.cancelled() => return,
-            };
-            match attempt {
-                Ok(rejected) => {
-                    self.outbox.settle();
-                    backoff.reset();
-                    self.stats
-                        .delivered_requests
-                        .fetch_add(1, Ordering::Relaxed);
-                    if rejected > 0 {
-                        self.stats.record_error(format!(
-                            "upstream rejected {rejected} item(s) of a request"
-                        ));
+            let Some(batch) = batch else { return };
+            let mut entries = batch.into_iter();
+            while let Some(entry) = entries.next() {
+                let attempt = tokio::select! {
+                    result = self.upstream.send(&entry.request) => result,
+                    () = stop.cancelled() => return,
+                };
+                match attempt {
+                    Ok(rejected) => {
+                        self.outbox.settle(&entry).await;
+                        backoff.reset();
+                        self.stats
+                            .delivered_requests
+                            .fetch_add(1, Ordering::Relaxed);
+                        if rejected > 0 {
+                            self.stats.record_error(format!(
+                                "upstream rejected {rejected} item(s) of a request"
+                            ));
+                        }
                     }
-                }
-                Err(e) if e.retryable => {
-                    self.outbox.retry_later(entry);
-                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    self.stats.record_error(e.message);
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.step()) => {}
-                        () = stop.cancelled() => return,
+                    Err(e) if e.retryable => {
+                        self.outbox.retry_later(entry).await;
+                        for rest in entries.by_ref() {
+                            self.outbox.retry_later(rest).await;
+                        }
+                        self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                        self.stats.record_error(e.message);
+                        if self.outbox.is_closing_and_durable() {
+                            return;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.step()) => {}
+                            () = stop.cancelled() => return,
+                        }
                     }
-                }
-                Err(e) => {
-                    self.outbox.settle();
-                    self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
-                    self.stats.record_error(e.message);
+                    Err(e) => {
+                        self.outbox.settle(&entry).await;
+                        self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+                        self.stats.record_error(e.message);
+                    }
                 }
             }
         }

@@ -34,7 +34,12 @@ impl Intake {
     pub async fn accept(&self, mut request: ExportRequest) {
         self.stats.record_received(&request);
         self.policy.apply(&mut request);
-        self.outbox.push(request);
+        if let Err(e) = self.outbox.push(request).await {
+            self.stats
+                .lost_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.record_error(e.to_string());
+        }
     }
 }
 
@@ -67,9 +72,12 @@ pub struct RelayHandle {
 /// What happened to the telemetry of a run, for the exit summary and `doctor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DrainReport {
-    /// Requests still undelivered when the drain deadline passed (or with no upstream).
+    /// Requests still undelivered when the drain ended.
     pub undelivered_requests: u64,
+    /// Their items (known for the memory outbox only).
     pub undelivered_items: u64,
+    /// The undelivered requests are safe in the local store for a later launch.
+    pub kept: bool,
     /// Requests dropped while the run went on because the in-memory bound was reached.
     pub dropped_for_space: u64,
 }
@@ -79,6 +87,7 @@ pub async fn start(
     relay: &RelaySettings,
     upstream: &UpstreamSettings,
     policy: Arc<policy::Policy>,
+    outbox: Outbox,
 ) -> Result<RelayHandle, RelayError> {
     let grpc_listener = bind(&relay.grpc_listen, "OTLP/gRPC").await?;
     let http_listener = bind(&relay.http_listen, "OTLP/HTTP").await?;
@@ -86,7 +95,7 @@ pub async fn start(
     let http_addr = local_addr(&http_listener, &relay.http_listen, "OTLP/HTTP")?;
 
     let stats = Arc::new(RelayStats::default());
-    let outbox = Arc::new(Outbox::new(relay.max_queued_requests as usize));
+    let outbox = Arc::new(outbox);
     let intake = Intake {
         policy,
         outbox: outbox.clone(),
@@ -144,12 +153,15 @@ impl RelayHandle {
             self.stop_forwarding.cancel();
             let _ = tokio::time::timeout(Duration::from_millis(200), forwarder).await;
         }
-        let (requests, items) = self.outbox.remaining();
-        DrainReport {
-            undelivered_requests: requests,
-            undelivered_items: items,
-            dropped_for_space: self.outbox.dropped(),
-        }
+        let remaining = self.outbox.remaining().await;
+        let report = DrainReport {
+            undelivered_requests: remaining.requests,
+            undelivered_items: remaining.items,
+            kept: remaining.kept,
+            dropped_for_space: self.outbox.dropped().await,
+        };
+        self.outbox.shut().await;
+        report
     }
 }
 

@@ -1,6 +1,7 @@
 //! Relay behaviour over real sockets: protocol errors, forwarding, draining.
 
 use super::*;
+use crate::relay::outbox::Outbox;
 use crate::settings::Protocol;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -99,9 +100,14 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
-    let relay = start(&relay_settings(64 * 1024), &local_only(), pass_policy())
-        .await
-        .unwrap();
+    let relay = start(
+        &relay_settings(64 * 1024),
+        &local_only(),
+        pass_policy(),
+        Outbox::memory(100),
+    )
+    .await
+    .unwrap();
     let addr = relay.http_addr;
     let good = sample_metrics(1.0).encode_to_vec();
     let ok = |r: (u16, String)| assert_eq!(r.0, 200, "{}", r.1);
@@ -221,9 +227,14 @@ async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
 #[tokio::test]
 async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
     use crate::relay::receive::grpc::RawCodec;
-    let relay = start(&RelaySettings::default(), &local_only(), pass_policy())
-        .await
-        .unwrap();
+    let relay = start(
+        &RelaySettings::default(),
+        &local_only(),
+        pass_policy(),
+        Outbox::memory(100),
+    )
+    .await
+    .unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", relay.grpc_addr))
         .unwrap()
         .connect()
@@ -257,9 +268,14 @@ async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
 #[tokio::test]
 async fn requests_are_forwarded_to_the_upstream_over_grpc_and_http() {
     for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-        let sink = start(&RelaySettings::default(), &local_only(), pass_policy())
-            .await
-            .unwrap();
+        let sink = start(
+            &RelaySettings::default(),
+            &local_only(),
+            pass_policy(),
+            Outbox::memory(100),
+        )
+        .await
+        .unwrap();
         let endpoint = match protocol {
             Protocol::Grpc => format!("http://{}", sink.grpc_addr),
             Protocol::HttpProtobuf => format!("http://{}", sink.http_addr),
@@ -269,9 +285,14 @@ async fn requests_are_forwarded_to_the_upstream_over_grpc_and_http() {
             protocol,
             ..Default::default()
         };
-        let relay = start(&RelaySettings::default(), &upstream, pass_policy())
-            .await
-            .unwrap();
+        let relay = start(
+            &RelaySettings::default(),
+            &upstream,
+            pass_policy(),
+            Outbox::memory(100),
+        )
+        .await
+        .unwrap();
         let (status, _) = post(
             relay.http_addr,
             "/v1/metrics",
@@ -301,9 +322,14 @@ async fn upstream_down_is_bounded_by_the_drain_deadline_and_counted() {
         endpoint: format!("http://{dead_addr}"),
         ..Default::default()
     };
-    let relay = start(&RelaySettings::default(), &upstream, pass_policy())
-        .await
-        .unwrap();
+    let relay = start(
+        &RelaySettings::default(),
+        &upstream,
+        pass_policy(),
+        Outbox::memory(100),
+    )
+    .await
+    .unwrap();
     for v in [1.0, 2.0] {
         let (status, _) = post(
             relay.http_addr,

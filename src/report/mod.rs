@@ -209,8 +209,6 @@ fn resolve(
 }
 
 #[cfg(test)]
-mod real_claude_tests;
-#[cfg(test)]
 mod tests;
 /// Helpers the report's test modules share.
 #[cfg(test)]

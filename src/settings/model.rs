@@ -17,6 +17,7 @@ pub struct Settings {
     pub privacy: super::policy::PrivacySettings,
     pub cardinality: super::policy::CardinalitySettings,
     pub resource: super::policy::ResourceSettings,
+    pub store: StoreSettings,
     /// `[stack]`: the local observability stack (compose, images, ports, run-path start).
     pub stack: super::stack::StackSettings,
 }
@@ -136,6 +137,36 @@ impl Default for ExportSettings {
         ExportSettings {
             metrics_interval_ms: 60_000,
             logs_interval_ms: 5_000,
+        }
+    }
+}
+
+/// The durable local store: the outbox that survives an upstream outage or a crash, and the
+/// usage rows `report` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `false` keeps the outbox in memory only (lost with the process) and `report` empty.
+    pub enabled: bool,
+    /// SQLite file; empty means `store.db` in the data directory.
+    pub path: String,
+    /// Stored (compressed) bytes the outbox may hold; past it the oldest rows go, counted.
+    pub max_bytes: u64,
+    /// Undelivered rows older than this are dropped, counted.
+    pub max_age_days: u64,
+    /// How long a launcher owns the rows it is delivering; another launcher takes them over
+    /// after a crash once this passes. Longer than `upstream.timeout_ms`.
+    pub delivery_lease_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            enabled: true,
+            path: String::new(),
+            max_bytes: 256 * 1024 * 1024,
+            max_age_days: 30,
+            delivery_lease_ms: 30_000,
         }
     }
 }

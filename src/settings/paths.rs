@@ -42,6 +42,15 @@ impl Paths {
         self.config_dir.join("config.toml")
     }
 
+    /// The store file: `[store] path`, else `store.db` in the data directory.
+    pub fn store_file(&self, configured: &str) -> PathBuf {
+        if configured.is_empty() {
+            self.data_dir.join("store.db")
+        } else {
+            PathBuf::from(configured)
+        }
+    }
+
     /// The record of the last session run, read by `doctor`.
     pub fn last_run_file(&self) -> PathBuf {
         self.data_dir.join("last-run.json")

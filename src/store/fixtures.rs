@@ -4,6 +4,7 @@
 //! with `session.id`/`user.id` on every point, events as log records whose body is
 //! `claude_code.<name>` and whose numbers sometimes arrive as strings.
 
+use crate::store::PROJECT_ATTRIBUTE;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -60,7 +61,7 @@ pub fn resource(project: Option<&str>) -> Vec<KeyValue> {
         kv("host.arch", "amd64"),
     ];
     if let Some(p) = project {
-        attrs.push(kv("project", p));
+        attrs.push(kv(PROJECT_ATTRIBUTE, p));
     }
     attrs
 }

@@ -36,6 +36,8 @@ use tokio::sync::oneshot;
 use crate::otlp::ExportRequest;
 
 pub use outbox::OutboxStats;
+#[cfg_attr(not(test), allow(unused_imports))]
+pub use usage::PROJECT_ATTRIBUTE;
 
 /// How long a connection waits for another process's write transaction before giving up.
 /// Writers hold the lock for milliseconds; this only matters under pathological contention.
@@ -171,11 +173,6 @@ impl Store {
         })
     }
 
-    /// The file this store writes.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Commits `request` to the outbox together with its decoded usage rows, in one
     /// transaction, and returns once it is durable against a process crash. The relay
     /// acknowledges claude only after this returns `Ok`.
@@ -250,7 +247,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?
     }
+}
 
+/// Blocking twins of the async calls, for code outside a tokio runtime: the store's tests and
+/// `benches/store.rs` drive the store from plain threads. The launcher uses the async calls.
+#[cfg_attr(not(test), allow(dead_code))]
+impl Store {
     /// [`Store::close`] for code outside a tokio runtime.
     pub fn close_blocking(&self) -> Result<(), StoreError> {
         self.call(Command::Close)?
@@ -325,14 +327,6 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
-}
-
-/// Where the store lives unless settings say otherwise: `store.db` in the platform data
-/// directory (`~/.local/share/claude-telemetry` on Linux). `None` when no home directory
-/// can be determined.
-pub fn default_path() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "claude-telemetry")
-        .map(|dirs| dirs.data_dir().join("store.db"))
 }
 
 /// Opens a read connection for queries (the report, `doctor`), migrating the file first so a

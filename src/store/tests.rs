@@ -12,7 +12,6 @@ use rusqlite::Connection;
 use super::fixtures::{self, Usage};
 use super::*;
 
-const HOUR_NS: u64 = 3_600_000_000_000;
 /// 2026-11-02T09:00:00Z
 const T0: u64 = 1_793_610_000_000_000_000;
 
@@ -764,17 +763,6 @@ fn appends_from_many_threads_through_one_handle_are_all_committed() {
     assert_eq!(count(&conn, "SELECT count(*) FROM outbox"), 400);
     assert_eq!(count(&conn, "SELECT count(*) FROM api_requests"), 1200);
     assert_eq!(count(&conn, "SELECT count(*) FROM sessions"), 8);
-}
-
-#[test]
-fn the_default_path_is_a_store_file_in_the_data_directory() {
-    let path = default_path().expect("a home directory (HOME) in the test environment");
-    assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("store.db"));
-    assert!(
-        path.to_string_lossy().contains("claude-telemetry"),
-        "{}",
-        path.display()
-    );
 }
 
 #[test]

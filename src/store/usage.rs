@@ -22,10 +22,11 @@ use rusqlite::{Transaction, params};
 
 use crate::otlp::ExportRequest;
 
-/// Point/resource attribute naming the project (set via `OTEL_RESOURCE_ATTRIBUTES`, copied by
-/// claude onto every point and record); the dashboards see it as the Prometheus label
-/// `definitions::label::PROJECT`, so both group by the same value.
-pub const PROJECT_ATTRIBUTE: &str = "project";
+/// Resource (or point) attribute naming the project: the relay stamps `project.name` on every
+/// resource (git remote's repository name, else the directory name); the collector turns it
+/// into the Prometheus label `definitions::label::PROJECT` (`project_name`), so the report and
+/// the dashboards group by the same value.
+pub const PROJECT_ATTRIBUTE: &str = "project.name";
 
 /// Attributes that describe the session, not the point: kept once in `sessions` (the ids)
 /// or not at all (e-mail, account and organisation ids), never repeated per row.

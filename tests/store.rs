@@ -1,0 +1,212 @@
+//! The durable local store through the whole program: nothing lost while the upstream is down
+//! or when the launcher is killed, and `report` answering from the store alone.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::checks::MODEL;
+use support::{FakeAnthropic, OtlpSink, Sandbox, claude_bin};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
+
+fn sandbox(api: &FakeAnthropic, upstream: &str, data: &Path) -> Sandbox {
+    let mut s = Sandbox::new(api);
+    let config = s.scratch().join("config");
+    s.set_env(
+        "CLAUDE_TELEMETRY_CLAUDE__PATH",
+        claude_bin().display().to_string(),
+    )
+    .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
+    .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
+    .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
+    .set_env("CLAUDE_TELEMETRY_DATA_DIR", data.display().to_string())
+    .set_env("CLAUDE_TELEMETRY_CONFIG_DIR", config.display().to_string())
+    .set_env("CLAUDE_TELEMETRY_STORE__DELIVERY_LEASE_MS", "1500");
+    s
+}
+
+fn turn(s: &Sandbox, prompt: &str) -> std::process::Output {
+    let out = s
+        .command(LAUNCHER)
+        .args(["-p", prompt, "--allowedTools", "Bash", "--model", MODEL])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+fn report_json(s: &Sandbox, args: &[&str]) -> serde_json::Value {
+    let out = s
+        .command(LAUNCHER)
+        .arg("report")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn upstream_outage_loses_nothing_and_delivers_each_request_once() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let data = tempfile::tempdir().unwrap();
+    let s = sandbox(&api, &sink.grpc_endpoint(), data.path());
+    sink.stop();
+    for i in 0..3 {
+        let started = Instant::now();
+        let out = turn(&s, &format!("turn {i}: RUN_BASH: echo outage-{i}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("wait in the local store"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    assert!(sink.requests().is_empty());
+    sink.restart();
+    // The next launch delivers what the earlier ones kept, and its own.
+    turn(&s, "after the outage");
+    let calls = api.calls();
+    let total = api.total_usage(None);
+    sink.wait_for(Duration::from_secs(20), "every turn's tokens", |k| {
+        k.sum("claude_code.token.usage", &[("type", "input")]) >= total.input as f64
+    });
+    assert_eq!(
+        sink.sum("claude_code.token.usage", &[("type", "input")]),
+        total.input as f64,
+        "exactly once"
+    );
+    assert_eq!(
+        sink.sum("claude_code.token.usage", &[("type", "output")]),
+        total.output as f64
+    );
+    assert_eq!(sink.sum("claude_code.session.count", &[]), 4.0);
+    let events = sink.events("api_request");
+    assert_eq!(
+        events.len(),
+        calls.len(),
+        "one api_request event per API call, none twice"
+    );
+    let cost = sink.sum("claude_code.cost.usage", &[]);
+    assert!((cost - api.expected_cost_usd(None)).abs() < 1e-9, "{cost}");
+    let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("0 request(s) waiting for the upstream"),
+        "{text}"
+    );
+}
+
+/// A stand-in claude that sends one event through the relay, says so, then waits to be killed.
+fn exporting_claude(dir: &Path) -> PathBuf {
+    let body = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"claude-code"}}]},"scopeLogs":[{"logRecords":[{"body":{"stringValue":"claude_code.api_request"},"attributes":[{"key":"event.name","value":{"stringValue":"api_request"}},{"key":"session.id","value":{"stringValue":"crash-session"}},{"key":"request_id","value":{"stringValue":"req-crash-1"}},{"key":"model","value":{"stringValue":"claude-sonnet-4-6"}},{"key":"input_tokens","value":{"stringValue":"123"}}]}]}]}]}"#;
+    let script = format!(
+        "import os, sys, time, urllib.request\n\
+         if '--version' in sys.argv: print('0.0.0'); sys.exit(0)\n\
+         req = urllib.request.Request(os.environ['CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT'] + '/v1/logs',\n\
+             data={body:?}.encode(), headers={{'content-type': 'application/json'}})\n\
+         print(urllib.request.urlopen(req).status, flush=True)\n\
+         time.sleep(60)\n"
+    );
+    let path = dir.join("exporting-claude");
+    std::fs::write(&path, format!("#!/usr/bin/env python3\n{script}")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn launcher_killed_after_the_ack_loses_nothing() {
+    use std::io::{BufRead, BufReader};
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut s = sandbox(&api, &sink.grpc_endpoint(), data.path());
+    let fake = exporting_claude(&s.scratch());
+    s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    sink.stop();
+    let mut child = s
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "200", "the relay acknowledged the export");
+    child.kill().unwrap(); // SIGKILL: no drain, no goodbye
+    child.wait().unwrap();
+
+    sink.restart();
+    std::thread::sleep(Duration::from_millis(1600)); // any lease the killed launcher held expires
+    let mut next = sandbox(&api, &sink.grpc_endpoint(), data.path());
+    let quiet = next.scratch().join("quiet");
+    std::fs::write(
+        &quiet,
+        "#!/bin/sh\n[ \"$1\" = --version ] && echo 0.0.0\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&quiet, std::fs::Permissions::from_mode(0o755)).unwrap();
+    next.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", quiet.display().to_string());
+    next.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
+    sink.wait_for(
+        Duration::from_secs(10),
+        "the event the killed launcher kept",
+        |k| {
+            k.events("api_request")
+                .iter()
+                .any(|e| e.attributes.get("request_id").map(String::as_str) == Some("req-crash-1"))
+        },
+    );
+    let delivered = sink
+        .events("api_request")
+        .iter()
+        .filter(|e| e.attributes.get("request_id").map(String::as_str) == Some("req-crash-1"))
+        .count();
+    assert!(delivered >= 1, "at least once across a crash");
+}
+
+#[test]
+fn report_totals_equal_what_the_api_answered_with_no_upstream_at_all() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    let s = sandbox(&api, "", data.path());
+    turn(&s, "first: RUN_BASH: echo report-1");
+    turn(&s, "second question");
+    let total = api.total_usage(None);
+    let j = report_json(&s, &["--by", "project"]);
+    let summary = &j["summary"];
+    for (field, expected) in [
+        ("input", total.input),
+        ("output", total.output),
+        ("cache_read", total.cache_read),
+        ("cache_creation", total.cache_creation),
+    ] {
+        assert_eq!(
+            summary["tokens"][field], expected,
+            "tokens.{field}: {summary}"
+        );
+    }
+    let cost = summary["cost_usd"].as_f64().unwrap();
+    assert!((cost - api.expected_cost_usd(None)).abs() < 1e-9, "{cost}");
+    assert_eq!(summary["sessions"], 2);
+    assert_eq!(summary["api"]["requests"], api.calls().len());
+    let rows = j["breakdown"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{j}");
+    assert_eq!(
+        rows[0]["key"], "project",
+        "the project is the working directory's name: {j}"
+    );
+    // The table form answers the same question for a person.
+    let out = s
+        .command(LAUNCHER)
+        .args(["report", "--by", "model"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("claude-sonnet-4-6"), "{table}");
+}
