@@ -99,7 +99,7 @@ fn upstream_outage_loses_nothing_and_delivers_each_request_once() {
 }
 
 /// A stand-in claude that sends one event through the relay, says so, then waits to be killed.
-fn exporting_claude(dir: &Path) -> PathBuf {
+fn exporting_claude(dir: &Path, linger: bool) -> PathBuf {
     let body = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"claude-code"}}]},"scopeLogs":[{"logRecords":[{"body":{"stringValue":"claude_code.api_request"},"attributes":[{"key":"event.name","value":{"stringValue":"api_request"}},{"key":"session.id","value":{"stringValue":"crash-session"}},{"key":"request_id","value":{"stringValue":"req-crash-1"}},{"key":"model","value":{"stringValue":"claude-sonnet-4-6"}},{"key":"input_tokens","value":{"stringValue":"123"}}]}]}]}]}"#;
     let script = format!(
         "import os, sys, time, urllib.request\n\
@@ -107,7 +107,8 @@ fn exporting_claude(dir: &Path) -> PathBuf {
          req = urllib.request.Request(os.environ['CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT'] + '/v1/logs',\n\
              data={body:?}.encode(), headers={{'content-type': 'application/json'}})\n\
          print(urllib.request.urlopen(req).status, flush=True)\n\
-         time.sleep(60)\n"
+         if {linger}: time.sleep(60)\n",
+        linger = if linger { "True" } else { "False" }
     );
     let path = dir.join("exporting-claude");
     std::fs::write(&path, format!("#!/usr/bin/env python3\n{script}")).unwrap();
@@ -123,7 +124,7 @@ fn launcher_killed_after_the_ack_loses_nothing() {
     let sink = OtlpSink::start();
     let data = tempfile::tempdir().unwrap();
     let mut s = sandbox(&api, &sink.grpc_endpoint(), data.path());
-    let fake = exporting_claude(&s.scratch());
+    let fake = exporting_claude(&s.scratch(), true);
     s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
     sink.stop();
     let mut child = s
@@ -209,4 +210,27 @@ fn report_totals_equal_what_the_api_answered_with_no_upstream_at_all() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("claude-sonnet-4-6"), "{table}");
+}
+
+#[test]
+fn without_docker_the_default_is_local_only_and_report_still_answers() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    // The default upstream is the local stack's collector; Docker is unreachable here.
+    let mut s = sandbox(&api, "http://localhost:4317", data.path());
+    s.set_env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    s.set_env("CLAUDE_TELEMETRY_STACK__PORTS__COLLECTOR_HEALTH", "9");
+    let fake = exporting_claude(&s.scratch(), false);
+    s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let out = s.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("local-only mode"), "{stderr}");
+    assert!(
+        !stderr.contains("wait in the local store"),
+        "nothing is queued for an upstream: {stderr}"
+    );
+    let j = report_json(&s, &[]);
+    assert_eq!(j["summary"]["api"]["requests"], 1, "{j}");
+    assert_eq!(j["summary"]["events"]["input_tokens"], 123, "{j}");
 }

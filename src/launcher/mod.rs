@@ -11,7 +11,7 @@ use crate::claude::{self, Invocation, TelemetryTarget};
 use crate::relay::outbox::Outbox;
 use crate::relay::policy::{LaunchContext, Policy, PolicyError};
 use crate::relay::{self, DrainReport, stats::RelayStats};
-use crate::settings::Loaded;
+use crate::settings::{Loaded, UpstreamSettings};
 use crate::stack;
 use crate::store::{Store, StoreBounds};
 use child::ChildSpec;
@@ -81,14 +81,15 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
         .enable_all()
         .build()?;
     report_loosening(loaded);
+    let upstream = upstream_for_this_run(loaded);
     let policy_settings = settings.policy();
     let relay = match prepare_policy(loaded) {
         Ok(policy) => {
             match rt.block_on(relay::start(
                 &settings.relay,
-                &settings.upstream,
+                &upstream,
                 policy,
-                open_outbox(loaded),
+                open_outbox(loaded, &upstream),
             )) {
                 Ok(handle) => Some(handle),
                 Err(e) => {
@@ -102,17 +103,6 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
             None
         }
     };
-    // The local stack: one fast probe; started in the background when down, never waited for
-    // (the relay's outbox keeps telemetry until the collector answers).
-    if settings.upstream.is_active()
-        && stack::is_local_collector(&settings.upstream.endpoint, &settings.stack.ports)
-    {
-        let stack_settings = settings.stack.with_default_data_dir(&loaded.paths.data_dir);
-        if let Some(message) = stack::ensure_started_in_background(&stack_settings).message() {
-            eprintln!("{message}");
-        }
-    }
-
     let mut spec = ChildSpec {
         program: program.clone(),
         args: args.clone(),
@@ -169,15 +159,36 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
         let stats = handle.stats.clone();
         let deadline = Duration::from_millis(settings.relay.drain_timeout_ms);
         let drain = rt.block_on(handle.shutdown(deadline));
-        summarise(loaded, &program, &stats, drain);
+        summarise(loaded, &upstream, &program, &stats, drain);
     }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
 }
 
+/// The upstream for this run. When it is the local stack's collector, one fast probe decides:
+/// up, or started in the background (never waited for: the outbox keeps telemetry until it
+/// answers), or no Docker at all, which is local-only mode (usage rows for `report`, nothing
+/// forwarded).
+fn upstream_for_this_run(loaded: &Loaded) -> UpstreamSettings {
+    let settings = &loaded.settings;
+    let mut upstream = settings.upstream.clone();
+    if upstream.is_active() && stack::is_local_collector(&upstream.endpoint, &settings.stack.ports)
+    {
+        let stack_settings = settings.stack.with_default_data_dir(&loaded.paths.data_dir);
+        let notice = stack::ensure_started_in_background(&stack_settings);
+        if let Some(message) = notice.message() {
+            eprintln!("{message}");
+        }
+        if matches!(notice, stack::StackNotice::LocalOnly { .. }) {
+            upstream.enabled = false;
+        }
+    }
+    upstream
+}
+
 /// The durable outbox in the store, or a memory one when the store is disabled or unusable
 /// (said in one line: telemetry then survives an outage only while the launcher runs).
-fn open_outbox(loaded: &Loaded) -> Outbox {
+fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> Outbox {
     let settings = &loaded.settings;
     let memory = || Outbox::memory(settings.relay.max_queued_requests as usize);
     if !settings.store.enabled {
@@ -197,7 +208,7 @@ fn open_outbox(loaded: &Loaded) -> Outbox {
                 store,
                 format!("{}-{started}", std::process::id()),
                 Duration::from_millis(settings.store.delivery_lease_ms),
-                !settings.upstream.is_active(),
+                !upstream.is_active(),
             )
         }
         Err(e) => {
@@ -234,8 +245,13 @@ fn report_loosening(loaded: &Loaded) {
 }
 
 /// One stderr line per telemetry problem, and the record `doctor` reads.
-fn summarise(loaded: &Loaded, program: &std::path::Path, stats: &RelayStats, drain: DrainReport) {
-    let upstream = &loaded.settings.upstream;
+fn summarise(
+    loaded: &Loaded,
+    upstream: &UpstreamSettings,
+    program: &std::path::Path,
+    stats: &RelayStats,
+    drain: DrainReport,
+) {
     if drain.undelivered_requests > 0 && upstream.is_active() {
         let reason = stats
             .last_error
