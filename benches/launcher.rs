@@ -61,22 +61,7 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 fn sandbox(api: &FakeAnthropic, upstream: &str) -> Sandbox {
-    let mut s = Sandbox::new(api);
-    let scratch = s.scratch();
-    s.set_env(
-        "CLAUDE_TELEMETRY_CLAUDE__PATH",
-        claude_bin().display().to_string(),
-    )
-    .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
-    .set_env(
-        "CLAUDE_TELEMETRY_DATA_DIR",
-        scratch.join("data").display().to_string(),
-    )
-    .set_env(
-        "CLAUDE_TELEMETRY_CONFIG_DIR",
-        scratch.join("config").display().to_string(),
-    );
-    s
+    Sandbox::for_launcher(api, upstream)
 }
 
 fn bench_version(n: usize) {

@@ -14,22 +14,8 @@ use support::{FakeAnthropic, OtlpSink, Sandbox, claude_bin};
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
 
-/// A sandbox whose launcher finds the real claude and forwards to `upstream`, exporting often.
 fn launcher_sandbox(api: &FakeAnthropic, upstream: &str) -> Sandbox {
-    let mut sandbox = Sandbox::new(api);
-    let data = sandbox.scratch().join("data");
-    let config = sandbox.scratch().join("config");
-    sandbox
-        .set_env(
-            "CLAUDE_TELEMETRY_CLAUDE__PATH",
-            claude_bin().display().to_string(),
-        )
-        .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
-        .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
-        .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
-        .set_env("CLAUDE_TELEMETRY_DATA_DIR", data.display().to_string())
-        .set_env("CLAUDE_TELEMETRY_CONFIG_DIR", config.display().to_string());
-    sandbox
+    Sandbox::for_launcher(api, upstream)
 }
 
 /// A stand-in claude (a shell script) for the terminal-plumbing tests.

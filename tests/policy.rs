@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::checks::MODEL;
-use support::{FakeAnthropic, OtlpSink, Sandbox, claude_bin};
+use support::{FakeAnthropic, OtlpSink, Sandbox};
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
 const SECRET: &str = "sk-ant-api03-PolicyTestFAKE0123456789abcdefXYZ";
@@ -16,30 +16,11 @@ const EMAIL: &str = "grace.hopper@example.com";
 const COMMAND_MARK: &str = "policy-cmd-marker";
 
 fn sandbox(api: &FakeAnthropic, sink: &OtlpSink, project_toml: Option<&str>) -> Sandbox {
-    let mut s = Sandbox::new(api);
-    let scratch = s.scratch();
-    s.set_env(
-        "CLAUDE_TELEMETRY_CLAUDE__PATH",
-        claude_bin().display().to_string(),
-    )
-    .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", sink.grpc_endpoint())
-    .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
-    .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
-    .set_env(
-        "CLAUDE_TELEMETRY_DATA_DIR",
-        scratch.join("data").display().to_string(),
-    )
-    .set_env(
-        "CLAUDE_TELEMETRY_CONFIG_DIR",
-        scratch.join("config").display().to_string(),
-    )
-    .set_env(
-        "CLAUDE_TELEMETRY_POLICY_FILE",
-        scratch.join("no-policy.toml").display().to_string(),
-    )
-    // The user asked claude for everything; the policy decides what leaves.
-    .set_env("OTEL_LOG_USER_PROMPTS", "1")
-    .set_env("OTEL_LOG_TOOL_DETAILS", "1");
+    let mut s = Sandbox::for_launcher(api, &sink.grpc_endpoint());
+    s
+        // The user asked claude for everything; the policy decides what leaves.
+        .set_env("OTEL_LOG_USER_PROMPTS", "1")
+        .set_env("OTEL_LOG_TOOL_DETAILS", "1");
     if let Some(text) = project_toml {
         std::fs::write(s.project().join(".claude-telemetry.toml"), text).unwrap();
     }

@@ -7,23 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::checks::MODEL;
-use support::{FakeAnthropic, OtlpSink, Sandbox, claude_bin};
+use support::{FakeAnthropic, OtlpSink, Sandbox};
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
 
 fn sandbox(api: &FakeAnthropic, upstream: &str, data: &Path) -> Sandbox {
-    let mut s = Sandbox::new(api);
-    let config = s.scratch().join("config");
-    s.set_env(
-        "CLAUDE_TELEMETRY_CLAUDE__PATH",
-        claude_bin().display().to_string(),
-    )
-    .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
-    .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
-    .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
-    .set_env("CLAUDE_TELEMETRY_DATA_DIR", data.display().to_string())
-    .set_env("CLAUDE_TELEMETRY_CONFIG_DIR", config.display().to_string())
-    .set_env("CLAUDE_TELEMETRY_STORE__DELIVERY_LEASE_MS", "1500");
+    let mut s = Sandbox::for_launcher(api, upstream);
+    s.set_env("CLAUDE_TELEMETRY_DATA_DIR", data.display().to_string())
+        .set_env("CLAUDE_TELEMETRY_STORE__DELIVERY_LEASE_MS", "1500");
     s
 }
 

@@ -147,6 +147,36 @@ impl Sandbox {
         self
     }
 
+    /// A sandbox for running claude-telemetry itself: the real claude as `[claude] path`,
+    /// `upstream` as the relay's upstream (`""`: local-only), exports every second, and the
+    /// launcher's config dir, data dir and managed-policy path inside the sandbox, so nothing of
+    /// the machine's own (`~/.config`, `/etc/claude-telemetry/policy.toml`) leaks into a test.
+    pub fn for_launcher(api: &FakeAnthropic, upstream: &str) -> Sandbox {
+        let mut sandbox = Sandbox::new(api);
+        let scratch = sandbox.scratch();
+        sandbox
+            .set_env(
+                "CLAUDE_TELEMETRY_CLAUDE__PATH",
+                super::claude_bin().display().to_string(),
+            )
+            .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
+            .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
+            .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
+            .set_env(
+                "CLAUDE_TELEMETRY_DATA_DIR",
+                scratch.join("data").display().to_string(),
+            )
+            .set_env(
+                "CLAUDE_TELEMETRY_CONFIG_DIR",
+                scratch.join("config").display().to_string(),
+            )
+            .set_env(
+                "CLAUDE_TELEMETRY_POLICY_FILE",
+                scratch.join("no-managed-policy.toml").display().to_string(),
+            );
+        sandbox
+    }
+
     /// Makes claude export its telemetry straight to `endpoint` with `protocol`
     /// (`grpc`, `http/protobuf`, `http/json`), flushing every second.
     pub fn export_telemetry_to(&mut self, endpoint: &str, protocol: &str) -> &mut Sandbox {
