@@ -18,6 +18,14 @@ fn launcher_sandbox(api: &FakeAnthropic, upstream: &str) -> Sandbox {
     Sandbox::for_launcher(api, upstream)
 }
 
+/// A local-only sandbox whose `claude` is a stand-in shell script with `body`.
+fn sandbox_with_fake_claude(api: &FakeAnthropic, body: &str) -> Sandbox {
+    let mut sandbox = launcher_sandbox(api, "");
+    let fake = fake_claude(&sandbox.scratch(), body);
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    sandbox
+}
+
 /// A stand-in claude (a shell script) for the terminal-plumbing tests.
 fn fake_claude(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("fake-claude");
@@ -278,10 +286,7 @@ fn version_and_claudes_subcommands_pass_through_untouched() {
 #[test]
 fn our_commands_win_only_as_the_first_word_and_double_dash_gives_claude_everything() {
     let api = FakeAnthropic::start();
-    let mut sandbox = launcher_sandbox(&api, "");
-    let scratch = sandbox.scratch();
-    let fake = fake_claude(&scratch, "printf '%s|' \"$@\"");
-    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let sandbox = sandbox_with_fake_claude(&api, "printf '%s|' \"$@\"");
     let args_seen = |args: &[&str]| {
         let out = sandbox.command(LAUNCHER).args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -305,17 +310,14 @@ fn our_commands_win_only_as_the_first_word_and_double_dash_gives_claude_everythi
 #[test]
 fn signals_and_window_size_reach_the_child_and_its_exit_status_comes_back() {
     let api = FakeAnthropic::start();
-    let mut sandbox = launcher_sandbox(&api, "");
-    let scratch = sandbox.scratch();
-    let fake = fake_claude(
-        &scratch,
+    let sandbox = sandbox_with_fake_claude(
+        &api,
         "trap 'echo \"size $(stty size)\"' WINCH\n\
          trap 'echo got-HUP' HUP\n\
          trap 'echo got-TERM; exit 143' TERM\n\
          echo \"size $(stty size) tty=$([ -t 0 ] && echo yes)\"\n\
          while true; do sleep 0.05; done",
     );
-    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
     let term = sandbox.tmux(LAUNCHER, &[]);
     let first = term.wait_for_text("tty=yes", Duration::from_secs(10));
     assert!(first.contains("size "), "{first}");
@@ -340,10 +342,7 @@ fn signals_and_window_size_reach_the_child_and_its_exit_status_comes_back() {
 #[test]
 fn child_killed_by_a_signal_exits_128_plus_signal() {
     let api = FakeAnthropic::start();
-    let mut sandbox = launcher_sandbox(&api, "");
-    let scratch = sandbox.scratch();
-    let fake = fake_claude(&scratch, "kill -KILL $$");
-    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let sandbox = sandbox_with_fake_claude(&api, "kill -KILL $$");
     let out = sandbox
         .command(LAUNCHER)
         .args(["-p", "x"])
@@ -358,13 +357,10 @@ fn child_killed_by_a_signal_exits_128_plus_signal() {
 #[test]
 fn a_session_that_sends_nothing_is_reported_at_exit_and_in_doctor() {
     let api = FakeAnthropic::start();
-    let mut sandbox = launcher_sandbox(&api, "");
-    let scratch = sandbox.scratch();
-    let fake = fake_claude(
-        &scratch,
+    let sandbox = sandbox_with_fake_claude(
+        &api,
         "[ \"$1\" = --version ] && echo '9.9.9 (Fake Code)'; exit 0",
     );
-    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
     let out = sandbox
         .command(LAUNCHER)
         .args(["-p", "x"])
