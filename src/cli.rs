@@ -50,6 +50,7 @@ environment variables < flags of `run`. See `claude-telemetry config`.";
     name = "claude-telemetry",
     about = "Run Claude Code with its OpenTelemetry relayed through a local, policy-enforcing relay",
     after_help = AFTER_HELP,
+    override_usage = "claude-telemetry [CLAUDE ARGS]...      (runs claude)\n       claude-telemetry <COMMAND> [OPTIONS]  (one of ours, below)\n       claude-telemetry -- [CLAUDE ARGS]...  (everything to claude)",
     disable_help_subcommand = false
 )]
 pub struct Cli {
