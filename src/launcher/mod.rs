@@ -10,7 +10,7 @@ mod terminal;
 use crate::claude::{self, Invocation, TelemetryTarget};
 use crate::relay::outbox::Outbox;
 use crate::relay::policy::{LaunchContext, Policy, PolicyError};
-use crate::relay::{self, DrainReport, stats::RelayStats};
+use crate::relay::{self, DrainReport, RelayHandle, stats::RelayStats};
 use crate::settings::{Loaded, UpstreamSettings};
 use crate::stack;
 use crate::store::{Store, StoreBounds};
@@ -82,64 +82,17 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
         .build()?;
     report_loosening(loaded);
     let upstream = upstream_for_this_run(loaded);
-    let policy_settings = settings.policy();
-    let relay = match prepare_policy(loaded) {
-        Ok(policy) => {
-            match rt.block_on(relay::start(
-                &settings.relay,
-                &upstream,
-                policy,
-                open_outbox(loaded, &upstream),
-            )) {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
-                    None
-                }
-            }
-        }
+    let relay = start_relay(loaded, &upstream, &rt);
+    let spec = match child_spec(loaded, &program, &args, relay.as_ref()) {
+        Ok(spec) => spec,
         Err(e) => {
-            eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
-            None
+            eprintln!("claude-telemetry: {e}");
+            if let Some(handle) = relay {
+                rt.block_on(handle.shutdown(Duration::ZERO));
+            }
+            return Ok(2);
         }
     };
-    if let Some(problem) = relay.as_ref().and_then(|r| r.upstream_problem.as_ref()) {
-        eprintln!(
-            "claude-telemetry: nothing is forwarded this session, {problem}; telemetry is kept locally"
-        );
-    }
-
-    let mut spec = ChildSpec {
-        program: program.clone(),
-        args: args.clone(),
-        set_env: settings.claude.env.clone(),
-        remove_env: Vec::new(),
-    };
-    spec.set_env
-        .insert(LAUNCHER_PID_ENV.into(), std::process::id().to_string());
-    if let Some(handle) = &relay {
-        let target = TelemetryTarget {
-            grpc_endpoint: format!("http://{}", handle.grpc_addr),
-            metrics_interval_ms: settings.export.metrics_interval_ms,
-            logs_interval_ms: settings.export.logs_interval_ms,
-            policy_switches: policy_settings.claude_switches(),
-        };
-        let (vars, removed) = claude::child_env(&target, &settings.claude.env);
-        spec.set_env.extend(vars);
-        // Hooks and scripts claude runs can send their own OTLP/HTTP through the same relay.
-        spec.set_env.insert(
-            RELAY_HTTP_ENV.into(),
-            format!("http://{}", handle.http_addr),
-        );
-        spec.remove_env = removed.into_iter().map(String::from).collect();
-        spec.args = match claude::inject_settings(&args, &target) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("claude-telemetry: {e}");
-                return Ok(2);
-            }
-        };
-    }
 
     let interactive = terminal::is_tty(libc::STDIN_FILENO) && terminal::is_tty(libc::STDOUT_FILENO);
     let outcome = if interactive {
@@ -169,6 +122,77 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
     }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
+}
+
+/// Policy, outbox and listeners, before claude starts. Any failure leaves claude running
+/// without the relay (said in one line): telemetry degrades, the session does not.
+fn start_relay(
+    loaded: &Loaded,
+    upstream: &UpstreamSettings,
+    rt: &tokio::runtime::Runtime,
+) -> Option<RelayHandle> {
+    let started = prepare_policy(loaded)
+        .map_err(|e| e.to_string())
+        .and_then(|policy| {
+            rt.block_on(relay::start(
+                &loaded.settings.relay,
+                upstream,
+                policy,
+                open_outbox(loaded, upstream),
+            ))
+            .map_err(|e| e.to_string())
+        });
+    match started {
+        Ok(handle) => {
+            if let Some(problem) = &handle.upstream_problem {
+                eprintln!(
+                    "claude-telemetry: nothing is forwarded this session, {problem}; telemetry is kept locally"
+                );
+            }
+            Some(handle)
+        }
+        Err(e) => {
+            eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
+            None
+        }
+    }
+}
+
+/// How claude is started: its arguments, with the telemetry `--settings` for a session with a
+/// relay, and its environment.
+fn child_spec(
+    loaded: &Loaded,
+    program: &std::path::Path,
+    args: &[String],
+    relay: Option<&RelayHandle>,
+) -> Result<ChildSpec, claude::InjectError> {
+    let settings = &loaded.settings;
+    let mut spec = ChildSpec {
+        program: program.to_path_buf(),
+        args: args.to_vec(),
+        set_env: settings.claude.env.clone(),
+        remove_env: Vec::new(),
+    };
+    spec.set_env
+        .insert(LAUNCHER_PID_ENV.into(), std::process::id().to_string());
+    if let Some(handle) = relay {
+        let target = TelemetryTarget {
+            grpc_endpoint: format!("http://{}", handle.grpc_addr),
+            metrics_interval_ms: settings.export.metrics_interval_ms,
+            logs_interval_ms: settings.export.logs_interval_ms,
+            policy_switches: settings.policy().claude_switches(),
+        };
+        let (vars, removed) = claude::child_env(&target, &settings.claude.env);
+        spec.set_env.extend(vars);
+        // Hooks and scripts claude runs can send their own OTLP/HTTP through the same relay.
+        spec.set_env.insert(
+            RELAY_HTTP_ENV.into(),
+            format!("http://{}", handle.http_addr),
+        );
+        spec.remove_env = removed.into_iter().map(String::from).collect();
+        spec.args = claude::inject_settings(args, &target)?;
+    }
+    Ok(spec)
 }
 
 /// The upstream for this run. When it is the local stack's collector, one fast probe decides:
