@@ -376,3 +376,33 @@ fn a_session_that_sends_nothing_is_reported_at_exit_and_in_doctor() {
     assert!(report.contains("sent no telemetry at all"), "{report}");
     assert!(report.contains("claude-telemetry -- doctor"), "{report}");
 }
+
+#[test]
+fn the_outer_terminal_is_restored_after_claude_exits_or_is_killed() {
+    let api = FakeAnthropic::start();
+    for (body, code) in [("exit 3", 3), ("kill -TERM $$", 128 + 15)] {
+        let sandbox = sandbox_with_fake_claude(&api, body);
+        // A shell runs the launcher in a real terminal, then reports the terminal's mode.
+        let script = format!(
+            "{LAUNCHER}; echo \"launcher-exit=$?\"; stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo|isig)' | tr '\\n' ' '; echo; sleep 30"
+        );
+        let term = sandbox.tmux("bash", &["-c", &script]);
+        let screen = term.wait_for_text("launcher-exit=", Duration::from_secs(10));
+        assert!(
+            screen.contains(&format!("launcher-exit={code}")),
+            "{screen}"
+        );
+        let screen = term.wait_for_text("isig", Duration::from_secs(5));
+        let line = screen
+            .lines()
+            .find(|l| l.contains("isig"))
+            .unwrap_or_default();
+        let mut modes: Vec<&str> = line.split_whitespace().collect();
+        modes.sort_unstable();
+        assert_eq!(
+            modes,
+            ["echo", "icanon", "isig"],
+            "raw mode left behind: {screen}"
+        );
+    }
+}
