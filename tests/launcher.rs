@@ -406,3 +406,64 @@ fn the_outer_terminal_is_restored_after_claude_exits_or_is_killed() {
         );
     }
 }
+
+#[test]
+fn config_json_tells_each_value_and_the_layer_that_set_it() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    sandbox.remove_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT");
+    std::fs::write(
+        sandbox.project().join(".claude-telemetry.toml"),
+        "[upstream]\nendpoint = \"http://127.0.0.1:4999\"\ntimeout_ms = 1234\n[upstream.headers]\nauthorization = \"Bearer secret-token\"\n",
+    )
+    .unwrap();
+    sandbox.set_env("CLAUDE_TELEMETRY_UPSTREAM__TIMEOUT_MS", "2345");
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["config", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["settings"]["upstream.endpoint"],
+        "http://127.0.0.1:4999"
+    );
+    assert!(
+        json["sources"]["upstream.endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("project file ")
+    );
+    assert_eq!(json["settings"]["upstream.timeout_ms"], 2345);
+    assert_eq!(
+        json["sources"]["upstream.timeout_ms"],
+        "env CLAUDE_TELEMETRY_UPSTREAM__TIMEOUT_MS"
+    );
+    assert_eq!(json["sources"]["relay.grpc_listen"], "default");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("secret-token"),
+        "header values are never printed"
+    );
+}
+
+#[test]
+fn doctor_fails_when_claude_cannot_be_found_and_says_how_to_run_claudes_own() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = launcher_sandbox(&api, "");
+    sandbox.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", "/nonexistent/claude");
+    let out = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("[FAIL] claude"), "{report}");
+    assert!(report.contains("claude-telemetry -- doctor"), "{report}");
+    // With claude found, nothing blocks telemetry: exit 0.
+    sandbox.set_env(
+        "CLAUDE_TELEMETRY_CLAUDE__PATH",
+        claude_bin().display().to_string(),
+    );
+    let out = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains(support::CLAUDE_VERSION), "{report}");
+}
