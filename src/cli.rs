@@ -207,7 +207,18 @@ pub fn main() -> i32 {
         Command::Up(args) => with_stack(|s| stack::run_up(&args, s)),
         Command::Down(args) => with_stack(|s| stack::run_down(&args, s)),
         Command::Restart(args) => with_stack(|s| stack::run_restart(&args, s)),
-        Command::Status(args) => with_stack(|s| stack::run_status(&args, s)),
+        Command::Status(args) => with_settings(&[], |loaded| {
+            let stack_settings = loaded
+                .settings
+                .stack
+                .with_default_data_dir(&loaded.paths.data_dir);
+            let code = stack::run_status(&args, &stack_settings)?;
+            if !args.json {
+                let (_, line) = commands::doctor::store_summary(loaded);
+                println!("local store: {line}");
+            }
+            Ok(code)
+        }),
         Command::Logs(args) => with_stack(|s| stack::run_logs(&args, s)),
         Command::Clean(args) => with_stack(|s| stack::run_clean(&args, s)),
         Command::Validate(args) => with_stack(|s| stack::run_validate(&args, s)),

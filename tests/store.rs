@@ -55,6 +55,17 @@ fn upstream_outage_loses_nothing_and_delivers_each_request_once() {
         assert!(started.elapsed() < Duration::from_secs(30));
     }
     assert!(sink.requests().is_empty());
+    // `status` says what waits, under the stack's table (whatever Docker's state here).
+    let status = s.command(LAUNCHER).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let waiting: u64 = text
+        .lines()
+        .find(|l| l.starts_with("local store:"))
+        .and_then(|l| l.split(": ").nth(2))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no local store line in status: {text}"));
+    assert!(waiting >= 3, "three turns' requests wait: {text}");
     sink.restart();
     // The next launch delivers what the earlier ones kept, and its own.
     turn(&s, "after the outage");

@@ -11,8 +11,9 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub struct DoctorArgs {}
 
+/// How serious one check's finding is; the worst one decides `doctor`'s exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
+pub enum Level {
     Ok,
     Warn,
     Fail,
@@ -235,57 +236,50 @@ fn check_relay_ports(loaded: &Loaded, report: &mut Report) {
 }
 
 fn check_store(loaded: &Loaded, report: &mut Report) {
+    let (level, text) = store_summary(loaded);
+    report.line(level, "local store", text);
+}
+
+/// One line about the local store's outbox: what waits for the upstream and what its bounds
+/// dropped. Also printed under `status`'s table.
+pub fn store_summary(loaded: &Loaded) -> (Level, String) {
     let store = &loaded.settings.store;
     if !store.enabled {
-        report.line(
+        return (
             Level::Warn,
-            "local store",
-            "disabled: telemetry survives an upstream outage only while the launcher runs",
+            "disabled: telemetry survives an upstream outage only while the launcher runs".into(),
         );
-        return;
     }
     let path = loaded.paths.store_file(&store.path);
-    match crate::store::open_reader(&path) {
-        Ok(None) => report.line(
-            Level::Ok,
-            "local store",
-            format!("{} (not created yet)", path.display()),
-        ),
-        Ok(Some(conn)) => match crate::store::queries::outbox_stats(&conn) {
-            Ok(stats) => {
-                let level = if stats.dropped_rows > 0 {
-                    Level::Warn
-                } else {
-                    Level::Ok
-                };
-                let oldest = stats
-                    .oldest_age_secs
-                    .map(|s| format!(", oldest {:.0} s old", s))
-                    .unwrap_or_default();
-                report.line(
-                    level,
-                    "local store",
-                    format!(
-                        "{}: {} request(s) waiting for the upstream ({} bytes{oldest}); {} dropped by the size/age bounds ({} item(s))",
-                        path.display(),
-                        stats.pending_rows,
-                        stats.pending_bytes,
-                        stats.dropped_rows,
-                        stats.dropped_items
-                    ),
-                );
-            }
-            Err(e) => report.line(
-                Level::Fail,
-                "local store",
-                format!("{}: {e}", path.display()),
-            ),
-        },
-        Err(e) => report.line(
-            Level::Fail,
-            "local store",
-            format!("{}: {e}", path.display()),
-        ),
+    let stats = match crate::store::open_reader(&path) {
+        Ok(None) => return (Level::Ok, format!("{} (not created yet)", path.display())),
+        Ok(Some(conn)) => crate::store::queries::outbox_stats(&conn),
+        Err(e) => return (Level::Fail, format!("{}: {e}", path.display())),
+    };
+    match stats {
+        Ok(stats) => {
+            let level = if stats.dropped_rows > 0 {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
+            let oldest = stats
+                .oldest_age_secs
+                .map(|s| format!(", oldest {s:.0} s old"))
+                .unwrap_or_default();
+            (
+                level,
+                format!(
+                    "{}: {} request(s) waiting for the upstream ({} bytes{oldest}); {} dropped by the size/age bounds ({} item(s))",
+                    path.display(),
+                    stats.pending_rows,
+                    stats.pending_bytes,
+                    stats.dropped_rows,
+                    stats.dropped_items
+                ),
+            )
+        }
+        Err(e) => (Level::Fail, format!("{}: {e}", path.display())),
     }
 }
 
