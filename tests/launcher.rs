@@ -55,11 +55,30 @@ fn print_mode_telemetry_reaches_the_upstream_through_the_relay() {
     assert!(stdout.contains(AFTER_TOOL_TEXT), "stdout: {stdout}");
     assert!(stderr.is_empty(), "the launcher said something: {stderr}");
     assert_telemetry_matches_api(&api, &sink, 1);
-    // Nothing went around the relay: every request the upstream got came from one peer, ours.
+    // Everything the upstream got passed through the relay: it stamps each resource with this
+    // launch's service.instance.id (claude sends none) and the project name.
+    let points = sink.points("claude_code.token.usage");
+    let events = sink.all_events();
+    assert!(!points.is_empty() && !events.is_empty());
+    let instances: std::collections::BTreeSet<_> = points
+        .iter()
+        .map(|p| p.resource.get("service.instance.id").cloned())
+        .chain(
+            events
+                .iter()
+                .map(|e| e.resource.get("service.instance.id").cloned()),
+        )
+        .collect();
+    assert_eq!(
+        instances.len(),
+        1,
+        "one launch, one writer id: {instances:?}"
+    );
+    assert!(instances.iter().all(Option::is_some), "{instances:?}");
     assert!(
-        sink.requests()
+        events
             .iter()
-            .all(|r| r.headers.iter().all(|(k, _)| k != "x-bypass"))
+            .all(|e| e.resource.get("project.name").map(String::as_str) == Some("project"))
     );
 }
 
@@ -466,4 +485,30 @@ fn doctor_fails_when_claude_cannot_be_found_and_says_how_to_run_claudes_own() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert!(report.contains(support::CLAUDE_VERSION), "{report}");
+}
+
+#[test]
+fn batches_the_upstream_refuses_for_good_are_reported_not_dropped_silently() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    sink.set_behaviour(support::Behaviour::Fail {
+        grpc: tonic::Code::InvalidArgument,
+        http: 400,
+    });
+    let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "hello", "--model", MODEL])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("were refused by") && stderr.contains("InvalidArgument"),
+        "{stderr}"
+    );
+    assert!(!sink.requests().is_empty(), "the upstream was asked");
+    let doctor = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.contains("refused by the upstream"), "{report}");
 }

@@ -306,10 +306,16 @@ fn check_last_run(loaded: &Loaded, report: &mut Report) {
             last.delivered_requests,
             last.undelivered_requests
         );
+        if last.rejected_requests > 0 || last.lost_requests > 0 {
+            detail.push_str(&format!(
+                "; {} refused by the upstream and {} not stored: dropped",
+                last.rejected_requests, last.lost_requests
+            ));
+        }
         if let Some(e) = &last.last_error {
             detail.push_str(&format!("; last upstream error: {e}"));
         }
-        let level = if last.undelivered_requests > 0 {
+        let level = if last.undelivered_requests + last.rejected_requests + last.lost_requests > 0 {
             Level::Warn
         } else {
             Level::Ok

@@ -15,6 +15,12 @@ pub struct LastRun {
     pub log_records: u64,
     pub delivered_requests: u64,
     pub undelivered_requests: u64,
+    /// Refused by the upstream for good (e.g. HTTP 400): dropped, not retried.
+    #[serde(default)]
+    pub rejected_requests: u64,
+    /// Acknowledged to claude but not written to the store: lost.
+    #[serde(default)]
+    pub lost_requests: u64,
     pub last_error: Option<String>,
 }
 
@@ -31,6 +37,8 @@ impl LastRun {
             log_records: RelayStats::get(&stats.received_log_records),
             delivered_requests: RelayStats::get(&stats.delivered_requests),
             undelivered_requests: drain.undelivered_requests,
+            rejected_requests: RelayStats::get(&stats.rejected_requests),
+            lost_requests: RelayStats::get(&stats.lost_requests),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }

@@ -314,6 +314,30 @@ fn summarise(
             drain.dropped_for_space, loaded.settings.relay.max_queued_requests
         );
     }
+    // Requests that are gone for good, not waiting anywhere: each said, never silent.
+    let rejected = RelayStats::get(&stats.rejected_requests);
+    if rejected > 0 {
+        eprintln!(
+            "claude-telemetry: {rejected} telemetry batch(es) were refused by {} and dropped (not retried): {}",
+            upstream.endpoint,
+            stats
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_default()
+        );
+    }
+    let lost = RelayStats::get(&stats.lost_requests);
+    if lost > 0 {
+        eprintln!(
+            "claude-telemetry: {lost} telemetry batch(es) could not be written to the local store {} and were lost",
+            loaded
+                .paths
+                .store_file(&loaded.settings.store.path)
+                .display()
+        );
+    }
     let mut record = last_run::LastRun::from_stats(program, stats, drain);
     if !stats.anything_arrived() {
         let version = claude_version(program);

@@ -310,7 +310,6 @@ impl Forwarder {
                         for rest in entries.by_ref() {
                             self.outbox.retry_later(rest).await;
                         }
-                        self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                         self.stats.record_error(e.message);
                         if self.outbox.is_closing_and_durable() {
                             return;

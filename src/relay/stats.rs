@@ -14,7 +14,6 @@ pub struct RelayStats {
     pub received_spans: AtomicU64,
     pub delivered_requests: AtomicU64,
     pub rejected_requests: AtomicU64,
-    pub failed_attempts: AtomicU64,
     /// Requests the local store could not take (acknowledged to claude, then lost).
     pub lost_requests: AtomicU64,
     /// The last delivery problem, without payload content (safe to print).
