@@ -13,5 +13,9 @@ mod stack;
 mod store;
 
 fn main() {
+    // A background learner of the installed claude's grammar (started by the launcher itself).
+    if let Some(code) = claude::grammar::learner_main() {
+        std::process::exit(code);
+    }
     std::process::exit(cli::main());
 }

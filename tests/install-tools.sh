@@ -7,8 +7,9 @@
 #   bash tests/install-tools.sh --print-env   install; print `export VAR=…` lines (stdout)
 #
 # Installs:
-#   - Claude Code (npm @anthropic-ai/claude-code, pinned) into the cache dir, outside the repo;
-#     the tests run its native binary.
+#   - Claude Code (npm @anthropic-ai/claude-code), every release of the compatibility matrix
+#     (oldest supported first, newest checked last), each in its own dir in the cache dir, outside
+#     the repo; the tests run their native binaries.
 #   - rotel (rotel-agent, a third-party OTLP collector) and the OpenTelemetry Python SDK +
 #     OTLP exporter, pinned, in a venv in the cache dir.
 #   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl from apt.
@@ -17,7 +18,9 @@
 # Progress goes to stderr; the env file is ${CACHE}/env.sh.
 set -euo pipefail
 
-CLAUDE_VERSION=2.1.197
+# The compatibility matrix: oldest supported release first, newest checked release last. Keep in
+# step with TESTED_RELEASES in src/claude/compat.rs.
+CLAUDE_VERSIONS=(2.1.197 2.1.332)
 ROTEL_VERSION=0.0.1a15
 OTEL_PYTHON_VERSION=1.45.2
 COMPOSE_VERSION=2.40.3
@@ -65,18 +68,22 @@ case "$(uname -m)" in
   aarch64 | arm64) claude_platform=linux-arm64 ;;
   *) die "no Claude Code native package for $(uname -m)" ;;
 esac
-claude_dir="$CACHE/claude-code-$CLAUDE_VERSION"
-claude_bin="$claude_dir/node_modules/@anthropic-ai/claude-code-$claude_platform/claude"
-claude_ok() { [ -x "$claude_bin" ] && "$claude_bin" --version 2>/dev/null | grep -q "^$CLAUDE_VERSION "; }
-if ! claude_ok; then
-  log "npm: installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $claude_dir"
-  mkdir -p "$claude_dir"
-  # --ignore-scripts: the postinstall only links the native binary, which the optional
-  # platform package already holds; the tests run that binary directly.
-  npm install --prefix "$claude_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
-    "@anthropic-ai/claude-code@$CLAUDE_VERSION" >&2
-  claude_ok || die "Claude Code $CLAUDE_VERSION not runnable at $claude_bin"
-fi
+claude_bins=()
+for CLAUDE_VERSION in "${CLAUDE_VERSIONS[@]}"; do
+  claude_dir="$CACHE/claude-code-$CLAUDE_VERSION"
+  claude_bin="$claude_dir/node_modules/@anthropic-ai/claude-code-$claude_platform/claude"
+  claude_ok() { [ -x "$claude_bin" ] && "$claude_bin" --version 2>/dev/null | grep -q "^$CLAUDE_VERSION "; }
+  if ! claude_ok; then
+    log "npm: installing @anthropic-ai/claude-code@$CLAUDE_VERSION into $claude_dir"
+    mkdir -p "$claude_dir"
+    # --ignore-scripts: the postinstall only links the native binary, which the optional
+    # platform package already holds; the tests run that binary directly.
+    npm install --prefix "$claude_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
+      "@anthropic-ai/claude-code@$CLAUDE_VERSION" >&2
+    claude_ok || die "Claude Code $CLAUDE_VERSION not runnable at $claude_bin"
+  fi
+  claude_bins+=("$claude_bin")
+done
 
 # --- Python: rotel + OpenTelemetry SDK in a venv (reusing what the system already has) --------
 venv="$CACHE/venv"
@@ -146,7 +153,11 @@ fi
 
 # --- environment for the tests ---------------------------------------------------------------
 {
-  printf 'export CLAUDE_TELEMETRY_TEST_CLAUDE=%q\n' "$claude_bin"
+  # The oldest release (what single-release tests use), the newest, and the whole matrix
+  # (paths separated by ':').
+  printf 'export CLAUDE_TELEMETRY_TEST_CLAUDE=%q\n' "${claude_bins[0]}"
+  printf 'export CLAUDE_TELEMETRY_TEST_CLAUDE_LATEST=%q\n' "${claude_bins[${#claude_bins[@]}-1]}"
+  printf 'export CLAUDE_TELEMETRY_TEST_CLAUDES=%q\n' "$(IFS=:; echo "${claude_bins[*]}")"
   printf 'export CLAUDE_TELEMETRY_TEST_ROTEL=%q\n' "$rotel_bin"
   printf 'export CLAUDE_TELEMETRY_TEST_PYTHON=%q\n' "$venv/bin/python"
   printf 'export CLAUDE_TELEMETRY_TEST_PROMETHEUS=%q\n' "$(command -v prometheus)"

@@ -85,40 +85,128 @@ const OPTIONAL_VALUE_OPTIONS: &[&str] = &[
     "--worktree",
 ];
 
-/// Classifies claude's argument list the way claude's own parser would read it.
+/// How an option consumes the words after it, as claude's parser (commander) reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arity {
+    /// A switch (`--verbose`).
+    Flag,
+    /// Exactly one value (`<x>`).
+    Value,
+    /// Every following non-option word (`<x...>`).
+    Variadic,
+    /// The next word unless it is an option (`[x]`).
+    OptionalValue,
+}
+
+/// What classification needs to know about one claude release: its first-word subcommands and
+/// how each option consumes words. The built-in table (2.1.197) is one; the grammar learned from
+/// the installed binary is the other.
+pub trait ArgTable {
+    /// Whether `word`, as the first positional word, is a subcommand of this claude.
+    fn is_subcommand(&self, word: &str) -> bool;
+    /// How `option` (`--model`, `-r`) consumes the words after it; unknown options are flags.
+    fn arity(&self, option: &str) -> Arity;
+}
+
+/// The built-in table: claude 2.1.197's `--help`. Only a fallback when the installed claude's
+/// own grammar cannot be learned.
+pub struct BuiltIn;
+
+impl ArgTable for BuiltIn {
+    fn is_subcommand(&self, word: &str) -> bool {
+        SUBCOMMANDS.contains(&word)
+    }
+
+    fn arity(&self, option: &str) -> Arity {
+        if VALUE_OPTIONS.contains(&option) {
+            Arity::Value
+        } else if VARIADIC_OPTIONS.contains(&option) {
+            Arity::Variadic
+        } else if OPTIONAL_VALUE_OPTIONS.contains(&option) {
+            Arity::OptionalValue
+        } else {
+            Arity::Flag
+        }
+    }
+}
+
+/// The outcome of reading an argument list against a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// Decided: a session or a pass-through.
+    Decided(Invocation),
+    /// The first positional word is one bare word (no spaces, like a command name) that the
+    /// table does not list: a prompt, unless it is a subcommand the help does not show.
+    BareWord(String),
+}
+
+/// Classifies claude's argument list with the built-in table (the fallback).
 pub fn classify(args: &[String]) -> Invocation {
+    match read_args(args, &BuiltIn) {
+        Reading::Decided(invocation) => invocation,
+        Reading::BareWord(_) => Invocation::Session,
+    }
+}
+
+/// Reads claude's argument list the way claude's own parser would: options (with the values
+/// they take) are skipped until the first positional word, which is a subcommand or the prompt.
+/// Help, version and background launches (`--bg`: the session outlives this process, so no relay
+/// can serve it) pass through.
+pub fn read_args(args: &[String], table: &dyn ArgTable) -> Reading {
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
         i += 1;
         if arg == "--" {
-            return Invocation::Session;
+            return Reading::Decided(Invocation::Session);
         }
-        if matches!(arg, "-h" | "--help" | "-v" | "--version") {
-            return Invocation::PassThrough;
+        if matches!(
+            arg,
+            "-h" | "--help" | "-v" | "--version" | "--bg" | "--background"
+        ) {
+            return Reading::Decided(Invocation::PassThrough);
         }
         if !arg.starts_with('-') || arg == "-" {
-            return if SUBCOMMANDS.contains(&arg) {
-                Invocation::PassThrough
+            if table.is_subcommand(arg) {
+                return Reading::Decided(Invocation::PassThrough);
+            }
+            return if is_bare_word(arg) {
+                Reading::BareWord(arg.to_string())
             } else {
-                Invocation::Session
+                Reading::Decided(Invocation::Session)
             };
         }
         if arg.contains('=') {
             continue;
         }
         let takes_next = |i: usize| args.get(i).is_some_and(|next| !next.starts_with('-'));
-        if VALUE_OPTIONS.contains(&arg) {
-            i += 1;
-        } else if VARIADIC_OPTIONS.contains(&arg) {
-            while takes_next(i) {
-                i += 1;
+        match table.arity(arg) {
+            Arity::Flag => {}
+            Arity::Value => i += 1,
+            Arity::Variadic => {
+                while takes_next(i) {
+                    i += 1;
+                }
             }
-        } else if OPTIONAL_VALUE_OPTIONS.contains(&arg) && takes_next(i) {
-            i += 1;
+            Arity::OptionalValue => {
+                if takes_next(i) {
+                    i += 1;
+                }
+            }
         }
     }
-    Invocation::Session
+    Reading::Decided(Invocation::Session)
+}
+
+/// A word that could be a command name: letters, digits, `-` and `_`, at most 64 characters.
+pub fn is_bare_word(word: &str) -> bool {
+    !word.is_empty()
+        && word.len() <= 64
+        && word.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -152,5 +240,26 @@ mod tests {
         assert_eq!(c(&["doctor"]), Invocation::PassThrough);
         assert_eq!(c(&["--debug", "mcp"]), Invocation::Session);
         assert_eq!(c(&["--verbose", "update"]), Invocation::PassThrough);
+        assert_eq!(c(&["--bg", "fix it"]), Invocation::PassThrough);
+    }
+
+    #[test]
+    fn an_unlisted_bare_first_word_is_left_to_the_learned_grammar() {
+        let r = |args: &[&str]| {
+            read_args(
+                &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                &BuiltIn,
+            )
+        };
+        assert_eq!(r(&["logs"]), Reading::BareWord("logs".into()));
+        assert_eq!(
+            r(&["--model", "x", "hello"]),
+            Reading::BareWord("hello".into())
+        );
+        assert_eq!(r(&["fix the bug"]), Reading::Decided(Invocation::Session));
+        assert_eq!(
+            r(&["mcp", "list"]),
+            Reading::Decided(Invocation::PassThrough)
+        );
     }
 }

@@ -71,6 +71,14 @@ fn check_claude(loaded: &Loaded, report: &mut Report) {
                 "claude",
                 format!("{} ({version})", path.display()),
             );
+            let release =
+                crate::claude::compat::installed(&path, &version, &loaded.paths.cache_dir);
+            let level = if release.is_warning() {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
+            report.line(level, "claude release", release.message);
         }
         Err(e) => report.line(
             Level::Fail,

@@ -47,7 +47,8 @@ pub fn run(loaded: &Loaded, args: Vec<String>) -> anyhow::Result<i32> {
             return Ok(EXIT_NOT_FOUND);
         }
     };
-    match claude::classify(&args) {
+    let (invocation, _) = claude::grammar::route(&program, &args, &loaded.paths.cache_dir);
+    match invocation {
         Invocation::PassThrough => Err(exec(&program, &args).into()),
         Invocation::Session => run_session(loaded, program, args),
     }

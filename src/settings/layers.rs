@@ -15,6 +15,9 @@ const ENV_PREFIX: &str = "CLAUDE_TELEMETRY_";
 const RESERVED_ENV: &[&str] = &[
     "CONFIG_DIR",
     "DATA_DIR",
+    "CACHE_DIR",
+    "LEARN_CLAUDE",
+    "LEARN_CACHE_DIR",
     "POLICY_FILE",
     "LAUNCHER_PID",
     "OTLP_HTTP_ENDPOINT",

@@ -1,4 +1,5 @@
-//! Where our files live: the user config file, the data dir (store, keys, last-run record).
+//! Where our files live: the user config file, the data dir (store, keys, last-run record), the
+//! cache dir (what was learned about the installed claude).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,11 +10,14 @@ use std::path::PathBuf;
 pub struct Paths {
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Rebuildable knowledge (the installed claude's learned grammar); safe to delete.
+    pub cache_dir: PathBuf,
 }
 
 impl Paths {
-    /// `CLAUDE_TELEMETRY_CONFIG_DIR` / `CLAUDE_TELEMETRY_DATA_DIR`, else the platform's dirs
-    /// (`~/.config/claude-telemetry`, `~/.local/share/claude-telemetry` on Linux).
+    /// `CLAUDE_TELEMETRY_CONFIG_DIR` / `CLAUDE_TELEMETRY_DATA_DIR` / `CLAUDE_TELEMETRY_CACHE_DIR`, else the platform's dirs
+    /// (`~/.config/claude-telemetry`, `~/.local/share/claude-telemetry`, `~/.cache/claude-telemetry`
+    /// on Linux).
     pub fn resolve(env: &BTreeMap<String, String>) -> Paths {
         let dirs = directories::ProjectDirs::from("", "", "claude-telemetry");
         let home_fallback = || {
@@ -31,9 +35,15 @@ impl Paths {
             .map(PathBuf::from)
             .or_else(|| dirs.as_ref().map(|d| d.data_dir().to_path_buf()))
             .unwrap_or_else(|| home_fallback().join(".local/share/claude-telemetry"));
+        let cache_dir = env
+            .get("CLAUDE_TELEMETRY_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| dirs.as_ref().map(|d| d.cache_dir().to_path_buf()))
+            .unwrap_or_else(|| home_fallback().join(".cache/claude-telemetry"));
         Paths {
             config_dir,
             data_dir,
+            cache_dir,
         }
     }
 
