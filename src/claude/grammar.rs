@@ -377,22 +377,12 @@ fn parse_option_entry(head: &str, options: &mut BTreeMap<String, Arity>) {
 }
 
 /// Candidate subcommand words from the binary's strings (see the module doc). Reads the file in
-/// chunks, so a 400 MB binary needs a few MB of memory.
+/// chunks, so a 400 MB binary needs a few MB of memory; fixed needles (memchr's SIMD search)
+/// keep the scan well under a second.
 pub fn scan_candidates(
     binary: &Path,
     known: &BTreeSet<String>,
 ) -> std::io::Result<BTreeSet<String>> {
-    const W: &str = r"[a-z][a-z0-9-]{1,30}";
-    let direct = regex::bytes::Regex::new(&format!(
-        r#"[`'"]claude ({W})\b|[Uu]sage: claude ({W})\b|\.alias\("({W})"|\.command\("({W})"|new [A-Za-z_$]{{1,4}}\("({W})"\)"#
-    ))
-    .map_err(std::io::Error::other)?;
-    let chain = regex::bytes::Regex::new(&format!(
-        r#"(?:[\w$]{{1,3}}\[0\]==="{W}"\|\|)+[\w$]{{1,3}}\[0\]==="{W}"|(?:case"{W}":){{2,}}"#
-    ))
-    .map_err(std::io::Error::other)?;
-    let quoted = regex::bytes::Regex::new(&format!(r#""({W})""#)).map_err(std::io::Error::other)?;
-
     let mut found: BTreeSet<String> = BTreeSet::new();
     let mut chains: Vec<BTreeSet<String>> = Vec::new();
     let mut file = std::fs::File::open(binary)?;
@@ -403,24 +393,12 @@ pub fn scan_candidates(
     loop {
         let n = read_full(&mut file, &mut buf[carried..])?;
         let len = carried + n;
-        let window = &buf[..len];
-        for caps in direct.captures_iter(window) {
-            if let Some(m) = caps.iter().skip(1).flatten().next() {
-                found.insert(String::from_utf8_lossy(m.as_bytes()).into_owned());
-            }
-        }
-        for m in chain.find_iter(window) {
-            let words: BTreeSet<String> = quoted
-                .captures_iter(m.as_bytes())
-                .filter_map(|c| c.get(1))
-                .map(|w| String::from_utf8_lossy(w.as_bytes()).into_owned())
-                .collect();
-            chains.push(words);
-        }
+        scan_window(&buf[..len], &mut found, &mut chains);
         if n == 0 || len < buf.len() {
             break;
         }
-        // Keep the tail so a match across the chunk boundary is seen whole next time.
+        // Keep the tail so a match across the chunk boundary is seen whole next time (a match
+        // wholly inside the tail is seen twice, which a set absorbs).
         buf.copy_within(len - OVERLAP..len, 0);
         carried = OVERLAP;
     }
@@ -433,6 +411,103 @@ pub fn scan_candidates(
         }
     }
     Ok(found)
+}
+
+/// `[a-z][a-z0-9-]{1,30}` at the start of `at`, followed by a byte that cannot continue it.
+fn word_at(at: &[u8]) -> Option<&str> {
+    let first = *at.first()?;
+    if !first.is_ascii_lowercase() {
+        return None;
+    }
+    let len = at
+        .iter()
+        .take(32)
+        .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || **b == b'-')
+        .count();
+    let next = at.get(len).copied().unwrap_or(b' ');
+    if !(2..=31).contains(&len) || next.is_ascii_alphanumeric() || next == b'_' {
+        return None;
+    }
+    std::str::from_utf8(&at[..len]).ok()
+}
+
+fn scan_window(w: &[u8], found: &mut BTreeSet<String>, chains: &mut Vec<BTreeSet<String>>) {
+    use memchr::memmem;
+    let mut add = |word: Option<&str>| {
+        if let Some(word) = word {
+            found.insert(word.to_string());
+        }
+    };
+    // `` `claude logs` ``, "Usage: claude daemon …"
+    for i in memmem::find_iter(w, b"claude ") {
+        let before = i.checked_sub(1).map(|j| w[j]);
+        let usage = i >= 7 && w[i - 7..i].eq_ignore_ascii_case(b"usage: ");
+        if usage || matches!(before, Some(b'`' | b'\'' | b'"')) {
+            add(word_at(&w[i + 7..]));
+        }
+    }
+    // commander: `.command("doctor")`, `.alias("rc")`
+    for needle in [&b".command(\""[..], b".alias(\""] {
+        for i in memmem::find_iter(w, needle) {
+            let word = word_at(&w[i + needle.len()..]);
+            if word.is_some_and(|wd| w.get(i + needle.len() + wd.len()) == Some(&b'"')) {
+                add(word);
+            }
+        }
+    }
+    // commander, bundled: `new Dot("logs")`
+    for i in memmem::find_iter(w, b"new ") {
+        let rest = &w[i + 4..];
+        let ident = rest
+            .iter()
+            .take(5)
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'$')
+            .count();
+        if (1..=4).contains(&ident) && rest[ident..].starts_with(b"(\"") {
+            let word = word_at(&rest[ident + 2..]);
+            if word.is_some_and(|wd| rest[ident + 2 + wd.len()..].starts_with(b"\")")) {
+                add(word);
+            }
+        }
+    }
+    // argv dispatch chains: `t[0]==="a"||t[0]==="b"`, `case"a":case"b":`
+    for (needle, joined) in [
+        (&b"[0]===\""[..], chain_joined_by_or as fn(&[u8]) -> bool),
+        (b"case\"", |gap: &[u8]| gap == b":"),
+    ] {
+        let mut chain = BTreeSet::new();
+        let mut last_end = None;
+        for i in memmem::find_iter(w, needle) {
+            let start = i + needle.len();
+            let Some(word) = word_at(&w[start..]) else {
+                continue;
+            };
+            let end = start + word.len();
+            if w.get(end) != Some(&b'"') {
+                continue;
+            }
+            let adjacent = last_end.is_some_and(|e: usize| e <= i && joined(&w[e..i]));
+            if !adjacent && chain.len() >= 2 {
+                chains.push(std::mem::take(&mut chain));
+            } else if !adjacent {
+                chain.clear();
+            }
+            chain.insert(word.to_string());
+            last_end = Some(end + 1);
+        }
+        if chain.len() >= 2 {
+            chains.push(chain);
+        }
+    }
+}
+
+/// Between two `x[0]==="…"` tests of one chain: `||` and a short variable name.
+fn chain_joined_by_or(gap: &[u8]) -> bool {
+    gap.len() <= 5
+        && gap.starts_with(b"||")
+        && gap[2..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$')
 }
 
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -631,7 +706,13 @@ pub fn learn_into_cache(program: &Path, cache_dir: &Path) -> i32 {
         save(&file, &grammar)
     })();
     let _ = std::fs::remove_file(&lock);
-    i32::from(result.is_err())
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("claude-telemetry: learning {}: {e}", program.display());
+            1
+        }
+    }
 }
 
 #[cfg(test)]
