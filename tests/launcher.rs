@@ -26,15 +26,20 @@ fn sandbox_with_fake_claude(api: &FakeAnthropic, body: &str) -> Sandbox {
     sandbox
 }
 
-/// A stand-in claude (a shell script) for the terminal-plumbing tests.
+/// A stand-in claude (a shell script) for the terminal-plumbing tests. It answers `--help` (the
+/// launcher's grammar learner asks it once) with nothing, as a program that is not claude would,
+/// so the learner gives up at once instead of waiting on a stand-in that never exits.
 fn fake_claude(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("fake-claude");
-    std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("#!/bin/bash\n[ \"$1\" = --help ] && exit 0\n{body}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
 
-#[test]
 fn print_mode_telemetry_reaches_the_upstream_through_the_relay() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -82,7 +87,6 @@ fn print_mode_telemetry_reaches_the_upstream_through_the_relay() {
     );
 }
 
-#[test]
 fn interactive_session_under_a_pty_reaches_the_upstream() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -97,7 +101,6 @@ fn interactive_session_under_a_pty_reaches_the_upstream() {
     assert_telemetry_matches_api(&api, &sink, 1);
 }
 
-#[test]
 fn settings_json_env_pointing_elsewhere_does_not_divert_telemetry() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -125,7 +128,6 @@ fn settings_json_env_pointing_elsewhere_does_not_divert_telemetry() {
     );
 }
 
-#[test]
 fn claudes_non_zero_exit_code_comes_back() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -145,7 +147,6 @@ fn claudes_non_zero_exit_code_comes_back() {
     assert_eq!(through.stdout, direct.stdout);
 }
 
-#[test]
 fn piped_json_output_is_claudes_own() {
     let sink = OtlpSink::start();
     let run = |program: &Path| {
@@ -204,7 +205,6 @@ fn piped_output_passes_every_byte_unchanged() {
     assert!(out.stdout == bytes, "stdout differs from the child's bytes");
 }
 
-#[test]
 fn upstream_down_claude_runs_normally_and_the_loss_is_reported_once() {
     let api = FakeAnthropic::start();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -288,7 +288,6 @@ fn a_wrapper_that_loops_back_to_us_is_stopped() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loops back"));
 }
 
-#[test]
 fn version_and_claudes_subcommands_pass_through_untouched() {
     let api = FakeAnthropic::start();
     let sandbox = launcher_sandbox(&api, "");
@@ -299,7 +298,7 @@ fn version_and_claudes_subcommands_pass_through_untouched() {
         .unwrap();
     let through = sandbox.command(LAUNCHER).arg("--version").output().unwrap();
     assert_eq!(through.stdout, direct.stdout);
-    assert!(String::from_utf8_lossy(&through.stdout).contains(support::CLAUDE_VERSION));
+    assert!(String::from_utf8_lossy(&through.stdout).contains(support::current_release().version));
 }
 
 #[test]
@@ -466,7 +465,6 @@ fn config_json_tells_each_value_and_the_layer_that_set_it() {
     );
 }
 
-#[test]
 fn doctor_fails_when_claude_cannot_be_found_and_says_how_to_run_claudes_own() {
     let api = FakeAnthropic::start();
     let mut sandbox = launcher_sandbox(&api, "");
@@ -484,10 +482,12 @@ fn doctor_fails_when_claude_cannot_be_found_and_says_how_to_run_claudes_own() {
     let out = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}");
-    assert!(report.contains(support::CLAUDE_VERSION), "{report}");
+    assert!(
+        report.contains(support::current_release().version),
+        "{report}"
+    );
 }
 
-#[test]
 fn batches_the_upstream_refuses_for_good_are_reported_not_dropped_silently() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -512,3 +512,15 @@ fn batches_the_upstream_refuses_for_good_are_reported_not_dropped_silently() {
     let report = String::from_utf8_lossy(&doctor.stdout);
     assert!(report.contains("refused by the upstream"), "{report}");
 }
+
+crate::on_each_release!(
+    print_mode_telemetry_reaches_the_upstream_through_the_relay,
+    interactive_session_under_a_pty_reaches_the_upstream,
+    settings_json_env_pointing_elsewhere_does_not_divert_telemetry,
+    claudes_non_zero_exit_code_comes_back,
+    piped_json_output_is_claudes_own,
+    upstream_down_claude_runs_normally_and_the_loss_is_reported_once,
+    version_and_claudes_subcommands_pass_through_untouched,
+    doctor_fails_when_claude_cannot_be_found_and_says_how_to_run_claudes_own,
+    batches_the_upstream_refuses_for_good_are_reported_not_dropped_silently,
+);

@@ -56,7 +56,6 @@ fn wait_for_events(sink: &OtlpSink) {
     );
 }
 
-#[test]
 fn default_policy_sends_no_prompt_command_secret_email_or_raw_user_id_upstream() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -96,7 +95,6 @@ fn default_policy_sends_no_prompt_command_secret_email_or_raw_user_id_upstream()
     }
 }
 
-#[test]
 fn keep_policy_lets_prompt_command_and_identifiers_through_intact() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -181,7 +179,6 @@ fn the_relay_enforces_the_policy_whatever_arrives() {
     );
 }
 
-#[test]
 fn managed_drop_beats_a_user_keep_and_config_says_why() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -272,3 +269,9 @@ fn removing_session_id_from_metrics_is_refused_with_the_reason() {
     );
     assert!(stderr.contains("delta"), "the reason is given: {stderr}");
 }
+
+crate::on_each_release!(
+    default_policy_sends_no_prompt_command_secret_email_or_raw_user_id_upstream,
+    keep_policy_lets_prompt_command_and_identifiers_through_intact,
+    managed_drop_beats_a_user_keep_and_config_says_why,
+);

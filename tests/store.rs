@@ -40,7 +40,6 @@ fn report_json(s: &Sandbox, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
 fn upstream_outage_loses_nothing_and_delivers_each_request_once() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
@@ -173,7 +172,6 @@ fn launcher_killed_after_the_ack_loses_nothing() {
     assert!(delivered >= 1, "at least once across a crash");
 }
 
-#[test]
 fn report_totals_equal_what_the_api_answered_with_no_upstream_at_all() {
     let api = FakeAnthropic::start();
     let data = tempfile::tempdir().unwrap();
@@ -236,3 +234,8 @@ fn without_docker_the_default_is_local_only_and_report_still_answers() {
     assert_eq!(j["summary"]["api"]["requests"], 1, "{j}");
     assert_eq!(j["summary"]["events"]["input_tokens"], 123, "{j}");
 }
+
+crate::on_each_release!(
+    upstream_outage_loses_nothing_and_delivers_each_request_once,
+    report_totals_equal_what_the_api_answered_with_no_upstream_at_all,
+);

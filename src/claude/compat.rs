@@ -59,6 +59,9 @@ pub fn check(version: &str, grammar: Option<&Grammar>) -> Finding {
         };
     };
     let routing = match grammar {
+        Some(g) if !g.usable => "its --help could not be read, so the built-in table of 2.1.197 \
+                                 tells sessions from subcommands"
+            .to_string(),
         Some(g) if g.hidden_scan_done => format!(
             "sessions and claude's own subcommands are told apart from what this binary accepts \
              ({} subcommands learned from it, {} of them hidden from its --help)",

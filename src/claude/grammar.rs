@@ -44,6 +44,9 @@ const FORMAT: u32 = 1;
 /// One probe may take this long (a cold start of a 400 MB binary); past it the word counts as a
 /// subcommand (passing through never changes what claude does).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The foreground step (a launch waiting) gives up sooner; the launch then uses the built-in
+/// table and the next launch tries again.
+const FOREGROUND_TIMEOUT: Duration = Duration::from_secs(5);
 /// A background learner that has held the lock this long is taken as dead.
 const STALE_LOCK: Duration = Duration::from_secs(600);
 /// Probes the background learner runs at once.
@@ -91,6 +94,9 @@ impl BinaryKey {
 pub struct Grammar {
     pub format: u32,
     pub key: BinaryKey,
+    /// False when the binary's `--help` is not a claude help we can read (a wrapper script, a
+    /// stand-in): the built-in table decides for it, without asking again.
+    pub usable: bool,
     /// `claude --version`'s first word (`2.1.332`).
     pub version: String,
     /// First words claude treats as subcommands: listed, aliases, and hidden ones found.
@@ -107,6 +113,23 @@ pub struct Grammar {
     /// Candidate words probed and found to be prompts (claude's own strings, never the user's).
     #[serde(default)]
     pub probed_prompts: BTreeSet<String>,
+}
+
+impl Grammar {
+    fn unusable(key: BinaryKey) -> Grammar {
+        Grammar {
+            format: FORMAT,
+            key,
+            usable: false,
+            version: String::new(),
+            subcommands: BTreeSet::new(),
+            hidden: BTreeSet::new(),
+            options: BTreeMap::new(),
+            top_help: String::new(),
+            hidden_scan_done: true,
+            probed_prompts: BTreeSet::new(),
+        }
+    }
 }
 
 impl ArgTable for Grammar {
@@ -133,42 +156,50 @@ pub enum LearnError {
     Unrecognised { program: String, status: i32 },
 }
 
-/// How a route was decided, for the benchmark and `doctor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The cached grammar of this binary answered.
-    Cached,
-    /// This launch learned the binary's `--help` first (a new binary).
-    LearnedNow,
-    /// Learning failed; the built-in table answered.
-    BuiltIn,
-}
-
 /// Decides session vs pass-through for `args` from what the claude at `program` accepts.
 /// Never fails: when nothing can be learned, the built-in table decides.
-pub fn route(program: &Path, args: &[String], cache_dir: &Path) -> (Invocation, Source) {
+///
+/// A new binary costs the launch nothing unless the answer depends on it: the built-in table
+/// decides while the background learner runs, except for a bare first word the table does not
+/// know (`claude logs`, `claude hello`), for which this launch reads the binary's `--help` and,
+/// if the word is not listed there, probes it (about 0.1 s each, once per binary).
+pub fn route(program: &Path, args: &[String], cache_dir: &Path) -> Route {
     let Ok(key) = BinaryKey::of(program) else {
-        return (invocation::classify(args), Source::BuiltIn);
+        return Route::built_in(args, None);
     };
     let file = cache_dir.join("claude-grammar").join(key.file_name());
-    let (mut grammar, source) = match load(&file, &key) {
-        Some(g) => (g, Source::Cached),
-        None => match learn_listed(program, key) {
-            Ok(g) => {
-                let _ = save(&file, &g);
-                (g, Source::LearnedNow)
+    let mut grammar = match load(&file, &key) {
+        Some(g) if !g.usable => return Route::built_in(args, None),
+        Some(g) => g,
+        None => {
+            if let Reading::Decided(invocation) = invocation::read_args(args, &invocation::BuiltIn)
+            {
+                return Route {
+                    invocation,
+                    learn: Some(pending(program, cache_dir, &file)),
+                };
             }
-            Err(_) => return (invocation::classify(args), Source::BuiltIn),
-        },
+            match learn_listed(program, key.clone(), FOREGROUND_TIMEOUT) {
+                Ok(g) => {
+                    let _ = save(&file, &g);
+                    g
+                }
+                Err(LearnError::Unrecognised { .. }) => {
+                    // Not a claude whose help we can read (a wrapper, a stand-in): remembered,
+                    // so later launches do not ask again; the built-in table decides.
+                    let _ = save(&file, &Grammar::unusable(key));
+                    return Route::built_in(args, None);
+                }
+                Err(_) => return Route::built_in(args, None),
+            }
+        }
     };
-    if !grammar.hidden_scan_done {
-        start_background_learner(program, cache_dir, &file);
-    }
+    let learn = (!grammar.hidden_scan_done).then(|| pending(program, cache_dir, &file));
     let invocation = match invocation::read_args(args, &grammar) {
         Reading::Decided(invocation) => invocation,
         Reading::BareWord(_) if grammar.hidden_scan_done => Invocation::Session,
         Reading::BareWord(word) => {
-            if probe_is_subcommand(program, &word, &grammar.top_help) {
+            if probe_is_subcommand(program, &word, &grammar.top_help, FOREGROUND_TIMEOUT) {
                 grammar.subcommands.insert(word.clone());
                 grammar.hidden.insert(word);
                 let _ = save(&file, &grammar);
@@ -178,7 +209,47 @@ pub fn route(program: &Path, args: &[String], cache_dir: &Path) -> (Invocation, 
             }
         }
     };
-    (invocation, source)
+    Route { invocation, learn }
+}
+
+/// A routing decision, and the background learning it leaves to do.
+#[derive(Debug)]
+pub struct Route {
+    pub invocation: Invocation,
+    learn: Option<PendingLearn>,
+}
+
+impl Route {
+    fn built_in(args: &[String], learn: Option<PendingLearn>) -> Route {
+        Route {
+            invocation: invocation::classify(args),
+            learn,
+        }
+    }
+
+    /// Starts the background learner if this binary is not fully learned yet. The launcher
+    /// calls it when claude is no longer starting up: before exec'ing a pass-through, after a
+    /// session's claude has exited (so the probes never compete with claude's own start).
+    pub fn start_learning(&self) {
+        if let Some(p) = &self.learn {
+            start_background_learner(&p.program, &p.cache_dir, &p.file);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PendingLearn {
+    program: PathBuf,
+    cache_dir: PathBuf,
+    file: PathBuf,
+}
+
+fn pending(program: &Path, cache_dir: &Path, file: &Path) -> PendingLearn {
+    PendingLearn {
+        program: program.to_path_buf(),
+        cache_dir: cache_dir.to_path_buf(),
+        file: file.to_path_buf(),
+    }
 }
 
 /// The cached grammar of the binary at `program`, if one has been learned (for `doctor`).
@@ -215,7 +286,11 @@ fn save(file: &Path, grammar: &Grammar) -> std::io::Result<()> {
 }
 
 /// Step 1: `--help` and `--version`, run side by side.
-pub fn learn_listed(program: &Path, key: BinaryKey) -> Result<Grammar, LearnError> {
+pub fn learn_listed(
+    program: &Path,
+    key: BinaryKey,
+    timeout: Duration,
+) -> Result<Grammar, LearnError> {
     let name = program.display().to_string();
     let scratch = Scratch::new();
     let help =
@@ -223,24 +298,34 @@ pub fn learn_listed(program: &Path, key: BinaryKey) -> Result<Grammar, LearnErro
             program: name.clone(),
             source,
         })?;
-    let version = spawn_probe(program, &["--version"], scratch.path());
-    let help = wait_probe(help, PROBE_TIMEOUT).ok_or_else(|| LearnError::Timeout {
-        program: name.clone(),
-    })?;
-    let version = version
-        .ok()
-        .and_then(|v| wait_probe(v, PROBE_TIMEOUT))
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&help.stdout);
-    let (subcommands, options) = parse_help(&text);
-    if subcommands.is_empty() || options.is_empty() {
+    let version = spawn_probe(program, &["--version"], scratch.path()).ok();
+    let help = wait_probe(help, timeout);
+    let parsed = help
+        .as_ref()
+        .map(|h| parse_help(&String::from_utf8_lossy(&h.stdout)));
+    let usable = parsed
+        .as_ref()
+        .is_some_and(|(commands, options)| !commands.is_empty() && !options.is_empty());
+    let version = match version {
+        Some(child) if usable => wait_probe(child, timeout),
+        Some(child) => {
+            kill_probe(child);
+            None
+        }
+        None => None,
+    }
+    .map(|out| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+    .unwrap_or_default();
+    let (Some(help), Some((subcommands, options))) = (help, parsed) else {
+        return Err(LearnError::Timeout { program: name });
+    };
+    if !usable {
         return Err(LearnError::Unrecognised {
             program: name,
             status: help.status,
@@ -249,6 +334,7 @@ pub fn learn_listed(program: &Path, key: BinaryKey) -> Result<Grammar, LearnErro
     Ok(Grammar {
         format: FORMAT,
         key,
+        usable: true,
         version,
         subcommands,
         hidden: BTreeSet::new(),
@@ -296,11 +382,11 @@ pub fn learn_hidden(program: &Path, grammar: &mut Grammar) -> std::io::Result<()
 
 /// Whether claude treats `word` as a subcommand: `claude <word> --help` differs from the
 /// top-level help. A probe that cannot run or hangs counts as a subcommand.
-fn probe_is_subcommand(program: &Path, word: &str, top_help: &str) -> bool {
+fn probe_is_subcommand(program: &Path, word: &str, top_help: &str, timeout: Duration) -> bool {
     let scratch = Scratch::new();
     match spawn_probe(program, &[word, "--help"], scratch.path())
         .ok()
-        .and_then(|c| wait_probe(c, PROBE_TIMEOUT))
+        .and_then(|c| wait_probe(c, timeout))
     {
         Some(out) => out.digest() != top_help,
         None => true,
@@ -575,6 +661,12 @@ fn spawn_probe(
     Ok((child, reader))
 }
 
+fn kill_probe((mut child, reader): (std::process::Child, std::thread::JoinHandle<Vec<u8>>)) {
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+}
+
 fn wait_probe(
     (mut child, reader): (std::process::Child, std::thread::JoinHandle<Vec<u8>>),
     timeout: Duration,
@@ -693,9 +785,11 @@ pub fn learn_into_cache(program: &Path, cache_dir: &Path) -> i32 {
     let result = (|| {
         let mut grammar = match load(&file, &key) {
             Some(g) => g,
-            None => learn_listed(program, key.clone()).map_err(std::io::Error::other)?,
+            None => {
+                learn_listed(program, key.clone(), PROBE_TIMEOUT).map_err(std::io::Error::other)?
+            }
         };
-        if !grammar.hidden_scan_done {
+        if grammar.usable && !grammar.hidden_scan_done {
             learn_hidden(program, &mut grammar)?;
         }
         // Words a foreground probe found meanwhile are kept.
@@ -781,6 +875,7 @@ Commands:
                 size: 1,
                 mtime_ns: 1,
             },
+            usable: true,
             version: "2.1.332".into(),
             subcommands,
             hidden: BTreeSet::new(),
@@ -823,6 +918,7 @@ Commands:
         let g = Grammar {
             format: FORMAT,
             key: key.clone(),
+            usable: true,
             version: "1".into(),
             subcommands: BTreeSet::new(),
             hidden: BTreeSet::new(),

@@ -47,10 +47,13 @@ pub fn run(loaded: &Loaded, args: Vec<String>) -> anyhow::Result<i32> {
             return Ok(EXIT_NOT_FOUND);
         }
     };
-    let (invocation, _) = claude::grammar::route(&program, &args, &loaded.paths.cache_dir);
-    match invocation {
-        Invocation::PassThrough => Err(exec(&program, &args).into()),
-        Invocation::Session => run_session(loaded, program, args),
+    let route = claude::grammar::route(&program, &args, &loaded.paths.cache_dir);
+    match route.invocation {
+        Invocation::PassThrough => {
+            route.start_learning();
+            Err(exec(&program, &args).into())
+        }
+        Invocation::Session => run_session(loaded, program, args, &route),
     }
 }
 
@@ -74,7 +77,12 @@ fn exec(program: &PathBuf, args: &[String]) -> std::io::Error {
     std::process::Command::new(program).args(args).exec()
 }
 
-fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::Result<i32> {
+fn run_session(
+    loaded: &Loaded,
+    program: PathBuf,
+    args: Vec<String>,
+    route: &claude::grammar::Route,
+) -> anyhow::Result<i32> {
     let settings = &loaded.settings;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -102,7 +110,10 @@ fn run_session(loaded: &Loaded, program: PathBuf, args: Vec<String>) -> anyhow::
         child::run_direct(&spec, rt.handle()).map_err(anyhow::Error::from)
     };
     let code = match outcome {
-        Ok(code) => code,
+        Ok(code) => {
+            route.start_learning();
+            code
+        }
         Err(e) => {
             eprintln!(
                 "claude-telemetry: cannot start {}: {e:#}",

@@ -9,8 +9,10 @@ pub const MODEL: &str = "claude-sonnet-4-6";
 /// Token types claude reports in `claude_code.token.usage`.
 pub const TOKEN_TYPES: [&str; 4] = ["input", "output", "cacheRead", "cacheCreation"];
 
-/// Asserts the sink's metrics and events agree exactly with what the fake API answered.
+/// Asserts the sink's metrics and events agree exactly with what the fake API answered (by the
+/// claude of the test's release).
 pub fn assert_telemetry_matches_api(api: &FakeAnthropic, sink: &OtlpSink, prompts: usize) {
+    let release = super::current_release();
     let calls = api.calls();
     assert!(!calls.is_empty(), "claude made no API call");
     let total = api.total_usage(None);
@@ -122,6 +124,8 @@ pub fn assert_telemetry_matches_api(api: &FakeAnthropic, sink: &OtlpSink, prompt
     );
     assert_eq!(
         resource.get("service.version").map(String::as_str),
-        Some(super::CLAUDE_VERSION)
+        Some(release.version),
+        "service.version of claude {}",
+        release.version
     );
 }

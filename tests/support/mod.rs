@@ -36,6 +36,7 @@ pub mod anthropic;
 mod background;
 pub mod checks;
 pub mod python;
+pub mod releases;
 pub mod rotel;
 pub mod sandbox;
 pub mod sink;
@@ -43,6 +44,7 @@ pub mod tmux;
 
 pub use anthropic::{ApiCall, FakeAnthropic, Pricing, QueryKind, Reply, Usage};
 pub use python::{PyProtocol, python_bin};
+pub use releases::{LATEST, OLDEST, RELEASES, Release, current as current_release};
 pub use rotel::Rotel;
 pub use sandbox::Sandbox;
 pub use sink::{Behaviour, Event, OtlpSink, Point, Received, Signal, Transport};
@@ -51,8 +53,8 @@ pub use tmux::{PaneExit, Tmux};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The Claude Code release the harness and the catalogue were verified against; `tests/install-tools.sh`
-/// installs exactly this one.
+/// The oldest Claude Code release of the matrix ([`OLDEST`]): what single-release tests (the
+/// harness, the catalogue) run; `tests/install-tools.sh` installs it and every other release.
 pub const CLAUDE_VERSION: &str = "2.1.197";
 
 /// Environment variable naming the real claude binary for tests.
@@ -60,12 +62,13 @@ pub const CLAUDE_ENV: &str = "CLAUDE_TELEMETRY_TEST_CLAUDE";
 /// Environment variable naming the rotel-agent binary for tests.
 pub const ROTEL_ENV: &str = "CLAUDE_TELEMETRY_TEST_ROTEL";
 
-/// Path of the real Claude Code binary the whole-program tests drive.
+/// Path of the real Claude Code binary of the test's release ([`current_release`]: the oldest
+/// unless the test runs under `on_each_release!`).
 ///
 /// Panics when it is not configured: a test that needs claude must never pass without it,
 /// in CI (`CI=true`) or on a developer machine alike.
 pub fn claude_bin() -> PathBuf {
-    tool_from_env(CLAUDE_ENV, "the real Claude Code binary")
+    current_release().bin()
 }
 
 /// Path of our own binary, built by cargo for integration tests.

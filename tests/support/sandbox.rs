@@ -21,8 +21,8 @@ use std::process::Command;
 use serde_json::json;
 use tempfile::TempDir;
 
-use super::CLAUDE_VERSION;
 use super::anthropic::FakeAnthropic;
+use super::releases::{Release, current};
 use super::tmux::Tmux;
 
 /// The API key the sandbox hands claude; any value works against the fake API.
@@ -38,8 +38,13 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox whose claude talks to `api`.
+    /// A sandbox whose claude (the test's release) talks to `api`.
     pub fn new(api: &FakeAnthropic) -> Sandbox {
+        Sandbox::for_release(api, current())
+    }
+
+    /// A sandbox for `release`'s claude talking to `api` (its what's-new notice marked seen).
+    pub fn for_release(api: &FakeAnthropic, release: &Release) -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("ct-sandbox-")
             .tempdir()
@@ -65,7 +70,7 @@ impl Sandbox {
         );
         let claude_json = json!({
             "hasCompletedOnboarding": true,
-            "lastReleaseNotesSeen": CLAUDE_VERSION,
+            "lastReleaseNotesSeen": release.version,
             "numStartups": 1,
             "customApiKeyResponses": {"approved": [key_tail], "rejected": []},
             "projects": projects,
@@ -152,13 +157,23 @@ impl Sandbox {
     /// launcher's config dir, data dir and managed-policy path inside the sandbox, so nothing of
     /// the machine's own (`~/.config`, `/etc/claude-telemetry/policy.toml`) leaks into a test.
     pub fn for_launcher(api: &FakeAnthropic, upstream: &str) -> Sandbox {
-        let mut sandbox = Sandbox::new(api);
+        Sandbox::for_launcher_on(api, upstream, current())
+    }
+
+    /// [`Sandbox::for_launcher`] with `release`'s claude. The launcher's cache dir is inside the
+    /// sandbox and starts with the grammar learned from that binary (as after a user's first
+    /// run of it); [`Sandbox::clear_launcher_cache`] makes it a first run.
+    pub fn for_launcher_on(api: &FakeAnthropic, upstream: &str, release: &Release) -> Sandbox {
+        let mut sandbox = Sandbox::for_release(api, release);
         let scratch = sandbox.scratch();
+        let cache = scratch.join("cache");
+        release.seed_cache(&cache);
         sandbox
             .set_env(
                 "CLAUDE_TELEMETRY_CLAUDE__PATH",
-                super::claude_bin().display().to_string(),
+                release.bin().display().to_string(),
             )
+            .set_env("CLAUDE_TELEMETRY_CACHE_DIR", cache.display().to_string())
             .set_env("CLAUDE_TELEMETRY_UPSTREAM__ENDPOINT", upstream)
             .set_env("CLAUDE_TELEMETRY_EXPORT__METRICS_INTERVAL_MS", "1000")
             .set_env("CLAUDE_TELEMETRY_EXPORT__LOGS_INTERVAL_MS", "1000")
@@ -175,6 +190,18 @@ impl Sandbox {
                 scratch.join("no-managed-policy.toml").display().to_string(),
             );
         sandbox
+    }
+
+    /// Empties the launcher's cache dir: the next launch meets the claude binary for the first
+    /// time (and starts the background learner; see `wait_for_learner`).
+    pub fn clear_launcher_cache(&self) -> PathBuf {
+        let cache = PathBuf::from(
+            self.env
+                .get("CLAUDE_TELEMETRY_CACHE_DIR")
+                .expect("a launcher sandbox"),
+        );
+        let _ = std::fs::remove_dir_all(&cache);
+        cache
     }
 
     /// Makes claude export its telemetry straight to `endpoint` with `protocol`
