@@ -92,7 +92,7 @@ fn interactive_session_under_a_pty_reaches_the_upstream() {
     let sink = OtlpSink::start();
     let sandbox = launcher_sandbox(&api, &sink.grpc_endpoint());
     let term = sandbox.tmux(LAUNCHER, &["--model", MODEL]);
-    term.wait_for_text("? for shortcuts", Duration::from_secs(30));
+    term.wait_for_prompt(Duration::from_secs(30));
     term.submit("please greet the harness");
     term.wait_for_text(ANSWER_TEXT, Duration::from_secs(30));
     term.exit_claude();
@@ -176,6 +176,7 @@ fn piped_json_output_is_claudes_own() {
             "ttft_ms",
             "ttft_stream_ms",
             "time_to_request_ms",
+            "first_content_frame_ms", // 2.1.332
         ] {
             json[volatile] = serde_json::Value::Null;
         }

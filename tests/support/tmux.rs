@@ -127,6 +127,24 @@ impl Tmux {
         }
     }
 
+    /// Waits until claude's prompt is ready for input: its footer shows `? for shortcuts`
+    /// (2.1.197, and later releases in the default permission mode) or the permission mode it
+    /// starts in (2.1.332 starts in auto mode: `⏵⏵ auto mode on (shift+tab to cycle)`).
+    pub fn wait_for_prompt(&self, timeout: Duration) -> String {
+        const READY: [&str; 2] = ["? for shortcuts", "(shift+tab to cycle)"];
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if READY.iter().any(|r| screen.contains(r)) {
+                return screen;
+            }
+            if Instant::now() >= deadline {
+                panic!("claude's prompt was not ready within {timeout:?} (none of {READY:?}); screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Types literal text (no key names interpreted).
     pub fn type_text(&self, text: &str) {
         let out = self.run(&["send-keys", "-t", TARGET, "-l", "--", text]);
