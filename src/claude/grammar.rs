@@ -49,6 +49,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 const FOREGROUND_TIMEOUT: Duration = Duration::from_secs(5);
 /// A background learner that has held the lock this long is taken as dead.
 const STALE_LOCK: Duration = Duration::from_secs(600);
+/// A file smaller than this cannot hold claude's code (the native build is hundreds of MB, the
+/// npm package's JavaScript about ten): it is a wrapper, whose strings name no subcommand.
+const SMALLEST_CLAUDE: u64 = 1 << 20;
 /// Probes the background learner runs at once.
 const PARALLEL_PROBES: usize = 2;
 
@@ -110,6 +113,10 @@ pub struct Grammar {
     pub top_help: String,
     /// True once every candidate from the binary's strings has been probed.
     pub hidden_scan_done: bool,
+    /// The binary is too small to hold claude's code (a wrapper script that runs claude), so its
+    /// strings name nothing: every bare first word the help does not list is probed instead.
+    #[serde(default)]
+    pub probe_unknown: bool,
     /// Candidate words probed and found to be prompts (claude's own strings, never the user's).
     #[serde(default)]
     pub probed_prompts: BTreeSet<String>,
@@ -127,6 +134,7 @@ impl Grammar {
             options: BTreeMap::new(),
             top_help: String::new(),
             hidden_scan_done: true,
+            probe_unknown: false,
             probed_prompts: BTreeSet::new(),
         }
     }
@@ -197,7 +205,9 @@ pub fn route(program: &Path, args: &[String], cache_dir: &Path) -> Route {
     let learn = (!grammar.hidden_scan_done).then(|| pending(program, cache_dir, &file));
     let invocation = match invocation::read_args(args, &grammar) {
         Reading::Decided(invocation) => invocation,
-        Reading::BareWord(_) if grammar.hidden_scan_done => Invocation::Session,
+        Reading::BareWord(_) if grammar.hidden_scan_done && !grammar.probe_unknown => {
+            Invocation::Session
+        }
         Reading::BareWord(word) => {
             if probe_is_subcommand(program, &word, &grammar.top_help, FOREGROUND_TIMEOUT) {
                 grammar.subcommands.insert(word.clone());
@@ -341,12 +351,18 @@ pub fn learn_listed(
         options,
         top_help: help.digest(),
         hidden_scan_done: false,
+        probe_unknown: false,
         probed_prompts: BTreeSet::new(),
     })
 }
 
 /// Step 2: nominate candidates from the binary's strings and probe each one not yet known.
 pub fn learn_hidden(program: &Path, grammar: &mut Grammar) -> std::io::Result<()> {
+    if grammar.key.size < SMALLEST_CLAUDE {
+        grammar.probe_unknown = true;
+        grammar.hidden_scan_done = true;
+        return Ok(());
+    }
     let candidates = scan_candidates(&grammar.key.path, &grammar.subcommands)?;
     let todo: Vec<String> = candidates
         .into_iter()
@@ -723,6 +739,9 @@ impl Drop for Scratch {
 /// detached (own session, no terminal, no inherited output), niced.
 fn start_background_learner(program: &Path, cache_dir: &Path, file: &Path) {
     let lock = file.with_extension("lock");
+    if let Some(dir) = lock.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     if let Ok(meta) = std::fs::metadata(&lock) {
         let fresh = meta
             .modified()
@@ -882,6 +901,7 @@ Commands:
             options,
             top_help: String::new(),
             hidden_scan_done: true,
+            probe_unknown: false,
             probed_prompts: BTreeSet::new(),
         };
         let read = |args: &[&str]| {
@@ -925,6 +945,7 @@ Commands:
             options: BTreeMap::new(),
             top_help: "d".into(),
             hidden_scan_done: false,
+            probe_unknown: false,
             probed_prompts: BTreeSet::new(),
         };
         let file = dir.path().join(key.file_name());

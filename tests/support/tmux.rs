@@ -139,7 +139,9 @@ impl Tmux {
                 return screen;
             }
             if Instant::now() >= deadline {
-                panic!("claude's prompt was not ready within {timeout:?} (none of {READY:?}); screen:\n{screen}");
+                panic!(
+                    "claude's prompt was not ready within {timeout:?} (none of {READY:?}); screen:\n{screen}"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
