@@ -944,3 +944,136 @@ fn grafana(node_modules: &Path, input: &Value) -> Vec<Value> {
     );
     serde_json::from_slice(&out.stdout).expect("grafana.js json")
 }
+
+/// Every LogQL query of the dashboards, interpolated as Grafana does for All, one model and a
+/// project with a dot, parses with Grafana's LogQL grammar, has only escapes Loki's Go
+/// unquoting accepts, and selects streams only by labels Loki indexes under
+/// `config/loki.yaml` (where the launch id is structured metadata, not a label).
+#[test]
+fn every_logql_query_parses_for_every_variable_choice_and_selects_only_index_labels() {
+    let Some(npm) = tool("CLAUDE_TELEMETRY_TEST_GRAFANA_NPM") else {
+        return;
+    };
+    let loki = std::fs::read_to_string(repo_root().join("config/loki.yaml")).expect("loki.yaml");
+    assert!(
+        loki.contains("ignore_defaults: true") && loki.contains("attributes: [service.name]"),
+        "config/loki.yaml must index service.name only (Loki's defaults index service.instance.id)"
+    );
+    let index_labels = [definitions::loki::SERVICE_LABEL];
+    let mut queries = Vec::new();
+    let mut what = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("config/grafana/dashboards")).expect("dir") {
+        let path = entry.expect("entry").path();
+        let d: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let vars = d["templating"]["list"].clone();
+        fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+            for p in panels.as_array().into_iter().flatten() {
+                walk(&p["panels"], out);
+                if p["datasource"]["uid"].as_str() != Some(definitions::datasource::LOKI_UID) {
+                    continue;
+                }
+                for t in p["targets"].as_array().into_iter().flatten() {
+                    if let Some(e) = t["expr"].as_str() {
+                        out.push((p["title"].as_str().unwrap_or("").to_string(), e.to_string()));
+                    }
+                }
+            }
+        }
+        let mut exprs = Vec::new();
+        walk(&d["panels"], &mut exprs);
+        for (title, expr) in exprs {
+            // Events carry the bare model id (no `[1m]`); the variable's regex strips it.
+            for (model, project) in [
+                (None, None),
+                (Some("claude-opus-4-8"), None),
+                (None, Some("next.js")),
+                (None, Some("api+tools")),
+            ] {
+                let mut v = serde_json::Map::new();
+                for var in vars.as_array().into_iter().flatten() {
+                    let name = var["name"].as_str().unwrap_or_default();
+                    let pick = match name {
+                        "model" => model,
+                        "project" => project,
+                        _ => None,
+                    };
+                    let value = pick.map_or(json!("$__all"), |p| json!([p]));
+                    v.insert(
+                        name.to_string(),
+                        json!({"value": value, "allValue": var["allValue"]}),
+                    );
+                }
+                queries.push(json!({
+                    "id": queries.len(), "lang": "logql", "expr": expr, "vars": v,
+                    "fromMs": 0, "toMs": 3_600_000, "maxDataPoints": 1000, "minInterval": "15s",
+                }));
+                what.push(format!(
+                    "{} / `{title}` model={model:?} project={project:?}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(queries.len() >= 40, "{}", queries.len());
+    let out = grafana(&npm, &json!({ "queries": queries }));
+    let selector = regex_lite_selector_labels;
+    let mut failures = Vec::new();
+    for (q, w) in out.iter().zip(&what) {
+        let errors = q["errors"].as_array().cloned().unwrap_or_default();
+        if !errors.is_empty() {
+            failures.push(format!("{w}: {errors:?} in {}", q["expr"]));
+        }
+        let expr = q["expr"].as_str().unwrap_or_default();
+        for l in selector(expr) {
+            if !index_labels.contains(&l.as_str()) {
+                failures.push(format!(
+                    "{w}: stream selector uses `{l}`, not an index label"
+                ));
+            }
+        }
+        if expr.contains("${") || expr.contains("$__") {
+            failures.push(format!("{w}: not interpolated: {expr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Label names inside the first `{…}` stream selector of a LogQL query.
+fn regex_lite_selector_labels(expr: &str) -> Vec<String> {
+    let Some(open) = expr.find('{') else {
+        return vec![];
+    };
+    let Some(close) = expr[open..].find('}') else {
+        return vec![];
+    };
+    expr[open + 1..open + close]
+        .split(',')
+        .filter_map(|m| {
+            let name: String = m
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// The repository's Prometheus config is valid for Prometheus 3 (promtool 3.5.3).
+#[test]
+fn prometheus_config_passes_promtool_3() {
+    let Some(promtool) = tool("CLAUDE_TELEMETRY_TEST_PROMTOOL3") else {
+        return;
+    };
+    let out = Command::new(promtool)
+        .args(["check", "config"])
+        .arg(repo_root().join("config/prometheus.yml"))
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
