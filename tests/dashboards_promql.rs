@@ -98,7 +98,7 @@ fn scenario() -> Scenario {
         (4, 200, 900),
         (6, 900, 3600),
         (10, 3600, 6 * 3600),
-        (12, 6 * 3600, 86400),
+        (20, 6 * 3600, 86400),
         (22, 86400, 2 * 86400),
         (10, 2 * 86400, 7 * 86400),
         (6, 7 * 86400, 8 * 86400),
@@ -677,6 +677,19 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
     };
     let sc = scenario();
     assert!(sc.launches >= 50);
+    // Sessions that started in the day before a range must not be counted in it.
+    for (name, secs) in &RANGES[1..4] {
+        let before = sc
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric::SESSION_COUNT)
+            .filter(|s| s.t > sc.to - secs - 86400 && s.t <= sc.to - secs)
+            .count();
+        assert!(
+            before >= 20,
+            "only {before} launches in the day before the {name} range"
+        );
+    }
     let prom = Prometheus::start(&prometheus);
     let work = tempfile::tempdir().expect("tempdir");
     push(
