@@ -625,7 +625,7 @@ fn targets(dashboard: &Value, file: &str, out: &mut Vec<Target>) {
                     panel_type: p["type"].as_str().unwrap_or("").to_string(),
                     expr: expr.to_string(),
                     max_data_points: p["maxDataPoints"].as_u64().unwrap_or(1000),
-                    min_interval: p["interval"].as_str().unwrap_or("15s").to_string(),
+                    min_interval: p["interval"].as_str().unwrap_or("").to_string(),
                 });
             }
         }
@@ -755,6 +755,16 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
             [(label::PROJECT, PROJECTS[0])].into_iter().collect(),
         ),
     ];
+    // The Prometheus datasource's timeInterval: Grafana's floor for `$__interval`.
+    let datasources = std::fs::read_to_string(
+        repo_root().join("config/grafana/provisioning/datasources/datasources.yaml"),
+    )
+    .expect("datasources.yaml");
+    let ds_interval = datasources
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("timeInterval:"))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .expect("timeInterval in datasources.yaml");
     // Grafana side: one node process for every (target, range, choice).
     let mut queries = Vec::new();
     let mut plan = Vec::new();
@@ -790,6 +800,7 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
                     "toMs": sc.to * 1000,
                     "maxDataPoints": t.max_data_points,
                     "minInterval": t.min_interval,
+                    "dsInterval": ds_interval,
                 }));
                 plan.push((ti, ri, ci));
             }

@@ -1,6 +1,10 @@
 // Grafana's side of a dashboard query, computed with Grafana's own code where it ships on npm:
-//   - `$__interval`: rangeUtil.calculateInterval from @grafana/data (what SceneQueryRunner
-//     calls with the panel's maxDataPoints and min interval / the datasource's timeInterval);
+//   - `$__interval` and the step: rangeUtil.calculateInterval from @grafana/data with the
+//     panel's maxDataPoints and, as lower limit, the larger of the panel's min interval and
+//     the datasource's timeInterval; then, as Grafana's Prometheus backend does
+//     (pkg/promlib/models/query.go calculatePrometheusInterval), never below the "safe"
+//     interval range/11000. `$__range` is the range rounded to seconds (InterpolateVariables);
+//     the caller aligns start and end down to the step (AlignTimeRange);
 //   - `${var:regex}`: escapeRegex from @grafana/data, one value as is, several joined as
 //     `(a|b)`, a custom All value (`allValue`) passed through unformatted — the rules of
 //     @grafana/scenes formatRegistry (`regex`) and CustomAllValue;
@@ -9,7 +13,7 @@
 //     @grafana/lezer-logql), plus the escapes of double-quoted LogQL strings, which Loki
 //     reads with Go's strconv.Unquote (the lezer grammar accepts any backslash).
 // stdin: {"queries": [{id, lang, expr, vars: {name: {value: [..] | "$__all", allValue}},
-//          fromMs, toMs, maxDataPoints, minInterval}]}
+//          fromMs, toMs, maxDataPoints, minInterval, dsInterval}]}
 // stdout: [{id, expr, interval, intervalMs, errors: [..]}]
 "use strict";
 const { rangeUtil, dateTime, escapeRegex } = require("@grafana/data");
@@ -50,8 +54,15 @@ function parseErrors(lang, expr) {
 
 function run(q) {
   const range = { from: dateTime(q.fromMs), to: dateTime(q.toMs), raw: {} };
-  const { interval, intervalMs } = rangeUtil.calculateInterval(range, q.maxDataPoints, q.minInterval);
-  const rangeS = Math.floor((q.toMs - q.fromMs) / 1000);
+  const low = [q.minInterval, q.dsInterval].filter(Boolean)
+    .sort((a, b) => rangeUtil.intervalToMs(b) - rangeUtil.intervalToMs(a))[0];
+  let { interval, intervalMs } = rangeUtil.calculateInterval(range, q.maxDataPoints, low);
+  const safeMs = rangeUtil.roundInterval((q.toMs - q.fromMs) / 11000);
+  if (safeMs > intervalMs) {
+    intervalMs = safeMs;
+    interval = rangeUtil.secondsToHms(safeMs / 1000);
+  }
+  const rangeS = Math.round((q.toMs - q.fromMs) / 1000);
   const builtins = {
     __range: `${rangeS}s`,
     __range_s: `${rangeS}`,
