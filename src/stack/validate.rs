@@ -1197,4 +1197,42 @@ mod tests {
             report.findings
         );
     }
+
+    #[test]
+    fn deprecated_resource_conversion_and_an_indexed_launch_id_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        let collector = dir.path().join("config/otel-collector.yaml");
+        let text = std::fs::read_to_string(&collector).expect("read");
+        std::fs::write(
+            &collector,
+            text.replace(
+                "    target_info:\n",
+                "    resource_to_telemetry_conversion:\n      enabled: true\n    target_info:\n",
+            ),
+        )
+        .expect("write");
+        let loki = dir.path().join("config/loki.yaml");
+        let text = std::fs::read_to_string(&loki).expect("read");
+        std::fs::write(
+            &loki,
+            text.replace("ignore_defaults: true", "ignore_defaults: false"),
+        )
+        .expect("write");
+        let report = validate(&Source::Dir(dir.path().to_path_buf()));
+        let all = report
+            .findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("`resource_to_telemetry_conversion` is deprecated"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`service.instance.id` (one per launch)"),
+            "{all}"
+        );
+    }
 }
