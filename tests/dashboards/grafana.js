@@ -85,7 +85,14 @@ function run(q) {
       errors.push(`${match}: only the regex format is modelled`);
       return match;
     }
-    if (v.value === "$__all") return v.allValue !== undefined ? v.allValue : formatRegex(v.options);
+    if (v.value === "$__all") {
+      if (typeof v.allValue === "string" && v.allValue !== "") return v.allValue;
+      if (!Array.isArray(v.options)) {
+        errors.push(`${match}: All without a custom allValue needs the variable's options`);
+        return match;
+      }
+      return formatRegex(v.options);
+    }
     return formatRegex(v.value);
   });
   return { id: q.id, expr, interval, intervalMs, errors: errors.concat(parseErrors(q.lang, expr)) };
