@@ -5,8 +5,8 @@
 //! remote-written to Prometheus, no deprecated `resource_to_telemetry_conversion`, logs to
 //! Loki's `/otlp`, `health_check`; Prometheus's out-of-order window for replayed launches;
 //! Loki TSDB schema v13 with structured metadata, the launch id not an index label, a
-//! retention; datasource uids); the compose file publishes ports on 127.0.0.1 only, pins every
-//! image tag and mounts only files that exist; dashboards use schemaVersion 39–41, React panel
+//! retention equal to Prometheus's; datasource uids); the compose file publishes ports on
+//! 127.0.0.1 only, pins every image tag and mounts only files that exist; dashboards use schemaVersion 39–41, React panel
 //! types, datasource uids that are provisioned, every variable they define, no `${…:regex}`
 //! inside a double-quoted string (Grafana escapes with one backslash, which a double-quoted
 //! PromQL/LogQL string rejects), no `increase`/`rate` over a window that can be under a minute,
@@ -158,6 +158,7 @@ pub fn validate(source: &Source) -> Report {
     check_prometheus(&mut c);
     check_loki(&mut c);
     check_grafana_provisioning(&mut c);
+    check_retention_aligned(&mut c);
     for rel in source.dashboards() {
         check_dashboard_file(&mut c, &rel);
     }
@@ -435,6 +436,38 @@ fn check_loki(c: &mut Checker<'_>) {
     }
     if str_of(&doc["limits_config"]["retention_period"]).is_none() {
         c.fail(rel, "`limits_config.retention_period` missing");
+    }
+}
+
+/// Prometheus's `--storage.tsdb.retention.time` and Loki's `retention_period` must be the same
+/// value, so a dashboard never shows costs whose events are gone (or the other way round).
+fn check_retention_aligned(c: &mut Checker<'_>) {
+    let text = |rel: &str| {
+        c.source
+            .read(rel)
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .unwrap_or_default()
+    };
+    let compose = text(COMPOSE_FILE);
+    let loki = text("config/loki.yaml");
+    let prometheus = compose
+        .lines()
+        .find_map(|l| l.split("--storage.tsdb.retention.time=").nth(1))
+        .map(|v| v.trim().trim_matches('"').to_string());
+    let loki_value = loki
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("retention_period:"))
+        .map(|v| v.trim().trim_matches('"').to_string());
+    match (prometheus, loki_value) {
+        (Some(p), Some(l)) if p == l => {}
+        (p, l) => c.fail(
+            "config/loki.yaml",
+            format!(
+                "retention differs from Prometheus's: Loki `{}`, Prometheus `{}` (use the same value, e.g. ${{CLAUDE_TELEMETRY_RETENTION:-90d}} in both)",
+                l.unwrap_or_default(),
+                p.unwrap_or_default()
+            ),
+        ),
     }
 }
 
@@ -1233,6 +1266,31 @@ mod tests {
         assert!(
             all.contains("`service.instance.id` (one per launch)"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn retention_that_differs_between_prometheus_and_loki_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        let loki = dir.path().join("config/loki.yaml");
+        let text = std::fs::read_to_string(&loki).expect("read");
+        std::fs::write(
+            &loki,
+            text.replace(
+                "retention_period: ${CLAUDE_TELEMETRY_RETENTION:-90d}",
+                "retention_period: 2160h",
+            ),
+        )
+        .expect("write");
+        let report = validate(&Source::Dir(dir.path().to_path_buf()));
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.message.contains("retention differs")),
+            "{:#?}",
+            report.findings
         );
     }
 }
