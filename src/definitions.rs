@@ -9,25 +9,28 @@
 // Not every name is used by the binary yet: the dashboards' tests and `report` read them.
 #![allow(dead_code)]
 
-/// Prometheus metric names exactly as the collector's `prometheus` exporter produces them
-/// from Claude Code's OTLP metrics (unit and `_total` suffixes added, dots → underscores).
+/// Prometheus metric names exactly as the collector's `prometheusremotewrite` exporter writes
+/// Claude Code's DELTA sums after `convert_sum_to_gauge` (config/otel-collector.yaml): each
+/// sample is the increment of one export, so totals are `sum_over_time(x[$__range])`. Gauges
+/// get the unit suffix but no `_total` (prometheus/otlptranslator `normalizeName`), which is
+/// why `claude_code.active_time.total` keeps its `total` token before `seconds`.
 pub mod metric {
     /// `claude_code.session.count`: 1 per session start (label `start_type`).
-    pub const SESSION_COUNT: &str = "claude_code_session_count_total";
+    pub const SESSION_COUNT: &str = "claude_code_session_count";
     /// `claude_code.cost.usage` in USD (label `model`).
-    pub const COST_USAGE: &str = "claude_code_cost_usage_USD_total";
+    pub const COST_USAGE: &str = "claude_code_cost_usage_USD";
     /// `claude_code.token.usage` (labels `type`, `model`).
-    pub const TOKEN_USAGE: &str = "claude_code_token_usage_tokens_total";
+    pub const TOKEN_USAGE: &str = "claude_code_token_usage_tokens";
     /// `claude_code.lines_of_code.count` (label `type`: added/removed).
-    pub const LINES_OF_CODE: &str = "claude_code_lines_of_code_count_total";
+    pub const LINES_OF_CODE: &str = "claude_code_lines_of_code_count";
     /// `claude_code.commit.count`.
-    pub const COMMIT_COUNT: &str = "claude_code_commit_count_total";
+    pub const COMMIT_COUNT: &str = "claude_code_commit_count";
     /// `claude_code.pull_request.count`.
-    pub const PULL_REQUEST_COUNT: &str = "claude_code_pull_request_count_total";
+    pub const PULL_REQUEST_COUNT: &str = "claude_code_pull_request_count";
     /// `claude_code.code_edit_tool.decision` (labels `tool_name`, `decision`, `source`, `language`).
-    pub const CODE_EDIT_TOOL_DECISION: &str = "claude_code_code_edit_tool_decision_total";
+    pub const CODE_EDIT_TOOL_DECISION: &str = "claude_code_code_edit_tool_decision";
     /// `claude_code.active_time.total` in seconds (label `type`: cli/user).
-    pub const ACTIVE_TIME: &str = "claude_code_active_time_seconds_total";
+    pub const ACTIVE_TIME: &str = "claude_code_active_time_total_seconds";
 
     /// Every metric the dashboards may query.
     pub const ALL: &[&str] = &[
@@ -72,7 +75,7 @@ pub mod label {
     pub const TERMINAL_TYPE: &str = "terminal_type";
     /// `query_source`: main or auxiliary model calls.
     pub const QUERY_SOURCE: &str = "query_source";
-    /// Prometheus `job` (from `service.name` with `honor_labels`).
+    /// Prometheus `job` (from `service.name`, set by the remote-write exporter).
     pub const JOB: &str = "job";
 
     /// Every label the dashboards may group or filter by.
@@ -127,7 +130,8 @@ pub mod lines_type {
 
 /// Loki: how Claude Code's events look after native OTLP ingestion.
 pub mod loki {
-    /// The only index label: `service_name` from the resource's `service.name`.
+    /// The only index label: `service_name` from the resource's `service.name`
+    /// (config/loki.yaml `otlp_config` ignores Loki's default index labels).
     pub const SERVICE_LABEL: &str = "service_name";
     /// Claude Code's `service.name`.
     pub const SERVICE_NAME: &str = "claude-code";
@@ -161,6 +165,32 @@ pub mod loki {
         "input_tokens",
         "output_tokens",
         "prompt_length",
+        "error",
+        "attempt",
+        "service_instance_id",
+    ];
+    /// Resource attributes that Loki 3.7 makes index labels unless told otherwise
+    /// (`distributor.otlp.default_resource_attributes_as_index_labels`, grafana/loki
+    /// pkg/loghttp/push/otlp_config.go); the launch id `service.instance.id` is one of them.
+    pub const DEFAULT_INDEX_RESOURCE_ATTRIBUTES: &[&str] = &[
+        "service.name",
+        "service.namespace",
+        "service.instance.id",
+        "deployment.environment",
+        "deployment.environment.name",
+        "cloud.region",
+        "cloud.availability_zone",
+        "k8s.cluster.name",
+        "k8s.namespace.name",
+        "k8s.pod.name",
+        "k8s.container.name",
+        "container.name",
+        "k8s.replicaset.name",
+        "k8s.deployment.name",
+        "k8s.statefulset.name",
+        "k8s.daemonset.name",
+        "k8s.cronjob.name",
+        "k8s.job.name",
     ];
 }
 

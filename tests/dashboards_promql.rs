@@ -1,11 +1,20 @@
-//! Every PromQL expression of every dashboard is parsed by promtool and evaluated on a real
-//! Prometheus loaded with a known scenario, and the stat panels show the scenario's totals.
+//! Every Prometheus figure of every dashboard equals the truth of a known scenario, on a real
+//! Prometheus 3, for any range and variable choice, as Grafana would query it.
 //!
-//! The scenario's series are named and labelled as the collector's prometheus exporter names
-//! them (from `src/definitions.rs`), each per-session series starting with a zero sample at its
-//! creation, as `--enable-feature=created-timestamp-zero-ingestion` ingests it. The blocks are
-//! written by `promtool tsdb create-blocks-from openmetrics` and served by Prometheus on
-//! 127.0.0.1 from a temporary storage directory.
+//! - The scenario (launches, exports, models, projects, users) is stored the way the stack
+//!   stores it: one gauge sample per delta export, with the export's timestamp and the labels
+//!   the collector's `prometheusremotewrite` exporter produces (names from
+//!   `src/definitions.rs`), pushed over Prometheus's remote-write receiver (`promtool push
+//!   metrics`) into Prometheus 3.5.3 running with the repository's `config/prometheus.yml`. A
+//!   launch replayed 2 h late is pushed after everything newer, so it counts only if the
+//!   out-of-order window works.
+//! - Queries are interpolated by `tests/dashboards/grafana.js` with Grafana's own code
+//!   (escapeRegex, rangeUtil.calculateInterval) and parsed with Grafana's grammars.
+//! - Stats (instant queries at the range's end) must be within 1 % of the truth, per group;
+//!   time series (range queries with Grafana's step and aligned start/end) must add up to the
+//!   range's total within 3 %. Ranges 15m, 1h, 6h, 24h, 7d, 30d, 90d; variables at All, one model
+//!   (`claude-opus-4-8[1m]`) picked, one project (`next.js`) picked, two models and one user,
+//!   the other project (`api+tools`) and its team.
 
 mod common;
 
@@ -14,22 +23,34 @@ mod definitions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, http_get, repo_root, require_tool, urlencode};
-use definitions::{label, metric, token_type};
-use serde_json::Value;
+use common::{http_get, in_ci, repo_root, urlencode};
+use definitions::{label, metric};
+use serde_json::{Value, json};
 
-const STEP: i64 = 15;
-const RANGE: &str = "6h";
-const RANGE_SECS: i64 = 6 * 3600;
-const MODELS: [&str; 2] = ["claude-opus-4-8[1m]", "claude-haiku-4-5"];
+const MODELS: [&str; 3] = [
+    "claude-opus-4-8[1m]",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5-20261001",
+];
+const PROJECTS: [&str; 2] = ["next.js", "api+tools"];
 const USERS: [&str; 3] = [
     "3f1c0a9b7e2d4c6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e1f",
     "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b",
     "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+];
+const RANGES: [(&str, i64); 7] = [
+    ("15m", 900),
+    ("1h", 3600),
+    ("6h", 6 * 3600),
+    ("24h", 86400),
+    ("7d", 7 * 86400),
+    ("30d", 30 * 86400),
+    ("90d", 90 * 86400),
 ];
 
 /// Deterministic numbers (no dependency on an RNG crate).
@@ -45,691 +66,1086 @@ impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+    fn amount(&mut self, max_cents: u64) -> f64 {
+        (1 + self.below(max_cents)) as f64 / 100.0
+    }
 }
 
-/// One counter series: labels, the times (s) and cumulative values of its samples.
-struct Series {
-    family: &'static str,
+/// One stored sample: the increment of one export for one series.
+#[derive(Clone)]
+struct Sample {
+    metric: &'static str,
     labels: BTreeMap<&'static str, String>,
-    samples: Vec<(i64, f64)>,
-}
-
-/// A series: its family and sorted labels.
-type SeriesKey = (&'static str, Vec<(&'static str, String)>);
-
-#[derive(Default)]
-struct Totals {
-    sessions: usize,
-    users: BTreeSet<String>,
-    cost: f64,
-    cost_by_model: BTreeMap<String, f64>,
-    tokens: BTreeMap<&'static str, f64>,
-    tokens_by_model: BTreeMap<String, f64>,
-    lines_added: f64,
-    lines_removed: f64,
-    commits: f64,
-    prs: f64,
-    accepts: f64,
-    rejects: f64,
-    cli: f64,
-    user: f64,
-    sessions_by_user: BTreeMap<String, usize>,
+    t: i64,
+    v: f64,
 }
 
 struct Scenario {
-    series: Vec<Series>,
-    totals: Totals,
-    end: i64,
+    /// End of every tested range (s), 12 h-aligned, not after now.
+    to: i64,
+    samples: Vec<Sample>,
+    /// Samples of the launch replayed 2 h late (pushed last).
+    replayed: Vec<Sample>,
+    launches: usize,
 }
 
-/// Builds the per-session increments, then turns them into exporter-style cumulative series
-/// sampled every 15 s from their creation (zero sample) until `end`.
-fn scenario(t0: i64) -> Scenario {
-    let end = t0 + RANGE_SECS - 600;
-    let mut rng = Lcg(42);
-    let mut totals = Totals::default();
-    // (family, labels) -> list of (time, delta)
-    let mut deltas: BTreeMap<SeriesKey, Vec<(i64, f64)>> = BTreeMap::new();
-    for i in 0..6i64 {
-        let session_id = format!("0000000{i}-5e55-4a1d-9c0d-00000000000{i}");
-        let user = USERS[(i % 3) as usize].to_string();
-        let team = if i % 2 == 0 { "platform" } else { "web" };
-        let base = |extra: &[(&'static str, String)]| {
-            let mut l = vec![
-                ("job", "claude-code".to_string()),
-                ("instance", "otel-collector:8889".to_string()),
-                ("otel_scope_name", "com.anthropic.claude_code".to_string()),
-                ("otel_scope_version", "2.1.197".to_string()),
-                ("service_name", "claude-code".to_string()),
-                ("service_version", "2.1.197".to_string()),
-                ("os_type", "linux".to_string()),
-                ("host_arch", "amd64".to_string()),
-                (label::SESSION_ID, session_id.clone()),
-                (label::USER_ID, user.clone()),
-                (label::TERMINAL_TYPE, "tmux".to_string()),
-                (label::TEAM_ID, team.to_string()),
-                (label::DEPARTMENT, "engineering".to_string()),
-                (
-                    label::PROJECT,
-                    if i < 3 { "web-app" } else { "relay" }.to_string(),
-                ),
-            ];
-            l.extend_from_slice(extra);
-            l.sort();
-            l
-        };
-        let start = t0 + 300 + i * 2400 + (i % 2) * 7; // not aligned on the scrape grid
-        totals.sessions += 1;
-        totals.users.insert(user.clone());
-        *totals.sessions_by_user.entry(user.clone()).or_default() += 1;
-        deltas
-            .entry((
-                metric::SESSION_COUNT,
-                base(&[(label::START_TYPE, "fresh".to_string())]),
-            ))
-            .or_default()
-            .push((start, 1.0));
-        let models: Vec<&str> = if i % 3 == 0 {
-            MODELS.to_vec()
-        } else {
-            vec![MODELS[(i % 2) as usize]]
-        };
-        for k in 0..(20 + rng.below(20) as i64) {
-            let t = start + 30 + k * 60 + rng.below(40) as i64;
-            let model = models[(k as usize) % models.len()];
-            let ml = (label::MODEL, model.to_string());
-            let qs = (label::QUERY_SOURCE, "main".to_string());
-            let mut req_cost = 0.0;
-            for (ty, scale, price) in [
-                (token_type::INPUT, 400, 3e-6),
-                (token_type::OUTPUT, 900, 15e-6),
-                (token_type::CACHE_READ, 20_000, 0.3e-6),
-                (token_type::CACHE_CREATION, 2_000, 3.75e-6),
-            ] {
-                let n = (1 + rng.below(scale)) as f64;
-                req_cost += n * price;
-                deltas
-                    .entry((
-                        metric::TOKEN_USAGE,
-                        base(&[ml.clone(), qs.clone(), (label::TYPE, ty.to_string())]),
-                    ))
-                    .or_default()
-                    .push((t, n));
-                *totals.tokens.entry(ty).or_default() += n;
-                *totals.tokens_by_model.entry(model.to_string()).or_default() += n;
-            }
-            deltas
-                .entry((metric::COST_USAGE, base(&[ml.clone(), qs.clone()])))
-                .or_default()
-                .push((t, req_cost));
-            totals.cost += req_cost;
-            *totals.cost_by_model.entry(model.to_string()).or_default() += req_cost;
-            if k % 3 == 0 {
-                let added = (1 + rng.below(80)) as f64;
-                let removed = rng.below(30) as f64;
-                deltas
-                    .entry((
-                        metric::LINES_OF_CODE,
-                        base(&[ml.clone(), (label::TYPE, "added".to_string())]),
-                    ))
-                    .or_default()
-                    .push((t + 5, added));
-                totals.lines_added += added;
-                if removed > 0.0 {
-                    deltas
-                        .entry((
-                            metric::LINES_OF_CODE,
-                            base(&[ml.clone(), (label::TYPE, "removed".to_string())]),
-                        ))
-                        .or_default()
-                        .push((t + 5, removed));
-                    totals.lines_removed += removed;
-                }
-                let accept = rng.below(4) != 0;
-                let tool = ["Edit", "Write", "MultiEdit"][rng.below(3) as usize];
-                let language = ["Rust", "Python", "TypeScript"][rng.below(3) as usize];
-                deltas
-                    .entry((
-                        metric::CODE_EDIT_TOOL_DECISION,
-                        base(&[
-                            (label::TOOL_NAME, tool.to_string()),
-                            (
-                                label::DECISION,
-                                if accept { "accept" } else { "reject" }.to_string(),
-                            ),
-                            (label::SOURCE, "config".to_string()),
-                            (label::LANGUAGE, language.to_string()),
-                        ]),
-                    ))
-                    .or_default()
-                    .push((t + 4, 1.0));
-                if accept {
-                    totals.accepts += 1.0;
-                } else {
-                    totals.rejects += 1.0;
-                }
-            }
-            let cli = 2.0 + rng.below(50) as f64 / 2.0;
-            let usr = 1.0 + rng.below(20) as f64 / 4.0;
-            deltas
-                .entry((
-                    metric::ACTIVE_TIME,
-                    base(&[(label::TYPE, "cli".to_string())]),
-                ))
-                .or_default()
-                .push((t, cli));
-            deltas
-                .entry((
-                    metric::ACTIVE_TIME,
-                    base(&[(label::TYPE, "user".to_string())]),
-                ))
-                .or_default()
-                .push((t, usr));
-            totals.cli += cli;
-            totals.user += usr;
-        }
-        let commits = 1 + rng.below(3);
-        for c in 0..commits as i64 {
-            deltas
-                .entry((metric::COMMIT_COUNT, base(&[])))
-                .or_default()
-                .push((start + 600 + c * 120, 1.0));
-        }
-        totals.commits += commits as f64;
-        if i == 1 || i == 4 {
-            deltas
-                .entry((metric::PULL_REQUEST_COUNT, base(&[])))
-                .or_default()
-                .push((start + 1500, 1.0));
-            totals.prs += 1.0;
-        }
-    }
-    // Exporter view: created at the first delta (zero sample there), then scraped every 15 s.
-    let mut series = Vec::new();
-    for ((family, labels), mut points) in deltas {
-        points.sort_by_key(|p| p.0);
-        let created = points[0].0;
-        let mut samples = vec![(created, 0.0)];
-        let mut value = 0.0;
-        let mut next = 0;
-        let mut t = created + STEP;
-        while t <= end {
-            while next < points.len() && points[next].0 < t {
-                value += points[next].1;
-                next += 1;
-            }
-            samples.push((t, value));
-            t += STEP;
-        }
-        series.push(Series {
-            family,
-            labels: labels.into_iter().collect(),
-            samples,
-        });
-    }
-    Scenario {
-        series,
-        totals,
-        end,
-    }
-}
-
-fn openmetrics(s: &Scenario) -> String {
-    let mut out = String::new();
-    let families: BTreeSet<&str> = s.series.iter().map(|x| x.family).collect();
-    for family in families {
-        let base = family
-            .strip_suffix("_total")
-            .expect("counters end in _total");
-        let _ = writeln!(out, "# TYPE {base} counter");
-        for series in s.series.iter().filter(|x| x.family == family) {
-            let labels: Vec<String> = series
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-                .collect();
-            for (t, v) in &series.samples {
-                let _ = writeln!(out, "{family}{{{}}} {v} {t}", labels.join(","));
-            }
-        }
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
-/// Kills Prometheus when the test ends, whatever happens.
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_prometheus(prometheus: &Path, dir: &Path, data: &Path) -> (Running, u16) {
-    let config = dir.join("prometheus-test.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("write config");
-    let port = free_port();
-    let child = Command::new(prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg("--storage.tsdb.retention.time=3650d")
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--enable-feature=created-timestamp-zero-ingestion")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log file"))
-        .spawn()
-        .expect("start prometheus");
-    let running = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((200, _)) = http_get(port, "/-/ready") {
-            return (running, port);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus not ready: {}",
-            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn query(port: u16, expr: &str, time: i64) -> Result<Value, String> {
-    let path = format!("/api/v1/query?query={}&time={time}", urlencode(expr));
-    let (status, body) = http_get(port, &path).map_err(|e| e.to_string())?;
-    let v: Value =
-        serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
-    if v["status"] != "success" {
-        return Err(format!("HTTP {status}: {body}"));
-    }
-    Ok(v["data"].clone())
-}
-
-fn scalar_of(data: &Value) -> Option<f64> {
-    let result = &data["result"];
-    let value = match data["resultType"].as_str()? {
-        "vector" => {
-            let items = result.as_array()?;
-            if items.len() != 1 {
-                return None;
-            }
-            items[0]["value"][1].as_str()?
-        }
-        "scalar" => result[1].as_str()?,
-        _ => return None,
-    };
-    value.parse().ok()
-}
-
-fn by_label(data: &Value, name: &str) -> BTreeMap<String, f64> {
-    data["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            let key = r["metric"][name].as_str()?.to_string();
-            let v: f64 = r["value"][1].as_str()?.parse().ok()?;
-            Some((key, v))
-        })
-        .collect()
-}
-
-/// Replaces Grafana's macros and variables; `vars` gives `${name:regex}` values (default `.*`).
-fn substitute(expr: &str, vars: &BTreeMap<&str, String>) -> String {
-    let mut out = expr
-        .replace("$__rate_interval", "1m")
-        .replace("$__interval", "5m")
-        .replace("$__range", RANGE);
-    for name in ["model", "team_id", "department", "project", "user"] {
-        let value = vars.get(name).cloned().unwrap_or_else(|| ".*".to_string());
-        out = out.replace(&format!("${{{name}:regex}}"), &value);
-    }
-    assert!(!out.contains('$'), "unsubstituted variable in {out}");
-    out
-}
-
-struct Query {
-    dashboard: String,
-    panel: String,
-    panel_type: String,
-    ref_id: String,
-    expr: String,
-}
-
-fn prometheus_queries() -> Vec<Query> {
-    let dir = repo_root().join("config/grafana/dashboards");
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("dashboards dir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    for path in files
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-    {
-        let d: Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("dashboard JSON");
-        let uid = d["uid"].as_str().expect("uid").to_string();
-        let mut stack = vec![d["panels"].clone()];
-        while let Some(panels) = stack.pop() {
-            for p in panels.as_array().into_iter().flatten() {
-                stack.push(p["panels"].clone());
-                for t in p["targets"].as_array().into_iter().flatten() {
-                    let ds = t["datasource"]["uid"]
-                        .as_str()
-                        .or(p["datasource"]["uid"].as_str());
-                    if ds != Some(definitions::datasource::PROMETHEUS_UID) {
-                        continue;
-                    }
-                    out.push(Query {
-                        dashboard: uid.clone(),
-                        panel: p["title"].as_str().unwrap_or("").to_string(),
-                        panel_type: p["type"].as_str().unwrap_or("").to_string(),
-                        ref_id: t["refId"].as_str().unwrap_or("A").to_string(),
-                        expr: t["expr"].as_str().expect("expr").to_string(),
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
-/// What each stat/gauge panel must show for the scenario.
-fn expectations(t: &Totals) -> BTreeMap<(&'static str, &'static str, &'static str), f64> {
-    let tok = |k: &str| t.tokens.get(k).copied().unwrap_or(0.0);
-    let all_tokens: f64 = t.tokens.values().sum();
-    let cache = definitions::cache_efficiency(tok("input"), tok("cacheRead"), tok("cacheCreation"))
-        .expect("input");
-    let per_1k = definitions::cost_per_1k_output_tokens(t.cost, tok("output")).expect("output");
-    let ratio = definitions::productivity_ratio(t.cli, t.user).expect("user time");
-    let n = t.sessions as f64;
-    let mut e = BTreeMap::new();
-    let ov = "claude-code-overview";
-    e.insert((ov, "Sessions", "A"), n);
-    e.insert((ov, "Total cost", "A"), t.cost);
-    e.insert((ov, "Total tokens", "A"), all_tokens);
-    e.insert((ov, "Lines changed", "A"), t.lines_added);
-    e.insert((ov, "Lines changed", "B"), t.lines_removed);
-    e.insert((ov, "Commits", "A"), t.commits);
-    e.insert((ov, "Pull requests", "A"), t.prs);
-    e.insert((ov, "Productivity ratio", "A"), ratio);
-    e.insert((ov, "Active time", "A"), t.cli);
-    e.insert((ov, "Active time", "B"), t.user);
-    e.insert((ov, "Cost per session", "A"), t.cost / n);
-    e.insert((ov, "Users", "A"), t.users.len() as f64);
-    e.insert((ov, "Cache efficiency", "A"), cache);
-    let ct = "claude-code-cost-tokens";
-    e.insert((ct, "Total cost", "A"), t.cost);
-    e.insert((ct, "Input tokens", "A"), tok("input"));
-    e.insert((ct, "Output tokens", "A"), tok("output"));
-    e.insert((ct, "Cache read tokens", "A"), tok("cacheRead"));
-    e.insert((ct, "Cache creation tokens", "A"), tok("cacheCreation"));
-    e.insert((ct, "Cost per 1K output tokens", "A"), per_1k);
-    e.insert((ct, "Cache efficiency", "A"), cache);
-    let ca = "claude-code-code-activity";
-    e.insert((ca, "Lines added", "A"), t.lines_added);
-    e.insert((ca, "Lines removed", "A"), t.lines_removed);
-    e.insert((ca, "Commits", "A"), t.commits);
-    e.insert((ca, "Pull requests", "A"), t.prs);
-    e.insert((ca, "Edits accepted", "A"), t.accepts);
-    e.insert((ca, "Edits rejected", "A"), t.rejects);
-    e.insert(
-        (ca, "Acceptance rate", "A"),
-        t.accepts / (t.accepts + t.rejects),
-    );
-    let tp = "claude-code-time";
-    e.insert((tp, "CLI active time", "A"), t.cli);
-    e.insert((tp, "User active time", "A"), t.user);
-    e.insert((tp, "Productivity ratio", "A"), ratio);
-    e.insert(
-        (tp, "Average active time per session", "A"),
-        (t.cli + t.user) / n,
-    );
-    e
-}
-
-fn within_one_percent(got: f64, want: f64) -> bool {
-    (got - want).abs() <= want.abs() * 0.01 + 1e-9
-}
-
-#[test]
-fn dashboard_promql_parses_evaluates_and_stat_panels_match_the_scenario_totals() {
-    let (Some(promtool), Some(prometheus)) = (require_tool("promtool"), require_tool("prometheus"))
-    else {
-        return;
-    };
-    let work = tempfile::tempdir().expect("tempdir");
+fn scenario() -> Scenario {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let t0 = (now - 8 * 3600) / STEP * STEP;
-    let sc = scenario(t0);
-
-    // 1. Load the scenario into TSDB blocks.
-    let om = work.path().join("scenario.om.txt");
-    std::fs::write(&om, openmetrics(&sc)).expect("write openmetrics");
-    let data = work.path().join("data");
-    let out = Command::new(&promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&data)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "create-blocks failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // 2. Parse every expression with promtool (as recording rules).
-    let queries = prometheus_queries();
-    assert!(
-        queries.len() > 40,
-        "expected the dashboards' queries, found {}",
-        queries.len()
-    );
-    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
-    for (i, q) in queries.iter().enumerate() {
-        let expr = substitute(&q.expr, &BTreeMap::new());
-        let _ = writeln!(
-            rules,
-            "      - record: dashboard_expr_{i}\n        expr: {}",
-            serde_json::to_string(&expr).expect("json string")
-        );
-    }
-    let rules_path = work.path().join("rules.yml");
-    std::fs::write(&rules_path, rules).expect("write rules");
-    let out = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&rules_path)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool rejected a dashboard expression:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // 3. Evaluate every expression on a real Prometheus.
-    let (_prom, port) = start_prometheus(&prometheus, work.path(), &data);
-    let expected = expectations(&sc.totals);
-    let mut checked = BTreeSet::new();
-    let mut failures = Vec::new();
-    for q in &queries {
-        let expr = substitute(&q.expr, &BTreeMap::new());
-        let result = match query(port, &expr, sc.end) {
-            Ok(r) => r,
-            Err(e) => {
-                failures.push(format!("{} / {}: {e}", q.dashboard, q.panel));
-                continue;
-            }
-        };
-        if result["result"].as_array().is_none_or(Vec::is_empty) {
-            failures.push(format!(
-                "{} / {} [{}]: empty result for {expr}",
-                q.dashboard, q.panel, q.ref_id
-            ));
-            continue;
+    // Aligned to 12 h, a multiple of every step Grafana picks for these ranges (15 s … 12 h):
+    // a range query's start and end are then not moved by its alignment to the step.
+    let to = now / 43200 * 43200;
+    let mut rng = Lcg(0x5eed_2026);
+    // (launches, earliest offset, latest offset) before `to`, seconds.
+    let buckets: [(usize, i64, i64); 10] = [
+        (4, 200, 900),
+        (6, 900, 3600),
+        (10, 3600, 6 * 3600),
+        (20, 6 * 3600, 86400),
+        (22, 86400, 2 * 86400),
+        (10, 2 * 86400, 7 * 86400),
+        (6, 7 * 86400, 8 * 86400),
+        (3, 8 * 86400, 30 * 86400),
+        (3, 30 * 86400, 90 * 86400),
+        (2, 90 * 86400, 95 * 86400),
+    ];
+    let mut starts = Vec::new();
+    for (n, lo, hi) in buckets {
+        for _ in 0..n {
+            starts.push(to - lo - rng.below((hi - lo - 180) as u64) as i64 - 180);
         }
-        if matches!(q.panel_type.as_str(), "stat" | "gauge") {
-            let key = expected
-                .keys()
-                .find(|(d, p, r)| *d == q.dashboard && *p == q.panel && *r == q.ref_id)
-                .copied();
-            let Some(key) = key else {
-                failures.push(format!(
-                    "{} / {} [{}]: stat panel without an expected scenario figure",
-                    q.dashboard, q.panel, q.ref_id
-                ));
-                continue;
-            };
-            let want = expected[&key];
-            match scalar_of(&result) {
-                Some(got) if within_one_percent(got, want) => {
-                    checked.insert(key);
+    }
+    // One single-export launch 1 s before each range starts: it belongs to no tested range,
+    // and a bar whose window reaches back over the range start would count it.
+    let edge_from = starts.len();
+    for (_, secs) in RANGES {
+        starts.push(to - secs - 1 - 5);
+    }
+    // The replayed launch: 2 h 10 min before `to`, pushed after data up to `to`.
+    let replayed_index = starts.len();
+    starts.push(to - 2 * 3600 - 600);
+    let mut samples = Vec::new();
+    let mut replayed = Vec::new();
+    for (i, start) in starts.iter().enumerate() {
+        let project = PROJECTS[rng.below(2) as usize];
+        let base: BTreeMap<&'static str, String> = [
+            ("job", "claude-code".to_string()),
+            ("instance", format!("launch-{i:03}")),
+            (
+                label::SESSION_ID,
+                format!("00000000-0000-4000-8000-{i:012}"),
+            ),
+            (label::USER_ID, USERS[i % 3].to_string()),
+            (label::TERMINAL_TYPE, "tmux".to_string()),
+            (label::PROJECT, project.to_string()),
+            (
+                label::TEAM_ID,
+                if project == "next.js" {
+                    "web"
+                } else {
+                    "platform"
                 }
-                other => failures.push(format!(
-                    "{} / {} [{}]: got {other:?}, scenario total {want}",
-                    q.dashboard, q.panel, q.ref_id
-                )),
+                .to_string(),
+            ),
+            (label::DEPARTMENT, "eng".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let main_model = MODELS[rng.below(3) as usize];
+        let edge = (edge_from..edge_from + RANGES.len()).contains(&i);
+        let exports = if edge { 1 } else { 1 + rng.below(3) as i64 };
+        let out = if i == replayed_index {
+            &mut replayed
+        } else {
+            &mut samples
+        };
+        let mut push = |metric: &'static str, extra: &[(&'static str, &str)], t: i64, v: f64| {
+            let mut labels = base.clone();
+            for (k, val) in extra {
+                labels.insert(k, val.to_string());
+            }
+            out.push(Sample {
+                metric,
+                labels,
+                t,
+                v,
+            });
+        };
+        for k in 0..exports {
+            let jitter = if edge { 0 } else { rng.below(30) as i64 };
+            let t = start + 5 + k * 60 + jitter;
+            if k == 0 {
+                push(
+                    metric::SESSION_COUNT,
+                    &[(label::START_TYPE, "fresh")],
+                    t,
+                    1.0,
+                );
+            }
+            let mut models = vec![main_model];
+            if rng.below(3) == 0 && main_model != MODELS[2] {
+                models.push(MODELS[2]);
+            }
+            for model in models {
+                push(
+                    metric::COST_USAGE,
+                    &[(label::MODEL, model)],
+                    t,
+                    rng.amount(150),
+                );
+                for ty in definitions::token_type::ALL {
+                    let v = (1 + rng.below(5000)) as f64;
+                    push(
+                        metric::TOKEN_USAGE,
+                        &[(label::MODEL, model), ("type", ty)],
+                        t,
+                        v,
+                    );
+                }
+                if rng.below(2) == 0 {
+                    let added = (1 + rng.below(80)) as f64;
+                    let removed = rng.below(30) as f64;
+                    push(
+                        metric::LINES_OF_CODE,
+                        &[(label::MODEL, model), ("type", "added")],
+                        t,
+                        added,
+                    );
+                    if removed > 0.0 {
+                        push(
+                            metric::LINES_OF_CODE,
+                            &[(label::MODEL, model), ("type", "removed")],
+                            t,
+                            removed,
+                        );
+                    }
+                }
+            }
+            push(
+                metric::ACTIVE_TIME,
+                &[("type", "cli")],
+                t,
+                (5 + rng.below(120)) as f64,
+            );
+            if rng.below(3) > 0 {
+                push(
+                    metric::ACTIVE_TIME,
+                    &[("type", "user")],
+                    t,
+                    (1 + rng.below(40)) as f64,
+                );
+            }
+            if rng.below(4) == 0 {
+                push(metric::COMMIT_COUNT, &[], t, 1.0);
+            }
+            if rng.below(9) == 0 {
+                push(metric::PULL_REQUEST_COUNT, &[], t, 1.0);
+            }
+            if rng.below(2) == 0 {
+                let tool = ["Edit", "Write"][rng.below(2) as usize];
+                let decision = ["accept", "accept", "reject"][rng.below(3) as usize];
+                let lang = ["Rust", "TypeScript"][rng.below(2) as usize];
+                push(
+                    metric::CODE_EDIT_TOOL_DECISION,
+                    &[
+                        (label::TOOL_NAME, tool),
+                        (label::DECISION, decision),
+                        (label::LANGUAGE, lang),
+                        (label::SOURCE, "config"),
+                    ],
+                    t,
+                    1.0,
+                );
             }
         }
     }
-    for key in expected.keys() {
-        if !checked.contains(key) && !failures.iter().any(|f| f.contains(key.1)) {
-            failures.push(format!("{key:?}: expected figure has no panel"));
-        }
+    Scenario {
+        to,
+        samples,
+        replayed,
+        launches: starts.len(),
     }
-
-    // 4. Breakdowns: tokens by type and cost by model.
-    let tokens_by_type = query(
-        port,
-        &format!("sum by (type) (increase({}[{RANGE}]))", metric::TOKEN_USAGE),
-        sc.end,
-    )
-    .expect("query");
-    for (ty, want) in &sc.totals.tokens {
-        let got = by_label(&tokens_by_type, "type")
-            .get(*ty)
-            .copied()
-            .unwrap_or(f64::NAN);
-        if !within_one_percent(got, *want) {
-            failures.push(format!("tokens of type {ty}: {got} vs {want}"));
-        }
-    }
-    let cost_q = queries
-        .iter()
-        .find(|q| q.panel == "Cost by model")
-        .expect("Cost by model panel");
-    let cost_by_model = by_label(
-        &query(port, &substitute(&cost_q.expr, &BTreeMap::new()), sc.end).expect("query"),
-        "model",
-    );
-    for (model, want) in &sc.totals.cost_by_model {
-        let got = cost_by_model.get(model).copied().unwrap_or(f64::NAN);
-        if !within_one_percent(got, *want) {
-            failures.push(format!("cost of {model}: {got} vs {want}"));
-        }
-    }
-
-    // 5. The variables filter: one model's cost, one user's sessions.
-    let total_cost = queries
-        .iter()
-        .find(|q| q.dashboard == "claude-code-overview" && q.panel == "Total cost")
-        .expect("panel");
-    let haiku = MODELS[1];
-    let vars = BTreeMap::from([("model", regex_escape(haiku))]);
-    let got = scalar_of(&query(port, &substitute(&total_cost.expr, &vars), sc.end).expect("query"));
-    let want = sc.totals.cost_by_model[haiku];
-    if !got.is_some_and(|g| within_one_percent(g, want)) {
-        failures.push(format!("model variable: cost of {haiku} {got:?} vs {want}"));
-    }
-    let opus = MODELS[0];
-    let vars = BTreeMap::from([("model", regex_escape(opus))]);
-    let got = scalar_of(&query(port, &substitute(&total_cost.expr, &vars), sc.end).expect("query"));
-    let want = sc.totals.cost_by_model[opus];
-    if !got.is_some_and(|g| within_one_percent(g, want)) {
-        failures.push(format!(
-            "model variable with [1m] suffix: cost of {opus} {got:?} vs {want}"
-        ));
-    }
-    let sessions = queries
-        .iter()
-        .find(|q| q.dashboard == "claude-code-overview" && q.panel == "Sessions")
-        .expect("panel");
-    let vars = BTreeMap::from([("user", USERS[0].to_string())]);
-    let got = scalar_of(&query(port, &substitute(&sessions.expr, &vars), sc.end).expect("query"));
-    let want = sc.totals.sessions_by_user[USERS[0]] as f64;
-    if got != Some(want) {
-        failures.push(format!("user variable: sessions {got:?} vs {want}"));
-    }
-
-    // 6. Variable queries: label_values(metric, label) has values for each variable.
-    for (metric_name, label_name) in [
-        (metric::TOKEN_USAGE, label::MODEL),
-        (metric::SESSION_COUNT, label::TEAM_ID),
-        (metric::SESSION_COUNT, label::DEPARTMENT),
-        (metric::SESSION_COUNT, label::PROJECT),
-        (metric::SESSION_COUNT, label::USER_ID),
-    ] {
-        let path = format!(
-            "/api/v1/label/{label_name}/values?match[]={}&start={}&end={}",
-            urlencode(metric_name),
-            t0,
-            sc.end
-        );
-        let (_, body) = http_get(port, &path).expect("labels");
-        let v: Value = serde_json::from_str(&body).expect("json");
-        if v["data"].as_array().is_none_or(Vec::is_empty) {
-            failures.push(format!(
-                "label_values({metric_name}, {label_name}) is empty"
-            ));
-        }
-    }
-
-    assert!(
-        failures.is_empty(),
-        "{} problem(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    println!(
-        "evaluated {} PromQL expressions; {} stat figures equal the scenario within 1% (cost {:.4} USD, {} sessions)",
-        queries.len(),
-        checked.len(),
-        sc.totals.cost,
-        sc.totals.sessions
-    );
 }
 
-/// Grafana's `:regex` format escapes regex metacharacters in a single value.
-fn regex_escape(value: &str) -> String {
+/// The exposition text `promtool push metrics` reads: one family at a time, explicit
+/// millisecond timestamps.
+fn exposition(samples: &[Sample]) -> String {
+    let mut by_family: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        by_family.entry(s.metric).or_default().push(s);
+    }
     let mut out = String::new();
-    for ch in value.chars() {
-        if "\\.+*?()|[]{}^$".contains(ch) {
-            out.push_str("\\\\");
+    for (family, list) in by_family {
+        let _ = writeln!(out, "# TYPE {family} gauge");
+        for s in list {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{family}{{{}}} {} {}",
+                labels.join(","),
+                s.v,
+                s.t * 1000
+            );
         }
-        out.push(ch);
     }
     out
 }
 
+/// Prometheus 3 on 127.0.0.1 with an OS-chosen port, a temporary data dir and the
+/// repository's config; killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(bin: &Path) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("prometheus.log");
+        let mut child = Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                repo_root().join("config/prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--storage.tsdb.retention.time=400d")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start prometheus");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut port = None;
+        while port.is_none() {
+            assert!(Instant::now() < deadline, "prometheus did not start");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "prometheus exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            port = BufReader::new(text.as_bytes())
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.contains("Listening on"))
+                .find_map(|l| {
+                    l.split("address=127.0.0.1:")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                });
+            if port.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let port = port.expect("port");
+        loop {
+            assert!(Instant::now() < deadline, "prometheus never became ready");
+            if http_get(port, "/-/ready").is_ok_and(|(s, _)| s == 200) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn api(&self, path: &str) -> Value {
+        let (status, body) = http_get(self.port, path).expect("prometheus http");
+        let v: Value = serde_json::from_str(&body).expect("prometheus json");
+        assert_eq!(status, 200, "{path}: {body}");
+        v
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn push(promtool: &Path, port: u16, text: &str, dir: &Path, name: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).expect("write metrics");
+    let out = Command::new(promtool)
+        .args(["push", "metrics", "--label=job=claude-code"])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .arg(&file)
+        .output()
+        .expect("promtool push");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && all.contains("SUCCESS"), "{all}");
+}
+
+/// What a panel's query claims to show, for the truth side.
+enum Truth {
+    /// Sum of `metric` samples with `fixed` labels, grouped by `by`.
+    Sum {
+        metric: &'static str,
+        fixed: &'static [(&'static str, &'static [&'static str])],
+        by: &'static [&'static str],
+    },
+    /// Distinct sessions started (session count samples).
+    Sessions,
+    /// Distinct users with a session started.
+    Users,
+    /// Distinct sessions with active time, per bar.
+    ActiveSessions,
+    /// `num / den * scale`, per group.
+    Ratio(Box<Truth>, Box<Truth>, f64),
+}
+
+fn sum(
+    metric: &'static str,
+    fixed: &'static [(&'static str, &'static [&'static str])],
+    by: &'static [&'static str],
+) -> Truth {
+    Truth::Sum { metric, fixed, by }
+}
+
+fn ratio(num: Truth, den: Truth, scale: f64) -> Truth {
+    Truth::Ratio(Box::new(num), Box::new(den), scale)
+}
+
+const INPUTS: &[&str] = &["cacheRead", "input", "cacheCreation"];
+
+/// The truth of each panel target, by title and refId; `None`: a per-bar ratio, which does
+/// not add up over a range (its parts are checked by other panels).
+fn truth_of(title: &str, ref_id: &str) -> Option<Truth> {
+    use metric::*;
+    let t = match (title, ref_id) {
+        ("Lines added", _) => sum(LINES_OF_CODE, &[("type", &["added"])], &[]),
+        ("Lines removed", _) => sum(LINES_OF_CODE, &[("type", &["removed"])], &[]),
+        ("Lines changed", "A") => sum(LINES_OF_CODE, &[("type", &["added"])], &[]),
+        ("Lines changed", "B") => sum(LINES_OF_CODE, &[("type", &["removed"])], &[]),
+        ("Commits", _) => sum(COMMIT_COUNT, &[], &[]),
+        ("Pull requests", _) => sum(PULL_REQUEST_COUNT, &[], &[]),
+        ("Edits accepted", _) => sum(CODE_EDIT_TOOL_DECISION, &[("decision", &["accept"])], &[]),
+        ("Edits rejected", _) => sum(CODE_EDIT_TOOL_DECISION, &[("decision", &["reject"])], &[]),
+        ("Lines of code over time", _) => sum(LINES_OF_CODE, &[], &["type"]),
+        ("Commits and pull requests over time", "A") => sum(COMMIT_COUNT, &[], &[]),
+        ("Commits and pull requests over time", "B") => sum(PULL_REQUEST_COUNT, &[], &[]),
+        ("Edit decisions by tool", _) => {
+            sum(CODE_EDIT_TOOL_DECISION, &[], &["tool_name", "decision"])
+        }
+        ("Edit decisions by language", _) => {
+            sum(CODE_EDIT_TOOL_DECISION, &[], &["language", "decision"])
+        }
+        ("Acceptance rate", _) => ratio(
+            sum(CODE_EDIT_TOOL_DECISION, &[("decision", &["accept"])], &[]),
+            sum(CODE_EDIT_TOOL_DECISION, &[], &[]),
+            1.0,
+        ),
+        ("Total cost", _) => sum(COST_USAGE, &[], &[]),
+        ("Input tokens", _) => sum(TOKEN_USAGE, &[("type", &["input"])], &[]),
+        ("Output tokens", _) => sum(TOKEN_USAGE, &[("type", &["output"])], &[]),
+        ("Cache read tokens", _) => sum(TOKEN_USAGE, &[("type", &["cacheRead"])], &[]),
+        ("Cache creation tokens", _) => sum(TOKEN_USAGE, &[("type", &["cacheCreation"])], &[]),
+        ("Total tokens", _) => sum(TOKEN_USAGE, &[], &[]),
+        ("Cost per 1K output tokens", _) => ratio(
+            sum(COST_USAGE, &[], &[]),
+            sum(TOKEN_USAGE, &[("type", &["output"])], &[]),
+            1000.0,
+        ),
+        ("Cache efficiency", _) => ratio(
+            sum(TOKEN_USAGE, &[("type", &["cacheRead"])], &[]),
+            sum(TOKEN_USAGE, &[("type", INPUTS)], &[]),
+            1.0,
+        ),
+        ("Cost by model over time" | "Cost over time" | "Cost by model", _) => {
+            sum(COST_USAGE, &[], &["model"])
+        }
+        ("Tokens by type over time" | "Tokens by type", _) => sum(TOKEN_USAGE, &[], &["type"]),
+        ("Tokens by model over time" | "Tokens by model", _) => sum(TOKEN_USAGE, &[], &["model"]),
+        ("Cost per 1K output tokens by model", _) => return None,
+        ("Cost per session", "A") if true => {
+            // Two panels share the title: the overview's stat and the table of sessions; the
+            // caller tells them apart by panel type.
+            sum(COST_USAGE, &[], &["session_id", "user_id"])
+        }
+        ("Sessions" | "Sessions started over time", _) => Truth::Sessions,
+        ("Users", _) => Truth::Users,
+        ("Productivity ratio", _) => ratio(
+            sum(ACTIVE_TIME, &[("type", &["cli"])], &[]),
+            sum(ACTIVE_TIME, &[("type", &["user"])], &[]),
+            1.0,
+        ),
+        ("Active time", "A") | ("CLI active time", _) => {
+            sum(ACTIVE_TIME, &[("type", &["cli"])], &[])
+        }
+        ("Active time", "B") | ("User active time", _) => {
+            sum(ACTIVE_TIME, &[("type", &["user"])], &[])
+        }
+        ("Average active time per session", _) => {
+            ratio(sum(ACTIVE_TIME, &[], &[]), Truth::Sessions, 1.0)
+        }
+        ("Cost by user", _) => sum(COST_USAGE, &[], &["user_id"]),
+        ("Cost by team", _) => sum(COST_USAGE, &[], &["team_id", "department", "project_name"]),
+        ("Active time over time", _) => sum(ACTIVE_TIME, &[], &["type"]),
+        ("Active sessions", _) => Truth::ActiveSessions,
+        ("Active time by user", _) => sum(ACTIVE_TIME, &[], &["user_id", "type"]),
+        ("Lines per active hour by user", _) => ratio(
+            sum(LINES_OF_CODE, &[], &["user_id"]),
+            sum(ACTIVE_TIME, &[], &["user_id"]),
+            3600.0,
+        ),
+        _ => panic!("no truth for panel `{title}` target {ref_id}: add it to truth_of"),
+    };
+    Some(t)
+}
+
+/// A variable choice: label -> picked values (absent: All).
+type Picks = BTreeMap<&'static str, Vec<&'static str>>;
+
+/// Metrics carrying a `model` label (the others ignore the model variable in every query).
+fn has_model(m: &str) -> bool {
+    [
+        metric::COST_USAGE,
+        metric::TOKEN_USAGE,
+        metric::LINES_OF_CODE,
+    ]
+    .contains(&m)
+}
+
+fn selected<'a>(
+    samples: &'a [Sample],
+    m: &'a str,
+    picks: &'a Picks,
+    a: i64,
+    b: i64,
+) -> impl Iterator<Item = &'a Sample> + 'a {
+    samples.iter().filter(move |s| {
+        s.metric == m
+            && s.t > a
+            && s.t <= b
+            && picks.iter().all(|(k, vs)| {
+                (*k == label::MODEL && !has_model(m))
+                    || s.labels.get(k).is_some_and(|x| vs.contains(&x.as_str()))
+            })
+    })
+}
+
+type Groups = BTreeMap<Vec<(String, String)>, f64>;
+
+/// The truth in (a, b], per group.
+fn evaluate(truth: &Truth, samples: &[Sample], picks: &Picks, a: i64, b: i64) -> Groups {
+    let mut g = Groups::new();
+    match truth {
+        Truth::Sum { metric, fixed, by } => {
+            for s in selected(samples, metric, picks, a, b) {
+                if !fixed
+                    .iter()
+                    .all(|(k, vs)| s.labels.get(k).is_some_and(|x| vs.contains(&x.as_str())))
+                {
+                    continue;
+                }
+                let key = by
+                    .iter()
+                    .map(|l| (l.to_string(), s.labels.get(l).cloned().unwrap_or_default()))
+                    .collect();
+                *g.entry(key).or_insert(0.0) += s.v;
+            }
+        }
+        Truth::Sessions => {
+            let n = selected(samples, metric::SESSION_COUNT, picks, a, b)
+                .map(|s| s.v)
+                .sum::<f64>();
+            g.insert(vec![], n);
+        }
+        Truth::Users => {
+            let users: BTreeSet<&String> = selected(samples, metric::SESSION_COUNT, picks, a, b)
+                .filter_map(|s| s.labels.get(label::USER_ID))
+                .collect();
+            g.insert(vec![], users.len() as f64);
+        }
+        Truth::ActiveSessions => {
+            let sessions: BTreeSet<&String> = selected(samples, metric::ACTIVE_TIME, picks, a, b)
+                .filter_map(|s| s.labels.get(label::SESSION_ID))
+                .collect();
+            g.insert(vec![], sessions.len() as f64);
+        }
+        Truth::Ratio(num, den, scale) => {
+            let n = evaluate(num, samples, picks, a, b);
+            let d = evaluate(den, samples, picks, a, b);
+            for (k, dv) in d {
+                if dv > 0.0 {
+                    g.insert(k.clone(), n.get(&k).copied().unwrap_or(0.0) / dv * scale);
+                }
+            }
+        }
+    }
+    g
+}
+
+fn total(g: &Groups) -> f64 {
+    g.values().sum()
+}
+
+fn close(got: f64, want: f64, tolerance: f64) -> bool {
+    (got - want).abs() <= tolerance * want.abs().max(1e-9) || (got - want).abs() < 1e-9
+}
+
+/// One panel target of a dashboard.
+struct Target {
+    dashboard: String,
+    title: String,
+    ref_id: String,
+    panel_type: String,
+    expr: String,
+    max_data_points: u64,
+    min_interval: String,
+}
+
+fn targets(dashboard: &Value, file: &str, out: &mut Vec<Target>) {
+    fn walk(panels: &Value, file: &str, out: &mut Vec<Target>) {
+        for p in panels.as_array().into_iter().flatten() {
+            walk(&p["panels"], file, out);
+            if p["datasource"]["uid"].as_str() != Some(definitions::datasource::PROMETHEUS_UID) {
+                continue;
+            }
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let Some(expr) = t["expr"].as_str() else {
+                    continue;
+                };
+                out.push(Target {
+                    dashboard: file.to_string(),
+                    title: p["title"].as_str().unwrap_or("").to_string(),
+                    ref_id: t["refId"].as_str().unwrap_or("A").to_string(),
+                    panel_type: p["type"].as_str().unwrap_or("").to_string(),
+                    expr: expr.to_string(),
+                    max_data_points: p["maxDataPoints"].as_u64().unwrap_or(1000),
+                    min_interval: p["interval"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+    }
+    walk(&dashboard["panels"], file, out);
+}
+
+fn tool(var: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "{var} is required by this test and missing (CI=true: failing, not skipping); run tests/install-tools.sh"
+        );
+        eprintln!("SKIPPED: {var} not set (source the env file of tests/install-tools.sh)");
+    }
+    found
+}
+
+fn key_of(metric: &Value, by: &[&str]) -> Vec<(String, String)> {
+    by.iter()
+        .map(|l| {
+            (
+                l.to_string(),
+                metric[*l].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn group_labels(truth: &Truth) -> Vec<&'static str> {
+    match truth {
+        Truth::Sum { by, .. } => by.to_vec(),
+        Truth::Ratio(n, _, _) => group_labels(n),
+        _ => vec![],
+    }
+}
+
 #[test]
-fn promtool_accepts_the_prometheus_config() {
-    let Some(promtool) = require_tool("promtool") else {
+fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
+    let (Some(prometheus), Some(promtool), Some(npm)) = (
+        tool("CLAUDE_TELEMETRY_TEST_PROMETHEUS3"),
+        tool("CLAUDE_TELEMETRY_TEST_PROMTOOL3"),
+        tool("CLAUDE_TELEMETRY_TEST_GRAFANA_NPM"),
+    ) else {
+        return;
+    };
+    let sc = scenario();
+    assert!(sc.launches >= 50);
+    // Sessions that started in the day before a range must not be counted in it.
+    for (name, secs) in &RANGES[1..4] {
+        let before = sc
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric::SESSION_COUNT)
+            .filter(|s| s.t > sc.to - secs - 86400 && s.t <= sc.to - secs)
+            .count();
+        assert!(
+            before >= 20,
+            "only {before} launches in the day before the {name} range"
+        );
+    }
+    let prom = Prometheus::start(&prometheus);
+    let work = tempfile::tempdir().expect("tempdir");
+    // In time order, a week per request, as a stack collecting for months would have
+    // written them: Prometheus only takes samples up to its out-of-order window behind the
+    // newest one.
+    let mut ordered = sc.samples.clone();
+    ordered.sort_by_key(|s| s.t);
+    let mut chunk: Vec<Sample> = Vec::new();
+    let mut pushes = 0;
+    for s in ordered {
+        if chunk.first().is_some_and(|f| s.t - f.t > 7 * 86400) {
+            pushes += 1;
+            let name = format!("{pushes}.prom");
+            push(
+                &promtool,
+                prom.port,
+                &exposition(&chunk),
+                work.path(),
+                &name,
+            );
+            chunk.clear();
+        }
+        chunk.push(s);
+    }
+    push(
+        &promtool,
+        prom.port,
+        &exposition(&chunk),
+        work.path(),
+        "last.prom",
+    );
+    // The replayed launch arrives after data 2 h newer than it.
+    push(
+        &promtool,
+        prom.port,
+        &exposition(&sc.replayed),
+        work.path(),
+        "replayed.prom",
+    );
+    let mut all = sc.samples.clone();
+    all.extend(sc.replayed.iter().cloned());
+
+    // Prometheus stored every sample, the replayed ones included.
+    let mut stored = 0.0;
+    for m in metric::ALL {
+        let r = prom.api(&format!(
+            "/api/v1/query?query={}&time={}",
+            urlencode(&format!("sum(count_over_time({m}[100d]))")),
+            sc.to
+        ));
+        stored += r["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    assert_eq!(stored as usize, all.len(), "samples stored vs pushed");
+
+    let dir = repo_root().join("config/grafana/dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dashboards")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut all_targets = Vec::new();
+    let mut variables: BTreeMap<String, Value> = BTreeMap::new();
+    for f in &files {
+        let d: Value = serde_json::from_slice(&std::fs::read(f).expect("read")).expect("json");
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        targets(&d, &name, &mut all_targets);
+        variables.insert(name, d["templating"]["list"].clone());
+    }
+    assert!(all_targets.len() >= 40, "{}", all_targets.len());
+
+    let choices: [(&str, Picks); 5] = [
+        ("All", Picks::new()),
+        (
+            "model",
+            [(label::MODEL, vec![MODELS[0]])].into_iter().collect(),
+        ),
+        (
+            "project",
+            [(label::PROJECT, vec![PROJECTS[0]])].into_iter().collect(),
+        ),
+        (
+            "two models, one user",
+            [
+                (label::MODEL, vec![MODELS[0], MODELS[2]]),
+                (label::USER_ID, vec![USERS[1]]),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        (
+            "other project, one team",
+            [
+                (label::PROJECT, vec![PROJECTS[1]]),
+                (label::TEAM_ID, vec!["platform"]),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+    ];
+    // The Prometheus datasource's timeInterval: Grafana's floor for `$__interval`.
+    let datasources = std::fs::read_to_string(
+        repo_root().join("config/grafana/provisioning/datasources/datasources.yaml"),
+    )
+    .expect("datasources.yaml");
+    let ds_interval = datasources
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("timeInterval:"))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .expect("timeInterval in datasources.yaml");
+    // Grafana side: one node process for every (target, range, choice).
+    let mut queries = Vec::new();
+    let mut plan = Vec::new();
+    for (ti, t) in all_targets.iter().enumerate() {
+        for (ri, (_, secs)) in RANGES.iter().enumerate() {
+            for (ci, (_, picks)) in choices.iter().enumerate() {
+                let mut vars = serde_json::Map::new();
+                for v in variables[&t.dashboard].as_array().into_iter().flatten() {
+                    let name = v["name"].as_str().unwrap_or_default();
+                    let label_name = match name {
+                        "project" => label::PROJECT,
+                        "user" => label::USER_ID,
+                        "team_id" => label::TEAM_ID,
+                        "department" => label::DEPARTMENT,
+                        "model" => label::MODEL,
+                        other => panic!("variable `{other}` not modelled"),
+                    };
+                    let value = match picks.get(label_name) {
+                        Some(v) => json!(v),
+                        None => json!("$__all"),
+                    };
+                    vars.insert(
+                        name.to_string(),
+                        json!({"value": value, "allValue": v["allValue"]}),
+                    );
+                }
+                queries.push(json!({
+                    "id": queries.len(),
+                    "lang": "promql",
+                    "expr": t.expr,
+                    "vars": vars,
+                    "fromMs": (sc.to - secs) * 1000,
+                    "toMs": sc.to * 1000,
+                    "maxDataPoints": t.max_data_points,
+                    "minInterval": t.min_interval,
+                    "dsInterval": ds_interval,
+                }));
+                plan.push((ti, ri, ci));
+            }
+        }
+    }
+    let interpolated = grafana(&npm, &json!({ "queries": queries }));
+
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (q, (ti, ri, ci)) in interpolated.iter().zip(&plan) {
+        let t = &all_targets[*ti];
+        let (range_name, secs) = RANGES[*ri];
+        let (choice_name, picks) = &choices[*ci];
+        let what = format!(
+            "{} / `{}` {} [{range_name}, {choice_name}]",
+            t.dashboard, t.title, t.ref_id
+        );
+        let errors = q["errors"].as_array().cloned().unwrap_or_default();
+        if !errors.is_empty() {
+            failures.push(format!("{what}: {errors:?}"));
+            continue;
+        }
+        let expr = q["expr"].as_str().unwrap_or_default();
+        let from = sc.to - secs;
+        let is_table_of_sessions = t.title == "Cost per session" && t.panel_type == "table";
+        let truth = if t.title == "Cost per session" && !is_table_of_sessions {
+            Some(ratio(
+                sum(metric::COST_USAGE, &[], &[]),
+                Truth::Sessions,
+                1.0,
+            ))
+        } else {
+            truth_of(&t.title, &t.ref_id)
+        };
+        let Some(truth) = truth else { continue };
+        checked += 1;
+        if t.panel_type == "timeseries" {
+            let step = q["intervalMs"].as_i64().unwrap_or(15000) / 1000;
+            let start = from / step * step;
+            let end = sc.to / step * step;
+            let r = prom_query(
+                &prom,
+                &format!(
+                    "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
+                    urlencode(expr)
+                ),
+            );
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{what}: {e} in {expr}"));
+                    continue;
+                }
+            };
+            let got: f64 = r
+                .iter()
+                .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p[1].as_str().and_then(|v| v.parse::<f64>().ok()))
+                .sum();
+            let want = if matches!(truth, Truth::ActiveSessions) {
+                // One count per bar: sessions active in [t, t + step).
+                let mut n = 0.0;
+                let mut at = start;
+                while at <= end {
+                    n += total(&evaluate(&truth, &all, picks, at, at + step));
+                    at += step;
+                }
+                n
+            } else {
+                total(&evaluate(&truth, &all, picks, from, sc.to))
+            };
+            if !close(got, want, 0.03) {
+                failures.push(format!(
+                    "{what}: bars add up to {got}, truth {want} (step {step} s) in {expr}"
+                ));
+            }
+        } else {
+            let r = match prom_query(
+                &prom,
+                &format!("/api/v1/query?query={}&time={}", urlencode(expr), sc.to),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{what}: {e} in {expr}"));
+                    continue;
+                }
+            };
+            let want = evaluate(&truth, &all, picks, from, sc.to);
+            let by = group_labels(&truth);
+            let mut got = Groups::new();
+            for s in &r {
+                let v = s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN);
+                if v.is_finite() {
+                    got.insert(key_of(&s["metric"], &by), v);
+                }
+            }
+            let want: Groups = want.into_iter().filter(|(_, v)| *v != 0.0).collect();
+            let got: Groups = got.into_iter().filter(|(_, v)| *v != 0.0).collect();
+            let limit = if is_table_of_sessions { 20 } else { usize::MAX };
+            if got.len() != want.len().min(limit) {
+                failures.push(format!(
+                    "{what}: {} groups shown, truth has {} in {expr}\n  got {got:?}\n  want {want:?}",
+                    got.len(),
+                    want.len()
+                ));
+                continue;
+            }
+            for (k, v) in &got {
+                match want.get(k) {
+                    Some(w) if close(*v, *w, 0.01) => {}
+                    other => failures.push(format!(
+                        "{what}: group {k:?} shows {v}, truth {other:?} in {expr}"
+                    )),
+                }
+            }
+        }
+    }
+    assert!(checked >= 1000, "only {checked} figures checked");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} figures wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{checked} dashboard figures match the scenario ({} launches)",
+        sc.launches
+    );
+}
+
+fn prom_query(prom: &Prometheus, path: &str) -> Result<Vec<Value>, String> {
+    let (status, body) = http_get(prom.port, path).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {}", v["error"]));
+    }
+    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Runs tests/dashboards/grafana.js on `input`.
+fn grafana(node_modules: &Path, input: &Value) -> Vec<Value> {
+    let script = repo_root().join("tests/dashboards/grafana.js");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", node_modules)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node (Node.js is required)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write to node");
+    let out = child.wait_with_output().expect("node output");
+    assert!(
+        out.status.success(),
+        "grafana.js failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("grafana.js json")
+}
+
+/// Every LogQL query of the dashboards, interpolated as Grafana does for All, one model and a
+/// project with a dot, parses with Grafana's LogQL grammar, has only escapes Loki's Go
+/// unquoting accepts, and selects streams only by labels Loki indexes under
+/// `config/loki.yaml` (where the launch id is structured metadata, not a label).
+#[test]
+fn every_logql_query_parses_for_every_variable_choice_and_selects_only_index_labels() {
+    let Some(npm) = tool("CLAUDE_TELEMETRY_TEST_GRAFANA_NPM") else {
+        return;
+    };
+    let loki = std::fs::read_to_string(repo_root().join("config/loki.yaml")).expect("loki.yaml");
+    assert!(
+        loki.contains("ignore_defaults: true") && loki.contains("attributes: [service.name]"),
+        "config/loki.yaml must index service.name only (Loki's defaults index service.instance.id)"
+    );
+    let index_labels = [definitions::loki::SERVICE_LABEL];
+    let mut queries = Vec::new();
+    let mut what = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("config/grafana/dashboards")).expect("dir") {
+        let path = entry.expect("entry").path();
+        let d: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let vars = d["templating"]["list"].clone();
+        fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+            for p in panels.as_array().into_iter().flatten() {
+                walk(&p["panels"], out);
+                if p["datasource"]["uid"].as_str() != Some(definitions::datasource::LOKI_UID) {
+                    continue;
+                }
+                for t in p["targets"].as_array().into_iter().flatten() {
+                    if let Some(e) = t["expr"].as_str() {
+                        out.push((p["title"].as_str().unwrap_or("").to_string(), e.to_string()));
+                    }
+                }
+            }
+        }
+        let mut exprs = Vec::new();
+        walk(&d["panels"], &mut exprs);
+        for (title, expr) in exprs {
+            // Events carry the bare model id (no `[1m]`); the variable's regex strips it.
+            for (model, project) in [
+                (None, None),
+                (Some("claude-opus-4-8"), None),
+                (None, Some("next.js")),
+                (None, Some("api+tools")),
+            ] {
+                let mut v = serde_json::Map::new();
+                for var in vars.as_array().into_iter().flatten() {
+                    let name = var["name"].as_str().unwrap_or_default();
+                    let pick = match name {
+                        "model" => model,
+                        "project" => project,
+                        _ => None,
+                    };
+                    let value = pick.map_or(json!("$__all"), |p| json!([p]));
+                    v.insert(
+                        name.to_string(),
+                        json!({"value": value, "allValue": var["allValue"]}),
+                    );
+                }
+                queries.push(json!({
+                    "id": queries.len(), "lang": "logql", "expr": expr, "vars": v,
+                    "fromMs": 0, "toMs": 3_600_000, "maxDataPoints": 1000, "minInterval": "15s",
+                }));
+                what.push(format!(
+                    "{} / `{title}` model={model:?} project={project:?}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(queries.len() >= 40, "{}", queries.len());
+    let out = grafana(&npm, &json!({ "queries": queries }));
+    let selector = regex_lite_selector_labels;
+    let mut failures = Vec::new();
+    for (q, w) in out.iter().zip(&what) {
+        let errors = q["errors"].as_array().cloned().unwrap_or_default();
+        if !errors.is_empty() {
+            failures.push(format!("{w}: {errors:?} in {}", q["expr"]));
+        }
+        let expr = q["expr"].as_str().unwrap_or_default();
+        for l in selector(expr) {
+            if !index_labels.contains(&l.as_str()) {
+                failures.push(format!(
+                    "{w}: stream selector uses `{l}`, not an index label"
+                ));
+            }
+        }
+        if expr.contains("${") || expr.contains("$__") {
+            failures.push(format!("{w}: not interpolated: {expr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Label names inside the first `{…}` stream selector of a LogQL query.
+fn regex_lite_selector_labels(expr: &str) -> Vec<String> {
+    let Some(open) = expr.find('{') else {
+        return vec![];
+    };
+    let Some(close) = expr[open..].find('}') else {
+        return vec![];
+    };
+    expr[open + 1..open + close]
+        .split(',')
+        .filter_map(|m| {
+            let name: String = m
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// The repository's Prometheus config is valid for Prometheus 3 (promtool 3.5.3).
+#[test]
+fn prometheus_config_passes_promtool_3() {
+    let Some(promtool) = tool("CLAUDE_TELEMETRY_TEST_PROMTOOL3") else {
         return;
     };
     let out = Command::new(promtool)
         .args(["check", "config"])
         .arg(repo_root().join("config/prometheus.yml"))
         .output()
-        .expect("run promtool");
+        .expect("promtool");
     assert!(
         out.status.success(),
         "{}{}",

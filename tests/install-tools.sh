@@ -151,6 +151,75 @@ elif ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { tail -n 20 "$CACHE/dockerd.log" >&2; die "dockerd did not become ready in 60 s"; }
 fi
 
+# --- Prometheus 3 (Debian unstable), unpacked into the cache ---------------------------------
+# The dashboards' tests evaluate every query on a real Prometheus 3 fed over its OTLP receiver.
+# Debian packages 3.x only in unstable: a private apt configuration in the cache dir (the
+# system's own mirror, only the suite changed) fetches the two .debs and `dpkg -x` unpacks
+# them; the system's apt sources, lists and installed packages are untouched.
+PROMETHEUS3_VERSION=3.5.3
+prom3_dir="$CACHE/prometheus-$PROMETHEUS3_VERSION"
+prom3_bin="$prom3_dir/root/usr/bin/prometheus"
+promtool3_bin="$prom3_dir/root/usr/bin/promtool"
+prom3_ok() {
+  [ -x "$prom3_bin" ] && [ -x "$promtool3_bin" ] &&
+    "$prom3_bin" --version 2>/dev/null | grep -q "version $PROMETHEUS3_VERSION[+ ]"
+}
+system_debian_mirror() {
+  # deb822 sources first (URIs: of a stanza without -security), then one-line sources.list.
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk 'BEGIN{RS=""; FS="\n"} {u=""; s=""; for(i=1;i<=NF;i++){ if($i ~ /^URIs:/){split($i,a," "); u=a[2]} if($i ~ /^Suites:/) s=$i } if(u != "" && s !~ /security/){print u; exit} }' "$f"
+  done | head -n 1
+  if [ -f /etc/apt/sources.list ]; then
+    awk '$1=="deb" && $0 !~ /security/ { for(i=2;i<=NF;i++) if($i ~ /^[a-z]+:\/\//){print $i; exit} }' /etc/apt/sources.list
+  fi
+}
+if ! prom3_ok; then
+  mirror="$(system_debian_mirror | head -n 1)"
+  [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list(.d) for the unstable suite"
+  log "apt (private, unstable): fetching prometheus + promtool $PROMETHEUS3_VERSION into $prom3_dir"
+  apt_dir="$prom3_dir/apt"
+  rm -rf "$prom3_dir"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/sourceparts" "$prom3_dir/debs"
+  keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  [ -f "$keyring" ] || die "$keyring missing (package debian-archive-keyring)"
+  echo "deb [signed-by=$keyring] $mirror unstable main" >"$apt_dir/sources.list"
+  apt_private=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourceparts=$apt_dir/sourceparts"
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Debug::NoLocking=1
+    -o APT::Sandbox::User=root)
+  apt-get "${apt_private[@]}" update -qq >&2
+  version="$(apt-cache "${apt_private[@]}" madison prometheus | awk -v v="$PROMETHEUS3_VERSION" '$3 ~ "^"v"[+]" {print $3; exit}')"
+  [ -n "$version" ] || die "prometheus $PROMETHEUS3_VERSION not in the unstable suite of $mirror"
+  (cd "$prom3_dir/debs" && apt-get "${apt_private[@]}" download -qq "prometheus=$version" "promtool=$version" >&2)
+  for deb in "$prom3_dir"/debs/*.deb; do dpkg -x "$deb" "$prom3_dir/root"; done
+  rm -rf "$apt_dir" "$prom3_dir/debs"
+  prom3_ok || die "Prometheus $PROMETHEUS3_VERSION not runnable at $prom3_bin"
+fi
+
+# --- npm: Grafana's and Prometheus's own parsers/formatters for the dashboards' tests ---------
+# @grafana/data (escapeRegex, rangeUtil.calculateInterval), @grafana/lezer-logql and
+# @prometheus-io/lezer-promql (the grammars Grafana's editors use), pinned, in the cache dir.
+GRAFANA_NPM=("@grafana/data@13.2.0" "@grafana/lezer-logql@0.4.2" "@prometheus-io/lezer-promql@0.305.0")
+grafana_npm_dir="$CACHE/grafana-npm"
+grafana_npm_ok() {
+  (cd "$grafana_npm_dir" 2>/dev/null && node -e '
+    const want = process.argv.slice(1);
+    for (const spec of want) {
+      const at = spec.lastIndexOf("@"); const name = spec.slice(0, at), v = spec.slice(at + 1);
+      const pkg = JSON.parse(require("fs").readFileSync("node_modules/" + name + "/package.json"));
+      if (pkg.version !== v) process.exit(1);
+      require(name);
+    }' "${GRAFANA_NPM[@]}") >/dev/null 2>&1
+}
+if ! grafana_npm_ok; then
+  log "npm: installing ${GRAFANA_NPM[*]} into $grafana_npm_dir"
+  mkdir -p "$grafana_npm_dir"
+  npm install --prefix "$grafana_npm_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
+    "${GRAFANA_NPM[@]}" >&2
+  grafana_npm_ok || die "Grafana npm packages not loadable from $grafana_npm_dir"
+fi
+
 # --- environment for the tests ---------------------------------------------------------------
 {
   # The oldest release (what single-release tests use), the newest, and the whole matrix
@@ -164,6 +233,9 @@ fi
   printf 'export CLAUDE_TELEMETRY_TEST_PROMTOOL=%q\n' "$(command -v promtool)"
   printf 'export CLAUDE_TELEMETRY_TEST_BUSYBOX=%q\n' "$(command -v busybox)"
   printf 'export CLAUDE_TELEMETRY_TEST_TMUX=%q\n' "$(command -v tmux)"
+  printf 'export CLAUDE_TELEMETRY_TEST_PROMETHEUS3=%q\n' "$prom3_bin"
+  printf 'export CLAUDE_TELEMETRY_TEST_PROMTOOL3=%q\n' "$promtool3_bin"
+  printf 'export CLAUDE_TELEMETRY_TEST_GRAFANA_NPM=%q\n' "$grafana_npm_dir/node_modules"
 } >"$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 if $print_env; then cat "$ENV_FILE"; else echo "$ENV_FILE"; fi

@@ -80,8 +80,8 @@ fn validate_reports_a_dashboard_with_an_unknown_metric_and_a_missing_mount() {
     std::fs::write(
         &dash,
         text.replacen(
-            "claude_code_cost_usage_USD_total",
-            "claude_code_cost_usd_total",
+            "claude_code_cost_usage_USD{",
+            "claude_code_cost_usd_total{",
             1,
         ),
     )

@@ -292,7 +292,7 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
         "{logs}"
     );
     assert!(
-        logs.contains("--enable-feature=created-timestamp-zero-ingestion"),
+        logs.contains("--web.enable-remote-write-receiver"),
         "{logs}"
     );
     let out = stack.run(&["logs"]);

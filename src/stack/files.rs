@@ -5,6 +5,12 @@
 //! (which includes every new binary version), but never overwrites a file the user edited: a
 //! manifest records the hash of what was last written, and a file whose hash differs from it
 //! is the user's. The new version then lands beside it as `<file>.new` and the report says so.
+//!
+//! The containers read these files as their own users (collector 10001, Prometheus 65534,
+//! Grafana 472, Loki 10001), not as the user who ran `install`: every file is made readable by
+//! all (0644) and every directory under the data dir traversable (0755), whatever the umask —
+//! under `umask 077` the collector and Loki would otherwise crash-loop on "permission denied".
+//! Nothing secret lives in these files.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -144,12 +150,58 @@ fn read_manifest(dir: &Path) -> Manifest {
         .unwrap_or_default()
 }
 
+/// Mode of every stack file: the containers' users must read it.
+pub const FILE_MODE: u32 = 0o644;
+/// Mode of every directory below the data dir: the containers' users must traverse it.
+pub const DIR_MODE: u32 = 0o755;
+
+#[cfg(unix)]
+fn add_mode(path: &Path, bits: u32) -> Result<(), FilesError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let mode = meta.permissions().mode();
+    if mode & bits != bits {
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((mode | bits) & 0o7777),
+        )
+        .map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn add_mode(_path: &Path, _bits: u32) -> Result<(), FilesError> {
+    Ok(())
+}
+
+/// Makes `rel` (a file below `dir`) readable and every directory between them traversable by
+/// the containers' users. The data dir itself is left as it is: Docker resolves bind-mount
+/// sources as root, and the data dir also holds the local store.
+fn make_readable(dir: &Path, rel: &str) -> Result<(), FilesError> {
+    let mut current = dir.to_path_buf();
+    let components: Vec<&str> = rel.split('/').collect();
+    if let Some((_, dirs)) = components.split_last() {
+        for part in dirs {
+            current.push(part);
+            add_mode(&current, DIR_MODE)?;
+        }
+    }
+    add_mode(&dir.join(rel), 0o444)
+}
+
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), FilesError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     let tmp = path.with_extension("claude-telemetry-tmp");
     std::fs::write(&tmp, contents).map_err(io_err(&tmp))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(io_err(&tmp))?;
+    }
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
@@ -205,6 +257,7 @@ pub fn install_files(
                 }
             }
         };
+        make_readable(dir, file.path)?;
         outcomes.push((file.path, outcome));
     }
     let manifest_path = dir.join(MANIFEST);
@@ -292,6 +345,24 @@ mod tests {
         std::fs::write(dir.path().join("config/a.yaml"), "a: 2\n").expect("edit");
         let r = install_files(dir.path(), V2, "2").expect("install");
         assert_eq!(outcome(&r), &FileOutcome::Unchanged);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_and_directories_are_readable_by_others_even_when_created_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // What umask 077 produces: a private directory and a private file already there.
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config).expect("mkdir");
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        install_files(dir.path(), V1, "1").expect("install");
+        let file = dir.path().join("config/a.yaml");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        install_files(dir.path(), V1, "1").expect("install");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&config) & 0o755, 0o755, "{:o}", mode(&config));
+        assert_eq!(mode(&file) & 0o444, 0o444, "{:o}", mode(&file));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! `validate`: checks the stack's files before Docker ever sees them.
 //!
 //! What is checked: every YAML and JSON file parses; the keys the stack depends on are there
-//! (collector pipelines and the components they name, `delta_to_cumulative.max_stale` ≥ the
-//! prometheus exporter's `metric_expiration`, logs to Loki's `/otlp`, `health_check`; Prometheus
-//! scrape with `honor_labels`; Loki TSDB schema v13 with structured metadata; datasource uids);
-//! the compose file publishes ports on 127.0.0.1 only, pins every image tag and mounts only
-//! files that exist; dashboards use schemaVersion 39–41, React panel types, known datasource
-//! uids, and only the metric and label names of [`crate::definitions`]. LogQL is checked
-//! structurally (see [`check_logql`]); full PromQL parsing is left to promtool in the tests.
+//! (collector pipelines and the components they name, delta sums kept as gauge samples and
+//! remote-written to Prometheus, no deprecated `resource_to_telemetry_conversion`, logs to
+//! Loki's `/otlp`, `health_check`; Prometheus's out-of-order window for replayed launches;
+//! Loki TSDB schema v13 with structured metadata, the launch id not an index label, a
+//! retention equal to Prometheus's; datasource uids); the compose file publishes ports on
+//! 127.0.0.1 only, pins every image tag and mounts only files that exist; dashboards use schemaVersion 39–41, React panel
+//! types, datasource uids that are provisioned, every variable they define, no `${…:regex}`
+//! inside a double-quoted string (Grafana escapes with one backslash, which a double-quoted
+//! PromQL/LogQL string rejects), no `increase`/`rate` over a window that can be under a minute,
+//! and only the metric and label names of [`crate::definitions`]. LogQL is checked
+//! structurally (see [`check_logql`]); full parsing is left to promtool and Grafana's own
+//! grammars in the tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -92,6 +97,8 @@ struct Checker<'a> {
     source: &'a Source,
     findings: Vec<Finding>,
     checked: usize,
+    /// Datasource uids the provisioning file defines (filled by the provisioning check).
+    datasource_uids: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -144,12 +151,14 @@ pub fn validate(source: &Source) -> Report {
         source,
         findings: Vec::new(),
         checked: 0,
+        datasource_uids: Vec::new(),
     };
     check_compose(&mut c);
     check_collector(&mut c);
     check_prometheus(&mut c);
     check_loki(&mut c);
     check_grafana_provisioning(&mut c);
+    check_retention_aligned(&mut c);
     for rel in source.dashboards() {
         check_dashboard_file(&mut c, &rel);
     }
@@ -284,21 +293,24 @@ fn check_collector(c: &mut Checker<'_>) {
             "the `health_check` extension must be defined and enabled",
         );
     }
-    let max_stale = str_of(&doc["processors"]["delta_to_cumulative"]["max_stale"]);
-    let expiration = str_of(&doc["exporters"]["prometheus"]["metric_expiration"]);
-    match (
-        max_stale.and_then(parse_duration_secs),
-        expiration.and_then(parse_duration_secs),
-    ) {
-        (Some(stale), Some(exp)) if exp <= stale => {}
-        (Some(_), Some(_)) => c.fail(
+    if yaml_has_key(&doc, "resource_to_telemetry_conversion") {
+        c.fail(
             rel,
-            "prometheus `metric_expiration` exceeds delta_to_cumulative `max_stale`",
-        ),
-        _ => c.fail(
+            "`resource_to_telemetry_conversion` is deprecated: copy resource attributes to points with a `transform` processor",
+        );
+    }
+    let rw_ok = doc["exporters"].as_hash().is_some_and(|map| {
+        map.iter().any(|(k, v)| {
+            str_of(k).is_some_and(|k| k.split('/').next() == Some("prometheusremotewrite"))
+                && str_of(&v["endpoint"])
+                    .is_some_and(|e| e.trim_end_matches('/').ends_with("/api/v1/write"))
+        })
+    });
+    if !rw_ok {
+        c.fail(
             rel,
-            "delta_to_cumulative `max_stale` and prometheus `metric_expiration` must be set",
-        ),
+            "no `prometheusremotewrite` exporter pointing at Prometheus's /api/v1/write",
+        );
     }
     let loki_ok = doc["exporters"].as_hash().is_some_and(|map| {
         map.iter().any(|(k, v)| {
@@ -340,23 +352,56 @@ fn check_collector(c: &mut Checker<'_>) {
         .flatten()
         .filter_map(str_of)
         .collect();
-    if !metrics_processors.contains(&"delta_to_cumulative") {
-        c.fail(rel, "the metrics pipeline must convert delta to cumulative");
+    let keeps_deltas = metrics_processors.iter().any(|p| {
+        p.split('/').next() == Some("transform")
+            && yaml_mentions(&doc["processors"][*p], "convert_sum_to_gauge()")
+    });
+    if !keeps_deltas {
+        c.fail(
+            rel,
+            "the metrics pipeline must keep delta sums as gauge samples (`transform` with `convert_sum_to_gauge()`): the remote-write exporter drops delta sums",
+        );
+    }
+    if metrics_processors.contains(&"delta_to_cumulative") {
+        c.fail(
+            rel,
+            "`delta_to_cumulative` turns each export into a running total the dashboards would have to extrapolate; keep deltas as gauges",
+        );
+    }
+}
+
+/// True when a mapping anywhere under `y` has the key `key`.
+fn yaml_has_key(y: &Yaml, key: &str) -> bool {
+    match y {
+        Yaml::Array(v) => v.iter().any(|e| yaml_has_key(e, key)),
+        Yaml::Hash(h) => h
+            .iter()
+            .any(|(k, v)| str_of(k) == Some(key) || yaml_has_key(v, key)),
+        _ => false,
+    }
+}
+
+/// True when any string under `y` contains `needle`.
+fn yaml_mentions(y: &Yaml, needle: &str) -> bool {
+    match y {
+        Yaml::String(s) => s.contains(needle),
+        Yaml::Array(v) => v.iter().any(|e| yaml_mentions(e, needle)),
+        Yaml::Hash(h) => h.values().any(|e| yaml_mentions(e, needle)),
+        _ => false,
     }
 }
 
 fn check_prometheus(c: &mut Checker<'_>) {
     let rel = "config/prometheus.yml";
     let Some(doc) = c.yaml(rel) else { return };
-    let Some(scrapes) = doc["scrape_configs"].as_vec().filter(|v| !v.is_empty()) else {
-        c.fail(rel, "no scrape_configs");
-        return;
-    };
-    if !scrapes
-        .iter()
-        .any(|s| s["honor_labels"].as_bool() == Some(true))
-    {
-        c.fail(rel, "the collector scrape needs `honor_labels: true`");
+    let window = str_of(&doc["storage"]["tsdb"]["out_of_order_time_window"])
+        .and_then(parse_duration_secs)
+        .unwrap_or(0);
+    if window < 86_400 {
+        c.fail(
+            rel,
+            "`storage.tsdb.out_of_order_time_window` must be at least 1d: launches the relay replays late are otherwise rejected as out of bounds",
+        );
     }
 }
 
@@ -382,6 +427,92 @@ fn check_loki(c: &mut Checker<'_>) {
             "`limits_config.allow_structured_metadata` must be true (OTLP attributes land there)",
         );
     }
+    let labels = loki_index_resource_attributes(&doc["limits_config"]["otlp_config"]);
+    if labels.iter().any(|l| l == "service.instance.id") {
+        c.fail(
+            rel,
+            "`service.instance.id` (one per launch) would be a Loki index label: set `otlp_config.resource_attributes.ignore_defaults: true`",
+        );
+    }
+    if str_of(&doc["limits_config"]["retention_period"]).is_none() {
+        c.fail(rel, "`limits_config.retention_period` missing");
+    }
+}
+
+/// Prometheus's `--storage.tsdb.retention.time` and Loki's `retention_period` must be the same
+/// value, so a dashboard never shows costs whose events are gone (or the other way round).
+fn check_retention_aligned(c: &mut Checker<'_>) {
+    let text = |rel: &str| {
+        c.source
+            .read(rel)
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .unwrap_or_default()
+    };
+    let compose = text(COMPOSE_FILE);
+    let loki = text("config/loki.yaml");
+    let prometheus = compose
+        .lines()
+        .find_map(|l| l.split("--storage.tsdb.retention.time=").nth(1))
+        .map(|v| v.trim().trim_matches('"').to_string());
+    let loki_value = loki
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("retention_period:"))
+        .map(|v| v.trim().trim_matches('"').to_string());
+    match (prometheus, loki_value) {
+        (Some(p), Some(l)) if p == l => {}
+        (p, l) => c.fail(
+            "config/loki.yaml",
+            format!(
+                "retention differs from Prometheus's: Loki `{}`, Prometheus `{}` (use the same value, e.g. ${{CLAUDE_TELEMETRY_RETENTION:-90d}} in both)",
+                l.unwrap_or_default(),
+                p.unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+/// The resource attributes Loki makes index labels under `otlp_config`, following Loki's
+/// `ApplyGlobalOTLPConfig` + `actionForAttribute`: unless `ignore_defaults`, the default list
+/// comes first (so it wins over a later `structured_metadata` rule for the same attribute).
+pub fn loki_index_resource_attributes(otlp_config: &Yaml) -> Vec<String> {
+    let ra = &otlp_config["resource_attributes"];
+    let mut rules: Vec<(String, Vec<String>)> = Vec::new();
+    if ra["ignore_defaults"].as_bool() != Some(true) {
+        rules.push((
+            "index_label".to_string(),
+            definitions::loki::DEFAULT_INDEX_RESOURCE_ATTRIBUTES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ));
+    }
+    for rule in ra["attributes_config"].as_vec().into_iter().flatten() {
+        let action = str_of(&rule["action"])
+            .unwrap_or("structured_metadata")
+            .to_string();
+        let attrs = rule["attributes"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(str_of)
+            .map(str::to_string)
+            .collect();
+        rules.push((action, attrs));
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (action, attrs) in &rules {
+        for a in attrs {
+            if seen.contains(a) {
+                continue;
+            }
+            seen.push(a.clone());
+            if action == "index_label" {
+                out.push(a.clone());
+            }
+        }
+    }
+    out
 }
 
 fn check_grafana_provisioning(c: &mut Checker<'_>) {
@@ -398,6 +529,7 @@ fn check_grafana_provisioning(c: &mut Checker<'_>) {
                 c.fail(rel, format!("datasource uid `{uid}` missing"));
             }
         }
+        c.datasource_uids = uids.iter().map(|u| u.to_string()).collect();
     }
     let rel = "config/grafana/provisioning/dashboards/dashboards.yaml";
     if let Some(doc) = c.yaml(rel) {
@@ -653,13 +785,20 @@ fn check_dashboard_file(c: &mut Checker<'_>, rel: &str) {
             return;
         }
     };
-    for problem in check_dashboard(&dashboard) {
+    let uids: Vec<&str> = c.datasource_uids.iter().map(String::as_str).collect();
+    for problem in check_dashboard_with(&dashboard, &uids) {
         c.fail(rel, problem);
     }
 }
 
-/// Every problem of one dashboard document.
+/// Every problem of one dashboard document, against the uids of [`definitions::datasource`].
+#[cfg(test)]
 pub fn check_dashboard(dashboard: &Value) -> Vec<String> {
+    check_dashboard_with(dashboard, definitions::datasource::ALL)
+}
+
+/// Every problem of one dashboard document; `datasource_uids` are the provisioned ones.
+pub fn check_dashboard_with(dashboard: &Value, datasource_uids: &[&str]) -> Vec<String> {
     let mut problems = Vec::new();
     match dashboard["schemaVersion"].as_u64() {
         Some(v) if (39..=41).contains(&v) => {}
@@ -668,7 +807,7 @@ pub fn check_dashboard(dashboard: &Value) -> Vec<String> {
     if dashboard["uid"].as_str().is_none_or(str::is_empty) {
         problems.push("no uid".to_string());
     }
-    fn walk(panels: &Value, problems: &mut Vec<String>) {
+    fn walk(panels: &Value, uids: &[&str], problems: &mut Vec<String>) {
         for panel in panels.as_array().into_iter().flatten() {
             let t = panel["type"].as_str().unwrap_or("");
             if !REACT_PANEL_TYPES.contains(&t) {
@@ -685,19 +824,41 @@ pub fn check_dashboard(dashboard: &Value) -> Vec<String> {
                     .map(|t| &t["datasource"]),
             ) {
                 if let Some(uid) = ds["uid"].as_str()
-                    && !definitions::datasource::ALL.contains(&uid)
+                    && !uids.contains(&uid)
+                    && !uid.starts_with('$')
                 {
                     problems.push(format!(
-                        "panel `{}` uses unknown datasource uid `{uid}`",
+                        "panel `{}` uses datasource uid `{uid}`, which is not provisioned",
                         panel["title"]
                     ));
                 }
             }
-            walk(&panel["panels"], problems);
+            for problem in check_panel_windows(panel) {
+                problems.push(format!("panel `{}`: {problem}", panel["title"]));
+            }
+            walk(&panel["panels"], uids, problems);
         }
     }
-    walk(&dashboard["panels"], &mut problems);
+    walk(&dashboard["panels"], datasource_uids, &mut problems);
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(uid) = var["datasource"]["uid"].as_str()
+            && !datasource_uids.contains(&uid)
+        {
+            problems.push(format!(
+                "variable `{}` uses datasource uid `{uid}`, which is not provisioned",
+                var["name"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    problems.extend(unused_variables(dashboard));
     for q in dashboard_queries(dashboard) {
+        for p in regex_format_in_double_quotes(&q.expr) {
+            problems.push(format!("`{}`: {p} in `{}`", q.panel, q.expr));
+        }
         let found = if q.datasource == definitions::datasource::LOKI_UID {
             check_logql(&q.expr)
         } else if q.datasource == definitions::datasource::PROMETHEUS_UID {
@@ -710,6 +871,113 @@ pub fn check_dashboard(dashboard: &Value) -> Vec<String> {
         }
     }
     problems
+}
+
+static DOUBLE_QUOTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*""#).expect("valid regex"));
+static REGEX_FORMAT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\$\{[A-Za-z0-9_]+:regex\}").expect("valid regex"));
+
+/// `${var:regex}` inside a double-quoted string. Grafana's `regex` format escapes with ONE
+/// backslash (`claude-opus-4-8\[1m\]`, `next\.js`), and a double-quoted PromQL or LogQL string
+/// rejects `\[` and `\.` as unknown escapes, so the query fails as soon as such a value is
+/// picked. Backquoted strings take the text as is.
+pub fn regex_format_in_double_quotes(expr: &str) -> Vec<String> {
+    DOUBLE_QUOTED
+        .find_iter(expr)
+        .filter_map(|m| REGEX_FORMAT.find(m.as_str()).map(|v| (m.as_str(), v.as_str())))
+        .map(|(quoted, var)| {
+            format!(
+                "{var} inside the double-quoted string {quoted}: Grafana escapes regex metacharacters with one backslash, an unknown escape in a double-quoted string; use backquotes"
+            )
+        })
+        .collect()
+}
+
+static COUNTER_WINDOW: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(increase|rate|irate|delta|idelta)\s*\((?:[^\[\]()]|\([^()]*\))*\[([^\]]+)\]")
+        .expect("valid regex")
+});
+
+/// `increase`/`rate` over a window that can be shorter than a minute: a literal window under
+/// 60 s, or `$__interval` in a panel whose min interval (`interval`) is unset or under a
+/// minute (Grafana then goes down to the datasource's 15 s, and a window holding one sample
+/// yields nothing: the bars drop most of the real total).
+pub fn check_panel_windows(panel: &Value) -> Vec<String> {
+    let min_interval = panel["interval"]
+        .as_str()
+        .and_then(parse_duration_secs)
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for target in panel["targets"].as_array().into_iter().flatten() {
+        let Some(expr) = target["expr"].as_str() else {
+            continue;
+        };
+        for caps in COUNTER_WINDOW.captures_iter(expr) {
+            let (func, window) = (&caps[1], caps[2].trim());
+            let short = match window {
+                "$__interval" | "${__interval}" => min_interval < 60,
+                "$__rate_interval" | "${__rate_interval}" | "$__range" | "${__range}" => false,
+                literal => parse_duration_secs(literal).is_some_and(|s| s < 60),
+            };
+            if short {
+                out.push(format!(
+                    "`{func}` over [{window}] can be a sub-minute window (panel min interval {min_interval} s): it misses increments; use a window of at least 1m"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Variables the dashboard defines but no query, title or other variable uses.
+pub fn unused_variables(dashboard: &Value) -> Vec<String> {
+    let vars: Vec<&Value> = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut texts = Vec::new();
+    fn collect(panels: &Value, texts: &mut Vec<String>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            texts.push(panel["title"].as_str().unwrap_or("").to_string());
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                for key in ["expr", "legendFormat"] {
+                    if let Some(t) = target[key].as_str() {
+                        texts.push(t.to_string());
+                    }
+                }
+            }
+            collect(&panel["panels"], texts);
+        }
+    }
+    collect(&dashboard["panels"], &mut texts);
+    for var in &vars {
+        let q = var["query"]["query"]
+            .as_str()
+            .or_else(|| var["query"].as_str())
+            .unwrap_or("");
+        texts.push(q.to_string());
+    }
+    let mut out = Vec::new();
+    for var in vars {
+        let Some(name) = var["name"].as_str() else {
+            continue;
+        };
+        let used = texts.iter().any(|t| {
+            t.contains(&format!("${{{name}}}"))
+                || t.contains(&format!("${{{name}:"))
+                || t.contains(&format!("[[{name}]]"))
+                || Regex::new(&format!(r"\${}\b", regex::escape(name)))
+                    .is_ok_and(|re| re.is_match(t))
+        });
+        if !used {
+            out.push(format!(
+                "variable `{name}` is not used by any panel: picking it changes nothing"
+            ));
+        }
+    }
+    out
 }
 
 /// The directory to validate by default: the data dir when it holds a compose file.
@@ -734,7 +1002,7 @@ mod tests {
     #[test]
     fn unknown_metric_and_label_are_reported() {
         let p = check_promql_names(
-            r#"sum by (tem_id) (increase(claude_code_cost_usd_total{model=~"${model:regex}"}[$__range]))"#,
+            r#"sum by (tem_id) (increase(claude_code_cost_usd_total{model=~`${model:regex}`}[$__range]))"#,
         );
         assert!(
             p.iter().any(|p| p.contains("claude_code_cost_usd_total")),
@@ -743,7 +1011,7 @@ mod tests {
         assert!(p.iter().any(|p| p.contains("tem_id")), "{p:?}");
         assert!(
             check_promql_names(
-                r#"sum(increase(claude_code_cost_usage_USD_total{model=~".*"}[1h]))"#
+                r#"sum(sum_over_time(claude_code_cost_usage_USD{model=~".*"}[1h]))"#
             )
             .is_empty()
         );
@@ -790,7 +1058,7 @@ mod tests {
         let text = std::fs::read_to_string(&collector).expect("read");
         std::fs::write(
             &collector,
-            text.replace("metric_expiration: 24h", "metric_expiration: 48h"),
+            text.replace("convert_sum_to_gauge()", "keep_keys(attributes, [])"),
         )
         .expect("write");
         let compose = dir.path().join(COMPOSE_FILE);
@@ -811,8 +1079,218 @@ mod tests {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n");
-        assert!(all.contains("metric_expiration"), "{all}");
+        assert!(all.contains("convert_sum_to_gauge"), "{all}");
         assert!(all.contains("beyond 127.0.0.1"), "{all}");
         assert!(all.contains("../config/loki.yaml"), "{all}");
+    }
+
+    fn dashboard(panel: Value, vars: Value) -> Value {
+        serde_json::json!({
+            "uid": "t", "schemaVersion": 41,
+            "panels": [panel],
+            "templating": {"list": vars},
+        })
+    }
+
+    fn model_var() -> Value {
+        serde_json::json!([{"name": "model", "type": "query",
+            "datasource": {"type": "prometheus", "uid": "prometheus"},
+            "query": {"query": "label_values(claude_code_token_usage_tokens, model)"}}])
+    }
+
+    fn stat(expr: &str) -> Value {
+        serde_json::json!({"type": "stat", "title": "Cost",
+            "datasource": {"type": "prometheus", "uid": "prometheus"},
+            "targets": [{"expr": expr, "refId": "A"}]})
+    }
+
+    #[test]
+    fn regex_format_inside_double_quotes_is_reported_and_backquotes_pass() {
+        let bad =
+            r#"sum(sum_over_time(claude_code_cost_usage_USD{model=~"${model:regex}"}[$__range]))"#;
+        let p = check_dashboard(&dashboard(stat(bad), model_var()));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("${model:regex}") && p.contains("one backslash")),
+            "{p:?}"
+        );
+        let good =
+            r#"sum(sum_over_time(claude_code_cost_usage_USD{model=~`${model:regex}`}[$__range]))"#;
+        let p = check_dashboard(&dashboard(stat(good), model_var()));
+        assert!(p.is_empty(), "{p:?}");
+        let logql = r#"{service_name="claude-code"} | model=~"${model:regex}""#;
+        assert_eq!(regex_format_in_double_quotes(logql).len(), 1);
+    }
+
+    #[test]
+    fn sub_minute_increase_window_is_reported() {
+        let mut panel = stat(
+            r#"sum(increase(claude_code_cost_usage_USD{model=~`${model:regex}`}[$__interval]))"#,
+        );
+        let p = check_dashboard(&dashboard(panel.clone(), model_var()));
+        assert!(p.iter().any(|p| p.contains("sub-minute")), "{p:?}");
+        panel["interval"] = Value::from("1m");
+        let p = check_dashboard(&dashboard(panel.clone(), model_var()));
+        assert!(!p.iter().any(|p| p.contains("sub-minute")), "{p:?}");
+        panel["targets"][0]["expr"] =
+            Value::from(r#"sum(rate(claude_code_cost_usage_USD{model=~`${model:regex}`}[30s]))"#);
+        let p = check_dashboard(&dashboard(panel, model_var()));
+        assert!(p.iter().any(|p| p.contains("sub-minute")), "{p:?}");
+    }
+
+    #[test]
+    fn unused_variable_is_reported() {
+        let panel = stat(r#"sum(sum_over_time(claude_code_cost_usage_USD[$__range]))"#);
+        let p = check_dashboard(&dashboard(panel, model_var()));
+        assert!(
+            p.iter().any(|p| p.contains("variable `model` is not used")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn datasource_uid_that_is_not_provisioned_is_reported() {
+        let mut panel = stat(
+            r#"sum(sum_over_time(claude_code_cost_usage_USD{model=~`${model:regex}`}[$__range]))"#,
+        );
+        panel["datasource"]["uid"] = Value::from("prom-old");
+        let p = check_dashboard_with(&dashboard(panel, model_var()), &["prometheus", "loki"]);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("`prom-old`, which is not provisioned")),
+            "{p:?}"
+        );
+        // A datasource renamed in provisioning makes the (unchanged) dashboards fail.
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        let ds = dir
+            .path()
+            .join("config/grafana/provisioning/datasources/datasources.yaml");
+        let text = std::fs::read_to_string(&ds).expect("read");
+        std::fs::write(&ds, text.replace("uid: loki", "uid: loki-main")).expect("write");
+        let report = validate(&Source::Dir(dir.path().to_path_buf()));
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.message.contains("`loki`, which is not provisioned")),
+            "{:#?}",
+            report.findings
+        );
+    }
+
+    #[test]
+    fn loki_default_index_labels_include_the_launch_id_unless_ignored() {
+        let doc = |text: &str| {
+            YamlLoader::load_from_str(text)
+                .expect("yaml")
+                .swap_remove(0)
+        };
+        let default = loki_index_resource_attributes(&doc("{}"));
+        assert!(default.iter().any(|l| l == "service.instance.id"));
+        // A later structured_metadata rule does not beat Loki's prepended defaults.
+        let later = doc(
+            "resource_attributes:\n  attributes_config:\n    - action: structured_metadata\n      attributes: [service.instance.id]\n",
+        );
+        assert!(
+            loki_index_resource_attributes(&later)
+                .iter()
+                .any(|l| l == "service.instance.id")
+        );
+        let ignored = doc(
+            "resource_attributes:\n  ignore_defaults: true\n  attributes_config:\n    - action: index_label\n      attributes: [service.name]\n",
+        );
+        assert_eq!(
+            loki_index_resource_attributes(&ignored),
+            vec!["service.name"]
+        );
+    }
+
+    #[test]
+    fn prometheus_without_out_of_order_window_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        let prom = dir.path().join("config/prometheus.yml");
+        let text = std::fs::read_to_string(&prom).expect("read");
+        std::fs::write(
+            &prom,
+            text.replace(
+                "out_of_order_time_window: 30d",
+                "out_of_order_time_window: 10m",
+            ),
+        )
+        .expect("write");
+        let report = validate(&Source::Dir(dir.path().to_path_buf()));
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.message.contains("out_of_order_time_window")),
+            "{:#?}",
+            report.findings
+        );
+    }
+
+    #[test]
+    fn deprecated_resource_conversion_and_an_indexed_launch_id_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        let collector = dir.path().join("config/otel-collector.yaml");
+        let text = std::fs::read_to_string(&collector).expect("read");
+        std::fs::write(
+            &collector,
+            text.replace(
+                "    target_info:\n",
+                "    resource_to_telemetry_conversion:\n      enabled: true\n    target_info:\n",
+            ),
+        )
+        .expect("write");
+        let loki = dir.path().join("config/loki.yaml");
+        let text = std::fs::read_to_string(&loki).expect("read");
+        std::fs::write(
+            &loki,
+            text.replace("ignore_defaults: true", "ignore_defaults: false"),
+        )
+        .expect("write");
+        let report = validate(&Source::Dir(dir.path().to_path_buf()));
+        let all = report
+            .findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("`resource_to_telemetry_conversion` is deprecated"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`service.instance.id` (one per launch)"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn retention_that_differs_between_prometheus_and_loki_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        let loki = dir.path().join("config/loki.yaml");
+        let text = std::fs::read_to_string(&loki).expect("read");
+        std::fs::write(
+            &loki,
+            text.replace(
+                "retention_period: ${CLAUDE_TELEMETRY_RETENTION:-90d}",
+                "retention_period: 2160h",
+            ),
+        )
+        .expect("write");
+        let report = validate(&Source::Dir(dir.path().to_path_buf()));
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.message.contains("retention differs")),
+            "{:#?}",
+            report.findings
+        );
     }
 }
