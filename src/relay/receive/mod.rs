@@ -3,5 +3,6 @@
 //!
 //! [`Intake`]: super::Intake
 
+pub mod bounds;
 pub mod grpc;
 pub mod http;
