@@ -137,7 +137,7 @@ async fn export(
     };
     let decoded = match encoding {
         Encoding::Protobuf => ExportRequest::decode(signal, body).map_err(|e| e.to_string()),
-        Encoding::Json => decode_json(signal, body),
+        Encoding::Json => super::otlp_json::decode(signal, body),
     };
     match decoded {
         Ok(request) => {
@@ -189,54 +189,6 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
         return Err(GunzipError::TooLarge);
     }
     Ok(out)
-}
-
-/// OTLP/JSON. serde silently turns a malformed oneof into `None`, so a request that decodes but
-/// lost its data is rejected rather than forwarded half-empty.
-fn decode_json(signal: Signal, body: &[u8]) -> Result<ExportRequest, String> {
-    use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
-    let request = match signal {
-        Signal::Metrics => ExportRequest::Metrics(
-            serde_json::from_slice::<metrics::v1::ExportMetricsServiceRequest>(body)
-                .map_err(|e| e.to_string())?,
-        ),
-        Signal::Logs => ExportRequest::Logs(
-            serde_json::from_slice::<logs::v1::ExportLogsServiceRequest>(body)
-                .map_err(|e| e.to_string())?,
-        ),
-        Signal::Traces => ExportRequest::Traces(
-            serde_json::from_slice::<trace::v1::ExportTraceServiceRequest>(body)
-                .map_err(|e| e.to_string())?,
-        ),
-    };
-    if let ExportRequest::Metrics(m) = &request {
-        let lost = m
-            .resource_metrics
-            .iter()
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .filter(|metric| metric.data.is_none())
-            .count();
-        if lost > 0 {
-            return Err(format!(
-                "{lost} metric(s) have no recognisable data (enum values must be integers, ids hex)"
-            ));
-        }
-    }
-    let expected_key = match signal {
-        Signal::Metrics => "resourceMetrics",
-        Signal::Logs => "resourceLogs",
-        Signal::Traces => "resourceSpans",
-    };
-    if let Ok(serde_json::Value::Object(top)) = serde_json::from_slice::<serde_json::Value>(body)
-        && !top.is_empty()
-        && !top.contains_key(expected_key)
-    {
-        return Err(format!(
-            "no `{expected_key}` found (OTLP/JSON field names are lowerCamelCase)"
-        ));
-    }
-    Ok(request)
 }
 
 fn success(encoding: Encoding) -> Response {

@@ -6,3 +6,4 @@
 pub mod bounds;
 pub mod grpc;
 pub mod http;
+pub mod otlp_json;
