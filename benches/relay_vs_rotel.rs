@@ -80,6 +80,7 @@ fn s(key: &str, value: &str) -> KeyValue {
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.into())),
         }),
+        ..Default::default()
     }
 }
 
@@ -282,7 +283,7 @@ fn main() {
     let rounds = env_usize("RELAY_BENCH_ROUNDS", 3).max(1);
     let api = FakeAnthropic::start();
     let upstream_dir = tempfile::tempdir().unwrap();
-    let (mut upstream, upstream_grpc) = start_rotel(upstream_dir.path());
+    let (mut upstream_rotel, upstream_grpc) = start_rotel(upstream_dir.path());
     let upstream = format!("http://{upstream_grpc}");
     println!(
         "relay vs rotel-agent: {rounds} alternating rounds of {requests} requests × \
@@ -315,6 +316,6 @@ fn main() {
         ra / oa,
         rc / oc
     );
-    let _ = upstream.kill();
-    let _ = upstream.wait();
+    let _ = upstream_rotel.kill();
+    let _ = upstream_rotel.wait();
 }

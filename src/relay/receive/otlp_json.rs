@@ -111,8 +111,7 @@ fn int64(v: Option<Value>, at: &str) -> Result<Option<i64>, String> {
             match n.as_f64() {
                 Some(f)
                     if f.fract() == 0.0
-                        && f >= -9.223_372_036_854_776e18
-                        && f < 9.223_372_036_854_776e18 =>
+                        && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) =>
                 {
                     Ok(Some(f as i64))
                 }
