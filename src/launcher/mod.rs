@@ -376,6 +376,24 @@ pub fn claude_version(program: &std::path::Path) -> String {
     else {
         return unknown();
     };
+    // Read everything the program prints (keeping the start, discarding the rest) while it
+    // runs: a program that writes more than a pipe buffer would otherwise block until killed.
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = VERSION_OUTPUT_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = tx.send(kept);
+        });
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while matches!(child.try_wait(), Ok(None)) {
         if std::time::Instant::now() > deadline {
@@ -385,18 +403,20 @@ pub fn claude_version(program: &std::path::Path) -> String {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut out = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        use std::io::Read;
-        // A version is one short line; never read more than a few KiB of whatever answered.
-        let _ = stdout.take(4096).read_to_string(&mut out);
-    }
-    let version = out.trim().to_string();
-    if version.is_empty() {
-        unknown()
-    } else {
-        version
-    }
+    // A grandchild may still hold the pipe open: wait for the output only until the deadline.
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let out = rx.recv_timeout(left).unwrap_or_default();
+    version_line(&out).unwrap_or_else(unknown)
+}
+
+/// How much of `--version`'s output is kept; a version is one short line.
+const VERSION_OUTPUT_KEPT: usize = 4096;
+
+/// The first non-empty line of a `--version` answer, at most 200 characters.
+fn version_line(out: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(out);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(200).collect())
 }
 
 /// True when our parent or grandparent is a launcher that set the marker: the `claude` it
@@ -423,4 +443,44 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// The launcher's own environment as a map (settings read it).
 pub fn environment() -> BTreeMap<String, String> {
     std::env::vars().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn stand_in(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+        let path = dir.join("chatty-claude");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn version_probe_reads_past_a_full_pipe_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB after the version line: far more than a pipe buffer (64 KiB).
+        let program = stand_in(
+            dir.path(),
+            "echo '9.9.9 (Chatty Code)'; head -c 1048576 /dev/zero | tr '\\0' x; echo; exit 0",
+        );
+        assert_eq!(claude_version(&program), "9.9.9 (Chatty Code)");
+    }
+
+    #[test]
+    fn version_probe_gives_up_on_a_program_that_never_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = stand_in(dir.path(), "echo '1.0.0 (Stuck)'; exec sleep 30");
+        assert_eq!(claude_version(&program), "(unknown version)");
+    }
+
+    #[test]
+    fn version_line_is_the_first_non_empty_line() {
+        assert_eq!(
+            version_line(b"\n  2.1.197 (Claude Code)\nmore\n").as_deref(),
+            Some("2.1.197 (Claude Code)")
+        );
+        assert_eq!(version_line(b"\n \n"), None);
+    }
 }

@@ -103,18 +103,20 @@ pub async fn start(
     };
     let stop_receiving = CancellationToken::new();
     let stop_forwarding = CancellationToken::new();
-    let limit = relay.max_request_bytes as usize;
+    // One set of bounds for both receivers: the connection cap and the byte budget are the
+    // launcher's, not each port's.
+    let bounds = receive::bounds::Bounds::from_settings(relay);
     let receivers = vec![
         tokio::spawn(receive::grpc::serve(
             grpc_listener,
             intake.clone(),
-            limit,
+            bounds.clone(),
             stop_receiving.clone(),
         )),
         tokio::spawn(receive::http::serve(
             http_listener,
             intake,
-            limit,
+            bounds,
             stop_receiving.clone(),
         )),
     ];

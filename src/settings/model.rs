@@ -65,6 +65,18 @@ pub struct RelaySettings {
     pub drain_timeout_ms: u64,
     /// Most requests held in memory waiting for the upstream; the oldest go first past it.
     pub max_queued_requests: u64,
+    /// Most client connections open at once across both receivers; more are turned away
+    /// (HTTP 503 + Retry-After, gRPC: closed, which clients retry as UNAVAILABLE).
+    pub max_connections: u64,
+    /// Bytes of request bodies buffered at once across all requests in flight; a request that
+    /// finds no room waits for it within the body timeout, then gets 503 / UNAVAILABLE.
+    pub max_buffered_bytes: u64,
+    /// A new connection must send a complete request head within this (slowloris bound).
+    pub header_timeout_ms: u64,
+    /// A request body must arrive completely within this once its head is in.
+    pub body_timeout_ms: u64,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for RelaySettings {
@@ -76,6 +88,11 @@ impl Default for RelaySettings {
             max_request_bytes: 8 * 1024 * 1024,
             drain_timeout_ms: 3000,
             max_queued_requests: 10_000,
+            max_connections: 256,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 30_000,
         }
     }
 }

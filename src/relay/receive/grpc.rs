@@ -2,9 +2,11 @@
 //! a body that does not decode is answered with `InvalidArgument` (the generated servers answer
 //! `Internal`, which clients treat as a server fault rather than a bad request).
 
+use super::bounds::{BodyError, Bounds, RETRY_AFTER_SECS, Wire};
 use crate::otlp::{ExportRequest, Signal};
 use crate::relay::Intake;
 use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
@@ -14,29 +16,24 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-/// Serves the three OTLP gRPC services until `stop` is cancelled.
+/// Serves the three OTLP gRPC services under `bounds` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     intake: Intake,
-    max_request_bytes: usize,
+    bounds: Bounds,
     stop: CancellationToken,
 ) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let result = tonic::transport::Server::builder()
-        .add_service(ExportService::<MetricsName>::new(
-            intake.clone(),
-            max_request_bytes,
-        ))
-        .add_service(ExportService::<LogsName>::new(
-            intake.clone(),
-            max_request_bytes,
-        ))
-        .add_service(ExportService::<TracesName>::new(intake, max_request_bytes))
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await;
-    if let Err(e) = result {
-        eprintln!("claude-telemetry: OTLP/gRPC receiver stopped: {e}");
-    }
+    let routes = tonic::service::Routes::new(ExportService::<MetricsName>::new(
+        intake.clone(),
+        bounds.clone(),
+    ))
+    .add_service(ExportService::<LogsName>::new(
+        intake.clone(),
+        bounds.clone(),
+    ))
+    .add_service(ExportService::<TracesName>::new(intake, bounds.clone()))
+    .prepare();
+    super::bounds::serve(listener, routes, bounds, Wire::Grpc, stop).await;
 }
 
 /// Names one OTLP gRPC service at the type level (tonic routes by `NamedService::NAME`).
@@ -68,7 +65,7 @@ impl ServiceName for TracesName {
 /// One OTLP export service over raw protobuf bytes.
 pub struct ExportService<N> {
     intake: Intake,
-    max_request_bytes: usize,
+    bounds: Bounds,
     name: PhantomData<N>,
 }
 
@@ -76,17 +73,17 @@ impl<N> Clone for ExportService<N> {
     fn clone(&self) -> Self {
         ExportService {
             intake: self.intake.clone(),
-            max_request_bytes: self.max_request_bytes,
+            bounds: self.bounds.clone(),
             name: PhantomData,
         }
     }
 }
 
 impl<N: ServiceName> ExportService<N> {
-    fn new(intake: Intake, max_request_bytes: usize) -> Self {
+    fn new(intake: Intake, bounds: Bounds) -> Self {
         ExportService {
             intake,
-            max_request_bytes,
+            bounds,
             name: PhantomData,
         }
     }
@@ -99,8 +96,8 @@ impl<N: ServiceName> NamedService for ExportService<N> {
 impl<N, B> Service<http::Request<B>> for ExportService<N>
 where
     N: ServiceName,
-    B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    B: tonic::codegen::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + std::fmt::Display + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
@@ -117,18 +114,98 @@ where
             if req.uri().path() != expected {
                 return Ok(Status::unimplemented("only Export is served").into_http());
             }
+            let max = this.bounds.max_request_bytes;
+            // Read the whole body under the shared budget and the body timeout first (5 bytes
+            // of gRPC framing on top of the message); the bytes stay counted until answered.
+            let (parts, body) = req.into_parts();
+            let read = match this.bounds.read_body(body, max + 5).await {
+                Ok(read) => read,
+                Err(e) => return Ok(body_status(e).into_http()),
+            };
+            let req =
+                http::Request::from_parts(parts, http_body_util::Full::new(read.bytes.clone()));
             let mut accept = tonic::codec::EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             let mut grpc = Grpc::new(RawCodec)
                 .apply_compression_config(accept, Default::default())
-                .apply_max_message_size_config(Some(this.max_request_bytes), None);
+                .apply_max_message_size_config(Some(max), None);
             let method = ExportMethod {
                 intake: this.intake,
                 signal: N::SIGNAL,
             };
-            Ok(grpc.unary(method, req).await)
+            let response = grpc.unary(method, req).await;
+            drop(read);
+            Ok(response)
         })
     }
+}
+
+/// The status for a body that could not be read. Load shedding is `UNAVAILABLE` with a
+/// `google.rpc.RetryInfo`, which OTLP exporters retry after the given delay.
+fn body_status(e: BodyError) -> Status {
+    match e {
+        BodyError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+        BodyError::TooSlow(_) => Status::deadline_exceeded(e.to_string()),
+        BodyError::Broken(_) => Status::cancelled(e.to_string()),
+        BodyError::Busy => {
+            let message = e.to_string();
+            let retry = RetryInfo {
+                retry_delay: Some(ProtoDuration {
+                    seconds: RETRY_AFTER_SECS as i64,
+                    nanos: 0,
+                }),
+            };
+            let details = RpcStatus {
+                code: tonic::Code::Unavailable as i32,
+                message: message.clone(),
+                details: vec![Any {
+                    type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                    value: retry.encode_to_vec(),
+                }],
+            };
+            Status::with_details(
+                tonic::Code::Unavailable,
+                message,
+                details.encode_to_vec().into(),
+            )
+        }
+    }
+}
+
+/// `google.rpc.Status`, carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Any {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
 }
 
 struct ExportMethod {

@@ -1,10 +1,11 @@
 //! OTLP/HTTP receiver: `/v1/metrics`, `/v1/logs`, `/v1/traces`, protobuf or JSON bodies,
 //! optionally gzip-compressed, answered in the request's own encoding as the spec requires.
 
+use super::bounds::{BodyError, Bounds, RETRY_AFTER_SECS, Wire};
 use crate::otlp::{ExportRequest, Signal};
 use crate::relay::Intake;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,34 +14,26 @@ use prost::Message;
 use std::io::Read;
 use tokio_util::sync::CancellationToken;
 
-/// Serves OTLP/HTTP until `stop` is cancelled.
+/// Serves OTLP/HTTP under `bounds` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     intake: Intake,
-    max_request_bytes: usize,
+    bounds: Bounds,
     stop: CancellationToken,
 ) {
-    let app = router(intake, max_request_bytes);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-    if let Err(e) = result {
-        eprintln!("claude-telemetry: OTLP/HTTP receiver stopped: {e}");
-    }
+    let app = router(intake, bounds.clone());
+    super::bounds::serve(listener, app, bounds, Wire::Http, stop).await;
 }
 
 #[derive(Clone)]
 struct Receiver {
     intake: Intake,
-    max_request_bytes: usize,
+    bounds: Bounds,
 }
 
 /// The OTLP/HTTP routes, also used by tests without a socket.
-pub fn router(intake: Intake, max_request_bytes: usize) -> Router {
-    let state = Receiver {
-        intake,
-        max_request_bytes,
-    };
+pub fn router(intake: Intake, bounds: Bounds) -> Router {
+    let state = Receiver { intake, bounds };
     Router::new()
         .route(
             "/v1/metrics",
@@ -51,7 +44,8 @@ pub fn router(intake: Intake, max_request_bytes: usize) -> Router {
             "/v1/traces",
             post(|s, h, b| export(Signal::Traces, s, h, b)),
         )
-        .layer(DefaultBodyLimit::max(max_request_bytes))
+        // Bodies are read (and limited) by `Bounds::read_body`.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -74,7 +68,7 @@ async fn export(
     signal: Signal,
     State(rx): State<Receiver>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -101,15 +95,28 @@ async fn export(
             );
         }
     };
-    let body = match content_encoding(&headers) {
-        ContentEncoding::Identity => body.to_vec(),
-        ContentEncoding::Gzip => match gunzip(&body, rx.max_request_bytes) {
-            Ok(inflated) => inflated,
+    let limit = rx.bounds.max_request_bytes;
+    let mut wire = match rx.bounds.read_body(body, limit).await {
+        Ok(read) => read,
+        Err(e) => return body_error(encoding, e),
+    };
+    let inflated;
+    let body: &[u8] = match content_encoding(&headers) {
+        ContentEncoding::Identity => &wire.bytes,
+        ContentEncoding::Gzip => match gunzip(&wire.bytes, limit) {
+            Ok(out) => {
+                // The inflated copy counts against the shared budget too.
+                if let Err(e) = wire.reserve_more(&rx.bounds, out.len()).await {
+                    return body_error(encoding, e);
+                }
+                inflated = out;
+                &inflated
+            }
             Err(GunzipError::TooLarge) => {
                 return error(
                     encoding,
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("inflated body exceeds {} bytes", rx.max_request_bytes),
+                    format!("inflated body exceeds {limit} bytes"),
                 );
             }
             Err(GunzipError::Corrupt(e)) => {
@@ -129,11 +136,12 @@ async fn export(
         }
     };
     let decoded = match encoding {
-        Encoding::Protobuf => ExportRequest::decode(signal, &body).map_err(|e| e.to_string()),
-        Encoding::Json => decode_json(signal, &body),
+        Encoding::Protobuf => ExportRequest::decode(signal, body).map_err(|e| e.to_string()),
+        Encoding::Json => super::otlp_json::decode(signal, body),
     };
     match decoded {
         Ok(request) => {
+            drop(wire);
             rx.intake.accept(request).await;
             success(encoding)
         }
@@ -183,54 +191,6 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
     Ok(out)
 }
 
-/// OTLP/JSON. serde silently turns a malformed oneof into `None`, so a request that decodes but
-/// lost its data is rejected rather than forwarded half-empty.
-fn decode_json(signal: Signal, body: &[u8]) -> Result<ExportRequest, String> {
-    use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
-    let request = match signal {
-        Signal::Metrics => ExportRequest::Metrics(
-            serde_json::from_slice::<metrics::v1::ExportMetricsServiceRequest>(body)
-                .map_err(|e| e.to_string())?,
-        ),
-        Signal::Logs => ExportRequest::Logs(
-            serde_json::from_slice::<logs::v1::ExportLogsServiceRequest>(body)
-                .map_err(|e| e.to_string())?,
-        ),
-        Signal::Traces => ExportRequest::Traces(
-            serde_json::from_slice::<trace::v1::ExportTraceServiceRequest>(body)
-                .map_err(|e| e.to_string())?,
-        ),
-    };
-    if let ExportRequest::Metrics(m) = &request {
-        let lost = m
-            .resource_metrics
-            .iter()
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .filter(|metric| metric.data.is_none())
-            .count();
-        if lost > 0 {
-            return Err(format!(
-                "{lost} metric(s) have no recognisable data (enum values must be integers, ids hex)"
-            ));
-        }
-    }
-    let expected_key = match signal {
-        Signal::Metrics => "resourceMetrics",
-        Signal::Logs => "resourceLogs",
-        Signal::Traces => "resourceSpans",
-    };
-    if let Ok(serde_json::Value::Object(top)) = serde_json::from_slice::<serde_json::Value>(body)
-        && !top.is_empty()
-        && !top.contains_key(expected_key)
-    {
-        return Err(format!(
-            "no `{expected_key}` found (OTLP/JSON field names are lowerCamelCase)"
-        ));
-    }
-    Ok(request)
-}
-
 fn success(encoding: Encoding) -> Response {
     match encoding {
         // An empty Export…ServiceResponse: full success.
@@ -243,10 +203,38 @@ fn success(encoding: Encoding) -> Response {
     }
 }
 
+/// The answer to a body that could not be read: 413, 408 (and the connection closes), or the
+/// retryable 503 with `Retry-After` that OTLP/HTTP clients back off on.
+fn body_error(encoding: Encoding, e: BodyError) -> Response {
+    let status = match e {
+        BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+        BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut response = error(encoding, status, e.to_string());
+    let headers = response.headers_mut();
+    if e == BodyError::Busy {
+        headers.insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(RETRY_AFTER_SECS),
+        );
+    }
+    // The rest of an unread body would be taken for the next request: close instead.
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
-    // gRPC codes: INVALID_ARGUMENT = 3, RESOURCE_EXHAUSTED = 8, UNIMPLEMENTED = 12.
+    // gRPC codes: INVALID_ARGUMENT = 3, DEADLINE_EXCEEDED = 4, RESOURCE_EXHAUSTED = 8,
+    // UNIMPLEMENTED = 12, UNAVAILABLE = 14.
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => 8,
+        StatusCode::SERVICE_UNAVAILABLE => 14,
+        StatusCode::REQUEST_TIMEOUT => 4,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => 12,
         _ => 3,
     };

@@ -3,5 +3,7 @@
 //!
 //! [`Intake`]: super::Intake
 
+pub mod bounds;
 pub mod grpc;
 pub mod http;
+pub mod otlp_json;
