@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::otlp::ExportRequest;
 
-pub use outbox::OutboxStats;
+pub use outbox::{Claimed, OutboxStats, Target};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub use usage::PROJECT_ATTRIBUTE;
 
@@ -113,11 +113,21 @@ enum Command {
         owner: String,
         limit: usize,
         lease: Duration,
+        target: Target,
         reply: Reply<Vec<outbox::RawClaim>>,
     },
     DropUnreadable(Vec<outbox::Unreadable>, Reply<()>),
     Delivered(OutboxId, Reply<bool>),
     Release(OutboxId, String, Reply<bool>),
+    Defer {
+        id: OutboxId,
+        owner: String,
+        not_before_ns: i64,
+        error: String,
+        reply: Reply<bool>,
+    },
+    Replace(OutboxId, String, Vec<outbox::Prepared>, Reply<bool>),
+    PerUpstream(Reply<Vec<(Option<String>, u64)>>),
     Stats(Reply<OutboxStats>),
     Close(Reply<()>),
 }
@@ -128,6 +138,10 @@ enum Command {
 pub struct Store {
     commands: mpsc::Sender<Command>,
     path: PathBuf,
+    /// The upstream new rows are accepted for (`None`: not said, e.g. tests and benches).
+    upstream: Option<String>,
+    /// Which rows this handle claims.
+    target: Target,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,7 +184,26 @@ impl Store {
         Ok(Store {
             commands: tx,
             path: path.to_path_buf(),
+            upstream: None,
+            target: Target::Any,
         })
+    }
+
+    /// This handle records `upstream` on every row it appends and claims only rows meant for
+    /// it, or (`follow`) every row whatever upstream it was accepted for.
+    pub fn for_upstream(mut self, upstream: &str, follow: bool) -> Store {
+        self.upstream = Some(upstream.to_owned());
+        self.target = if follow {
+            Target::Any
+        } else {
+            Target::Only(upstream.to_owned())
+        };
+        self
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Commits `request` to the outbox together with its decoded usage rows, in one
@@ -179,7 +212,11 @@ impl Store {
     pub async fn append(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
         // Encoding and decoding happen on the caller's thread, so concurrent requests do that
         // work in parallel and the single writer only runs SQL.
-        let prepared = Box::new(outbox::Prepared::new(&request, now_ns()));
+        let prepared = Box::new(outbox::Prepared::new(
+            &request,
+            now_ns(),
+            self.upstream.clone(),
+        ));
         self.call(|reply| Command::Append(prepared, reply))?
             .await
             .map_err(|_| StoreError::Closed)?
@@ -196,12 +233,31 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
+        Ok(self
+            .claim(owner, limit, lease)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.request))
+            .collect())
+    }
+
+    /// [`Store::claim_pending`] with what the forwarder needs besides the request: the row's
+    /// failed attempts (its back-off) and when it was accepted. Rows in back-off are skipped,
+    /// so they never hold back the rows behind them.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let owner = owner.to_owned();
+        let target = self.target.clone();
         let raw = self
             .call(|reply| Command::Claim {
                 owner,
                 limit,
                 lease,
+                target,
                 reply,
             })?
             .await
@@ -213,6 +269,55 @@ impl Store {
                 .map_err(|_| StoreError::Closed)??;
         }
         Ok(claimed)
+    }
+
+    /// A delivery of `owner`'s row failed and may succeed later: the claim ends, the attempt
+    /// and `error` are recorded, and the row waits until `not_before` (its own back-off).
+    pub async fn defer(
+        &self,
+        id: OutboxId,
+        owner: &str,
+        not_before: Duration,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let not_before_ns = now_ns()
+            .saturating_add(i64::try_from(not_before.as_nanos()).unwrap_or(i64::MAX));
+        let (owner, error) = (owner.to_owned(), error.to_owned());
+        self.call(|reply| Command::Defer {
+            id,
+            owner,
+            not_before_ns,
+            error,
+            reply,
+        })?
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Replaces `owner`'s row by the parts of it not yet delivered (a split request), keeping
+    /// its accept time and upstream; usage rows are not written again.
+    pub async fn replace(
+        &self,
+        id: OutboxId,
+        owner: &str,
+        parts: &[ExportRequest],
+        received_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let prepared = parts
+            .iter()
+            .map(|p| outbox::Prepared::part(p, received_ns, self.upstream.clone()))
+            .collect();
+        let owner = owner.to_owned();
+        self.call(|reply| Command::Replace(id, owner, prepared, reply))?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Pending rows per upstream they were accepted for (`None`: queued before rows said).
+    pub async fn pending_per_upstream(&self) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+        self.call(Command::PerUpstream)?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Deletes a row upstream has accepted. Returns false when it was already gone
@@ -263,7 +368,11 @@ impl Store {
     /// [`Store::append`] for code outside a tokio runtime (tests, benches, CLI commands).
     /// Panics if called from inside a runtime, like every tokio `blocking_*` call.
     pub fn append_blocking(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
-        let prepared = Box::new(outbox::Prepared::new(&request, now_ns()));
+        let prepared = Box::new(outbox::Prepared::new(
+            &request,
+            now_ns(),
+            self.upstream.clone(),
+        ));
         self.call(|reply| Command::Append(prepared, reply))?
             .blocking_recv()
             .map_err(|_| StoreError::Closed)?
@@ -277,11 +386,13 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
         let owner = owner.to_owned();
+        let target = self.target.clone();
         let raw = self
             .call(|reply| Command::Claim {
                 owner,
                 limit,
                 lease,
+                target,
                 reply,
             })?
             .blocking_recv()
@@ -292,7 +403,7 @@ impl Store {
                 .blocking_recv()
                 .map_err(|_| StoreError::Closed)??;
         }
-        Ok(claimed)
+        Ok(claimed.into_iter().map(|c| (c.id, c.request)).collect())
     }
 
     /// [`Store::mark_delivered`] for code outside a tokio runtime.
@@ -482,9 +593,32 @@ fn writer_loop(
                 owner,
                 limit,
                 lease,
+                target,
                 reply,
             } => {
-                let _ = reply.send(outbox::claim(&mut conn, &owner, limit, lease, now_ns()));
+                let _ = reply.send(outbox::claim(
+                    &mut conn,
+                    &owner,
+                    limit,
+                    lease,
+                    now_ns(),
+                    &target,
+                ));
+            }
+            Command::Defer {
+                id,
+                owner,
+                not_before_ns,
+                error,
+                reply,
+            } => {
+                let _ = reply.send(outbox::defer(&conn, id, &owner, not_before_ns, &error));
+            }
+            Command::Replace(id, owner, parts, reply) => {
+                let _ = reply.send(outbox::replace(&mut conn, id, &owner, &parts));
+            }
+            Command::PerUpstream(reply) => {
+                let _ = reply.send(outbox::per_upstream(&conn));
             }
             Command::DropUnreadable(rows, reply) => {
                 let _ = reply.send(outbox::drop_unreadable(&mut conn, &rows));
