@@ -20,6 +20,7 @@
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod health;
 mod outbox;
 pub mod queries;
 mod schema;
@@ -35,7 +36,13 @@ use tokio::sync::oneshot;
 
 use crate::otlp::ExportRequest;
 
+pub use health::StoreNotice;
 pub use outbox::{Claimed, OutboxStats, Target};
+
+/// How long the check at open may take (`PRAGMA quick_check`, cut short past it): well inside
+/// the launch budget. Measured: about 1 ms for an empty store, 35 ms for a 20 MB one (see
+/// README); larger stores are checked in part at launch and fully by `doctor`.
+pub const OPEN_CHECK_BUDGET: Duration = Duration::from_millis(150);
 #[cfg_attr(not(test), allow(unused_imports))]
 pub use usage::PROJECT_ATTRIBUTE;
 
@@ -154,6 +161,7 @@ impl Store {
     /// Opens (creating and migrating when needed) the store at `path` and starts its writer
     /// thread. Blocking: call it at start-up or from `spawn_blocking`.
     pub fn open(path: &Path, bounds: StoreBounds) -> Result<Store, StoreError> {
+        let store_path = path.to_path_buf();
         let mut conn = open_connection(path)?;
         schema::migrate(&mut conn)?;
         // Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) run on their own thread
@@ -173,7 +181,7 @@ impl Store {
         thread::Builder::new()
             .name("store-writer".to_owned())
             .spawn(move || {
-                let close_reply = writer_loop(conn, bounds, rx, nudge);
+                let close_reply = writer_loop(conn, bounds, rx, nudge, &store_path);
                 // The nudge sender is gone with writer_loop: the checkpointer ends.
                 let _ = checkpointer.join();
                 if let Some(reply) = close_reply {
@@ -189,6 +197,55 @@ impl Store {
         })
     }
 
+    /// [`Store::open`] for a launch: checks the file first ([`OPEN_CHECK_BUDGET`]); a damaged
+    /// file is set aside and its readable waiting rows copied into a fresh store; a file that
+    /// vanished or was emptied while rows waited is reported. Each finding is returned once,
+    /// for the launcher to say.
+    pub fn open_checked(
+        path: &Path,
+        bounds: StoreBounds,
+    ) -> Result<(Store, Vec<StoreNotice>), StoreError> {
+        let mut notices = Vec::new();
+        let waiting = health::read_marker(path);
+        let size = std::fs::metadata(path).map(|m| m.len()).ok();
+        let mut aside = None;
+        match size {
+            None | Some(0) if waiting > 0 => notices.push(StoreNotice::Vanished {
+                waiting_rows: waiting,
+                emptied: size == Some(0),
+            }),
+            Some(n) if n > 0 => {
+                if let health::Health::Damaged(reason) =
+                    health::quick_check(path, OPEN_CHECK_BUDGET)
+                {
+                    aside = Some((reason, health::set_aside(path)?));
+                }
+            }
+            _ => {}
+        }
+        let store = match Store::open(path, bounds) {
+            Ok(store) => store,
+            Err(e) if aside.is_none() && health::is_damage(&e) => {
+                aside = Some((e.to_string(), health::set_aside(path)?));
+                Store::open(path, bounds)?
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some((reason, set_aside)) = aside {
+            let (salvaged_rows, lost_rows) = health::salvage(&set_aside, path);
+            notices.push(StoreNotice::Damaged {
+                reason,
+                set_aside,
+                salvaged_rows,
+                lost_rows,
+            });
+        }
+        if let Ok(stats) = store.outbox_stats_blocking() {
+            health::write_marker(path, stats.pending_rows);
+        }
+        Ok((store, notices))
+    }
+
     /// This handle records `upstream` on every row it appends and claims only rows meant for
     /// it, or (`follow`) every row whatever upstream it was accepted for.
     pub fn for_upstream(mut self, upstream: &str, follow: bool) -> Store {
@@ -199,11 +256,6 @@ impl Store {
             Target::Only(upstream.to_owned())
         };
         self
-    }
-
-    /// The file this store lives in.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Commits `request` to the outbox together with its decoded usage rows, in one
@@ -227,6 +279,7 @@ impl Store {
     /// several processes sharing the file never deliver the same row while leases hold.
     /// Rows are decompressed and decoded on the calling task (about 50 µs each): keep
     /// `limit` modest (tens) on a runtime thread. Undecodable rows are dropped and counted.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn claim_pending(
         &self,
         owner: &str,
@@ -280,8 +333,8 @@ impl Store {
         not_before: Duration,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let not_before_ns = now_ns()
-            .saturating_add(i64::try_from(not_before.as_nanos()).unwrap_or(i64::MAX));
+        let not_before_ns =
+            now_ns().saturating_add(i64::try_from(not_before.as_nanos()).unwrap_or(i64::MAX));
         let (owner, error) = (owner.to_owned(), error.to_owned());
         self.call(|reply| Command::Defer {
             id,
@@ -309,13 +362,6 @@ impl Store {
             .collect();
         let owner = owner.to_owned();
         self.call(|reply| Command::Replace(id, owner, prepared, reply))?
-            .await
-            .map_err(|_| StoreError::Closed)?
-    }
-
-    /// Pending rows per upstream they were accepted for (`None`: queued before rows said).
-    pub async fn pending_per_upstream(&self) -> Result<Vec<(Option<String>, u64)>, StoreError> {
-        self.call(Command::PerUpstream)?
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -417,6 +463,15 @@ impl Store {
     pub fn release_blocking(&self, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
         let owner = owner.to_owned();
         self.call(|reply| Command::Release(id, owner, reply))?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Pending rows per upstream they were accepted for (`None`: queued before rows said), for
+    /// code outside a tokio runtime (the launcher, before
+    /// its runtime serves anything).
+    pub fn pending_per_upstream_blocking(&self) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+        self.call(Command::PerUpstream)?
             .blocking_recv()
             .map_err(|_| StoreError::Closed)?
     }
@@ -547,6 +602,7 @@ fn writer_loop(
     bounds: StoreBounds,
     commands: mpsc::Receiver<Command>,
     nudge: mpsc::SyncSender<()>,
+    path: &Path,
 ) -> Option<Reply<()>> {
     let mut commits = 0u32;
     let mut next = None;
@@ -635,6 +691,10 @@ fn writer_loop(
             Command::Close(reply) => {
                 // Everything queued before the close has been answered (the channel is FIFO);
                 // commands sent after it are dropped and their callers see `Closed`.
+                // The marker lets the next launch notice a store that vanishes meanwhile.
+                if let Ok(stats) = outbox::stats(&conn, now_ns()) {
+                    health::write_marker(path, stats.pending_rows);
+                }
                 if let Err((_, err)) = conn.close() {
                     let _ = reply.send(Err(err.into()));
                     return None;
