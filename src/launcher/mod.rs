@@ -282,11 +282,13 @@ fn say_other_upstreams(store: &Store, here: &str, follow: bool) {
         };
         if follow {
             eprintln!(
-                "claude-telemetry: {rows} waiting telemetry batch(es) accepted for {meant_for} are                  re-targeted to {here} (store.retarget = \"follow\")"
+                "claude-telemetry: {rows} waiting telemetry batch(es) accepted for {meant_for} are \
+                 re-targeted to {here} (store.retarget = \"follow\")"
             );
         } else {
             eprintln!(
-                "claude-telemetry: {rows} waiting telemetry batch(es) are for {meant_for}, not this                  run's upstream {here}: left for a run with it (store.retarget = \"follow\" sends \
+                "claude-telemetry: {rows} waiting telemetry batch(es) are for {meant_for}, not this \
+                 run's upstream {here}: left for a run with it (store.retarget = \"follow\" sends \
                  them here)"
             );
         }

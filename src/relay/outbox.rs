@@ -325,10 +325,13 @@ impl Outbox {
             Backend::Durable {
                 store, fallback, ..
             } => {
-                let stats = store.outbox_stats().await.unwrap_or_default();
+                let pending = match store.pending_for_target().await {
+                    Ok(n) => n,
+                    Err(_) => store.outbox_stats().await.unwrap_or_default().pending_rows,
+                };
                 let (in_memory, items) = fallback.remaining();
                 Remaining {
-                    requests: stats.pending_rows + in_memory,
+                    requests: pending + in_memory,
                     items,
                     kept: true,
                     in_memory,

@@ -164,6 +164,13 @@ impl Store {
         let store_path = path.to_path_buf();
         let mut conn = open_connection(path)?;
         schema::migrate(&mut conn)?;
+        // A new launch retries batches in back-off at once: the upstream may be back, and a
+        // back-off left by an earlier launch must not make this one end without trying.
+        conn.execute(
+            "UPDATE outbox SET claim_until_ns = NULL
+             WHERE attempts > 0 AND claim_owner IS NULL AND claim_until_ns IS NOT NULL",
+            [],
+        )?;
         // Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) run on their own thread
         // and connection, so an append never waits for the disk to flush.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -381,6 +388,23 @@ impl Store {
         self.call(|reply| Command::Release(id, owner, reply))?
             .await
             .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Pending rows this handle would deliver (meant for its upstream, or of unknown upstream,
+    /// or every row when it follows): what a run leaves waiting for a later run with it.
+    pub async fn pending_for_target(&self) -> Result<u64, StoreError> {
+        let per_upstream = self
+            .call(Command::PerUpstream)?
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        Ok(per_upstream
+            .into_iter()
+            .filter(|(upstream, _)| match (&self.target, upstream) {
+                (Target::Any, _) | (_, None) => true,
+                (Target::Only(mine), Some(theirs)) => mine == theirs,
+            })
+            .map(|(_, n)| n)
+            .sum())
     }
 
     /// Pending rows, bytes, oldest age and dropped totals, for `status` and `doctor`.
