@@ -279,7 +279,10 @@ fn a_damaged_store_is_reported_set_aside_and_the_new_events_arrive() {
     assert!(len > 1_000_000, "a store of some size: {len}");
     {
         use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new().write(true).open(&store).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&store)
+            .unwrap();
         f.seek(SeekFrom::Start(len / 3)).unwrap();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let junk: Vec<u8> = (0..len / 3)
@@ -307,7 +310,11 @@ fn a_damaged_store_is_reported_set_aside_and_the_new_events_arrive() {
     let set_aside = std::fs::read_dir(data.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with("store.db.damaged-"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("store.db.damaged-")
+        });
     assert!(set_aside, "the damaged file is kept aside");
     // What was salvaged arrives, each at most once.
     let old = arrivals(&sink, "old");
@@ -404,7 +411,10 @@ fn waiting_batches_stay_for_their_upstream_unless_retarget_follows() {
         "{err}"
     );
     assert_exactly_once(&second, "for-second", 10);
-    assert!(arrivals(&second, "for-first").is_empty(), "kept for the first");
+    assert!(
+        arrivals(&second, "for-first").is_empty(),
+        "kept for the first"
+    );
     let mut follow = sandbox(&api, &second.grpc_endpoint(), data.path());
     follow.set_env("CLAUDE_TELEMETRY_STORE__RETARGET", "follow");
     let out = launch(&follow, &serde_json::json!([]));
