@@ -504,6 +504,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_row_in_back_off_does_not_hold_back_the_rows_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreBounds::default()).unwrap();
+        let outbox = Outbox::durable(store, "a".into(), Duration::from_secs(30), false, 10);
+        outbox.push(req()).await.unwrap();
+        outbox.push(req()).await.unwrap();
+        let mut rows = outbox.take().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        let second = rows.pop().unwrap();
+        let first = rows.pop().unwrap();
+        outbox
+            .defer(first, Duration::from_secs(60), "gRPC Unavailable")
+            .await;
+        outbox.release(second).await;
+        let again = outbox.take().await.unwrap();
+        assert_eq!(again.len(), 1, "only the row behind the one in back-off");
+        assert_eq!(again[0].attempts, 0);
+        outbox.settle(&again[0]).await;
+        assert_eq!(
+            outbox.remaining().await.requests,
+            1,
+            "the deferred row still waits"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_mid_run_sends_requests_on_from_memory_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreBounds::default()).unwrap();
+        let outbox = Outbox::durable(
+            store.clone(),
+            "a".into(),
+            Duration::from_secs(30),
+            false,
+            10,
+        );
+        store.close().await.unwrap();
+        outbox.push(req()).await.unwrap();
+        outbox.push(req()).await.unwrap();
+        let failure = outbox.store_failure().expect("the failure is recorded");
+        assert_eq!((failure.to_memory, failure.lost), (2, 0));
+        let entry = outbox.take().await.unwrap().remove(0);
+        outbox.settle(&entry).await;
+        assert_eq!(outbox.remaining().await.in_memory, 1);
+        let local_only = {
+            let store = Store::open(&dir.path().join("t.db"), StoreBounds::default()).unwrap();
+            store.close().await.unwrap();
+            Outbox::durable(store, "b".into(), Duration::from_secs(30), true, 10)
+        };
+        assert!(
+            local_only.push(req()).await.is_err(),
+            "nothing could take it: not acknowledged as kept"
+        );
+    }
+
+    #[tokio::test]
     async fn local_only_keeps_no_outbox_rows() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db"), StoreBounds::default()).unwrap();

@@ -318,6 +318,59 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_store_is_set_aside_and_its_readable_rows_recovered() {
+        use crate::otlp::ExportRequest;
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, StoreBounds::default()).unwrap();
+        for _ in 0..5 {
+            store
+                .append_blocking(ExportRequest::Logs(ExportLogsServiceRequest::default()))
+                .unwrap();
+        }
+        store.close_blocking().unwrap();
+        assert_eq!(
+            read_marker(&path),
+            5,
+            "the orderly close records what waits"
+        );
+        // Overwrite the last page (a leaf of some table): structurally damaged.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096usize;
+        let start = (len as usize).saturating_sub(page);
+        for b in &mut bytes[start..] {
+            *b = 0xa5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (store, notices) = Store::open_checked(&path, StoreBounds::default()).unwrap();
+        let pending = store.outbox_stats_blocking().unwrap().pending_rows;
+        store.close_blocking().unwrap();
+        match notices.as_slice() {
+            [
+                StoreNotice::Damaged {
+                    set_aside,
+                    salvaged_rows,
+                    ..
+                },
+            ] => {
+                assert!(set_aside.exists());
+                assert!(
+                    set_aside
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("s.db.damaged-")
+                );
+                assert_eq!(*salvaged_rows, pending);
+            }
+            other => panic!("expected one damage notice, got {other:?}"),
+        }
+        assert_eq!(quick_check(&path, Duration::from_secs(5)), Health::Sound);
+    }
+
+    #[test]
     fn the_marker_counts_waiting_rows_and_goes_when_none_wait() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
