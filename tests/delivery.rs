@@ -115,20 +115,22 @@ fn assert_exactly_once(sink: &OtlpSink, tag: &str, expected: i64) {
     );
 }
 
-#[test]
-fn an_oversized_request_is_split_and_the_events_behind_it_arrive_in_the_same_launch() {
+/// One 5 MB request, one record too large alone, then 1,000 events, behind a gRPC upstream
+/// that refuses messages over `limit` bytes as grpc-go does.
+fn oversized_then_small(limit: usize) {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
-    // Stricter than grpc-go's 4 MiB default so the relay's own 4 MiB split is not enough:
-    // the upstream's RESOURCE_EXHAUSTED answer must make it split further.
-    sink.set_grpc_limit(Some(1024 * 1024));
+    sink.set_grpc_limit(Some(limit));
     let data = tempfile::tempdir().unwrap();
-    let s = sandbox(&api, &sink.grpc_endpoint(), data.path());
+    let mut s = sandbox(&api, &sink.grpc_endpoint(), data.path());
+    // The drain ends as soon as everything is delivered; the long bound only keeps a debug
+    // build on a loaded 2-core machine inside "the same launch".
+    s.set_env("CLAUDE_TELEMETRY_RELAY__DRAIN_TIMEOUT_MS", "30000");
     let plan = serde_json::json!([
         // ~5 MB of protobuf in one request (4,800 records of ~1 KB).
         {"send": [1, 4800, "large", 1000]},
         // One record that is too large for the upstream even alone.
-        {"send": [1, 1, "huge", 1_200_000]},
+        {"send": [1, 1, "huge", limit + 200_000]},
         // Then 1,000 ordinary events.
         {"send": [100, 10, "small", 0]},
     ]);
@@ -138,6 +140,8 @@ fn an_oversized_request_is_split_and_the_events_behind_it_arrive_in_the_same_lau
     assert_exactly_once(&sink, "small", 1000);
     assert_exactly_once(&sink, "large", 4800);
     assert!(arrivals(&sink, "huge").is_empty());
+    let largest = sink.requests().iter().map(|r| r.raw.len()).max().unwrap_or(0);
+    assert!(largest <= limit, "nothing over the limit was accepted: {largest}");
     assert!(
         err.contains("1 telemetry item(s) were dropped: too large for"),
         "the dropped record is named: {err}"
@@ -149,6 +153,19 @@ fn an_oversized_request_is_split_and_the_events_behind_it_arrive_in_the_same_lau
         text.contains("[warn] delivery: the last session dropped 1 item(s) too large"),
         "{text}"
     );
+}
+
+#[test]
+fn an_oversized_request_is_split_and_the_events_behind_it_arrive_in_the_same_launch() {
+    // grpc-go's (and the OpenTelemetry Collector's) default receive limit.
+    oversized_then_small(4 * 1024 * 1024);
+}
+
+#[test]
+fn an_upstream_that_refuses_a_size_makes_the_relay_split_further() {
+    // Stricter than the relay's own 4 MiB split: the upstream's RESOURCE_EXHAUSTED answer
+    // must make it halve again.
+    oversized_then_small(1024 * 1024);
 }
 
 #[test]
