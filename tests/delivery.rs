@@ -140,8 +140,16 @@ fn oversized_then_small(limit: usize) {
     assert_exactly_once(&sink, "small", 1000);
     assert_exactly_once(&sink, "large", 4800);
     assert!(arrivals(&sink, "huge").is_empty());
-    let largest = sink.requests().iter().map(|r| r.raw.len()).max().unwrap_or(0);
-    assert!(largest <= limit, "nothing over the limit was accepted: {largest}");
+    let largest = sink
+        .requests()
+        .iter()
+        .map(|r| r.raw.len())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest <= limit,
+        "nothing over the limit was accepted: {largest}"
+    );
     assert!(
         err.contains("1 telemetry item(s) were dropped: too large for"),
         "the dropped record is named: {err}"
