@@ -3,9 +3,11 @@
 //! Two backends behind one type. **Durable** (the default): each request is committed to the
 //! SQLite store, together with its usage rows, before claude is acknowledged; delivery claims
 //! rows under a lease, so several launchers sharing the store never send the same row, and rows
-//! left by an earlier (or killed) launcher are delivered by the next one. **Memory** (store
-//! disabled or unavailable): a bounded FIFO that keeps order across retries and drops the
-//! oldest, counted, when full.
+//! left by an earlier (or killed) launcher are delivered by the next one. A row whose delivery
+//! failed waits in its own back-off (recorded in the store) while the rows behind it go on.
+//! Should the store fail during the run, requests go on to the upstream from a bounded memory
+//! queue instead and the failure is recorded once for the exit line. **Memory** (store
+//! disabled or unavailable at start): a bounded FIFO that drops the oldest, counted, when full.
 
 use crate::otlp::ExportRequest;
 use crate::store::{OutboxId, Store};

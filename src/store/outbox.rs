@@ -3,7 +3,9 @@
 //! Delivery protocol: a forwarder claims rows for a lease, sends them, then deletes them
 //! ([`delivered`]) or gives them back ([`release`]). A forwarder killed mid-delivery leaves
 //! its claims to expire, after which another process delivers them again: exactly once while
-//! leases hold, at least once across a crash.
+//! leases hold, at least once across a crash. A failed delivery [`defer`]s the row: its claim
+//! ends and it is not deliverable again before its back-off ends, so it never holds back the
+//! rows behind it. Each row records the upstream it was accepted for ([`Target`]).
 
 use std::time::Duration;
 
