@@ -177,7 +177,7 @@ fn an_upstream_that_refuses_a_size_makes_the_relay_split_further() {
 }
 
 #[test]
-fn a_batch_refused_for_good_does_not_hold_back_the_rest_and_doctor_says_so() {
+fn batches_in_back_off_show_in_doctor_and_arrive_once_the_upstream_is_back() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
     let data = tempfile::tempdir().unwrap();
@@ -327,6 +327,7 @@ fn a_damaged_store_is_reported_set_aside_and_the_new_events_arrive() {
     sink.restart();
     let out = launch(&s, &serde_json::json!([{"send": [10, 10, "new", 0]}]));
     let err = stderr(&out);
+    eprintln!("launcher: {err}");
     assert!(
         err.contains("the local store was damaged") && err.contains(".damaged-"),
         "{err}"
