@@ -113,9 +113,19 @@ fn check(path: &Path, sql: &str, budget: Option<Duration>) -> Health {
     let _ = started;
     match result {
         Ok(answer) if answer == "ok" => Health::Sound,
-        Ok(answer) => Health::Damaged(answer),
+        Ok(answer) => Health::Damaged(one_line(&answer)),
         Err(e) => classify(&e).unwrap_or(Health::Unverified),
     }
+}
+
+/// SQLite's report on one line, without its "*** in database main ***" header.
+fn one_line(answer: &str) -> String {
+    answer
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("***"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// SQLite errors that mean the file itself is damaged (as opposed to busy or interrupted).
