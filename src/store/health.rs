@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -104,13 +104,11 @@ fn check(path: &Path, sql: &str, budget: Option<Duration>) -> Health {
             }
         })
     });
-    let started = Instant::now();
     let result: rusqlite::Result<String> = conn.query_row(sql, [], |r| r.get(0));
     let _ = done.send(());
     if let Some(w) = watchdog {
         let _ = w.join();
     }
-    let _ = started;
     match result {
         Ok(answer) if answer == "ok" => Health::Sound,
         Ok(answer) => Health::Damaged(one_line(&answer)),
