@@ -71,6 +71,32 @@ struct ReportCli {
     args: report::ReportArgs,
 }
 
+/// The damage checks on the year's file: the full cost of `quick_check` and `integrity_check`,
+/// and what `open_checked` (bounded by its budget) costs at a launch.
+fn health_figures(db: &Path) -> String {
+    let size = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0);
+    let started = Instant::now();
+    let quick = store::health::quick_check(db, Duration::from_secs(3600));
+    let quick_time = started.elapsed();
+    let started = Instant::now();
+    let full = store::health::integrity_check(db);
+    let full_time = started.elapsed();
+    let started = Instant::now();
+    let (opened, notices) = Store::open_checked(db, StoreBounds::default()).expect("open");
+    let open_time = started.elapsed();
+    opened.close_blocking().expect("close");
+    format!(
+        "damage checks on the {:.1} MB file: quick_check {:.0} ms ({quick:?}), integrity_check \
+         {:.0} ms ({full:?}); open_checked at a launch {:.0} ms (budget {} ms, {} notice(s))",
+        size as f64 / 1e6,
+        quick_time.as_secs_f64() * 1e3,
+        full_time.as_secs_f64() * 1e3,
+        open_time.as_secs_f64() * 1e3,
+        store::OPEN_CHECK_BUDGET.as_millis(),
+        notices.len()
+    )
+}
+
 fn main() {
     let target_events: u64 = std::env::var("STORE_BENCH_EVENTS")
         .ok()
@@ -231,6 +257,7 @@ fn main() {
     }
     let wall = wall.elapsed();
     store.close_blocking().expect("close store");
+    let health = health_figures(&db);
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -243,6 +270,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!("{health}");
     println!(
         "store bench: {sessions} sessions, {requests} requests, {events} events, {points} metric points"
     );

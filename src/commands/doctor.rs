@@ -57,6 +57,7 @@ pub fn run(_args: &DoctorArgs) -> anyhow::Result<i32> {
     check_upstream(&loaded, &mut report);
     check_relay_ports(&loaded, &mut report);
     check_store(&loaded, &mut report);
+    check_delivery(&loaded, &mut report);
     check_last_run(&loaded, &mut report);
     println!("\nClaude Code's own checks: claude-telemetry -- doctor");
     Ok(i32::from(report.worst == Level::Fail))
@@ -290,6 +291,70 @@ pub fn store_summary(loaded: &Loaded) -> (Level, String) {
         Err(e) => (Level::Fail, format!("{}: {e}", path.display())),
     }
 }
+
+/// Is the store file sound (full integrity check), and is delivery moving: rows failing again
+/// and again, or items dropped as too large, or a store that failed during the last session.
+fn check_delivery(loaded: &Loaded, report: &mut Report) {
+    use crate::store::health::{self, Health};
+    let store = &loaded.settings.store;
+    let path = loaded.paths.store_file(&store.path);
+    if !store.enabled || !path.exists() {
+        return;
+    }
+    if let Health::Damaged(reason) = health::integrity_check(&path) {
+        report.line(
+            Level::Fail,
+            "store integrity",
+            format!(
+                "{} is damaged ({reason}); the next session sets it aside and recovers the \
+                 waiting batches it can read",
+                path.display()
+            ),
+        );
+        return;
+    }
+    report.line(Level::Ok, "store integrity", "PRAGMA integrity_check: ok");
+    let stats = crate::store::open_reader(&path)
+        .ok()
+        .flatten()
+        .and_then(|conn| crate::store::queries::outbox_stats(&conn).ok());
+    if let Some(stats) = stats.filter(|s| s.failing_rows > 0) {
+        let stuck = stats.max_attempts >= STUCK_ATTEMPTS;
+        report.line(
+            if stuck { Level::Fail } else { Level::Warn },
+            "delivery",
+            format!(
+                "{} waiting batch(es) failed to deliver (up to {} attempt(s){}); last error: {}",
+                stats.failing_rows,
+                stats.max_attempts,
+                if stuck { ": delivery is stuck" } else { "" },
+                stats.last_error.as_deref().unwrap_or("(none recorded)")
+            ),
+        );
+    }
+    if let Some(last) = LastRun::load(&loaded.paths.last_run_file()) {
+        if last.dropped_too_large_items > 0 {
+            report.line(
+                Level::Warn,
+                "delivery",
+                format!(
+                    "the last session dropped {} item(s) too large for the upstream even alone",
+                    last.dropped_too_large_items
+                ),
+            );
+        }
+        if let Some(e) = &last.store_failure {
+            report.line(
+                Level::Warn,
+                "delivery",
+                format!("the local store failed during the last session ({e}); batches went on from memory"),
+            );
+        }
+    }
+}
+
+/// Failed attempts of one batch after which `doctor` calls delivery stuck.
+const STUCK_ATTEMPTS: u64 = 10;
 
 fn check_last_run(loaded: &Loaded, report: &mut Report) {
     let Some(last) = LastRun::load(&loaded.paths.last_run_file()) else {

@@ -21,12 +21,24 @@ pub struct LastRun {
     /// Acknowledged to claude but not written to the store: lost.
     #[serde(default)]
     pub lost_requests: u64,
+    /// Items dropped because even alone they were too large for the upstream.
+    #[serde(default)]
+    pub dropped_too_large_items: u64,
+    /// The store failed during the run (its error); requests went on from memory.
+    #[serde(default)]
+    pub store_failure: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// `HH:MM:SS UTC` of a Unix time, for one-line messages.
+pub fn clock_time(unix_secs: u64) -> String {
+    let s = unix_secs % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
 }
 
 impl LastRun {
     /// Builds the record from the relay's counters.
-    pub fn from_stats(program: &Path, stats: &RelayStats, drain: DrainReport) -> LastRun {
+    pub fn from_stats(program: &Path, stats: &RelayStats, drain: &DrainReport) -> LastRun {
         LastRun {
             finished_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -39,6 +51,8 @@ impl LastRun {
             undelivered_requests: drain.undelivered_requests,
             rejected_requests: RelayStats::get(&stats.rejected_requests),
             lost_requests: RelayStats::get(&stats.lost_requests),
+            dropped_too_large_items: RelayStats::get(&stats.dropped_too_large_items),
+            store_failure: drain.store_failure.as_ref().map(|f| f.error.clone()),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }

@@ -241,8 +241,20 @@ fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> Outbox {
         max_bytes: settings.store.max_bytes,
         max_age: Duration::from_secs(settings.store.max_age_days.saturating_mul(86_400)),
     };
-    match Store::open(&path, bounds) {
-        Ok(store) => {
+    match Store::open_checked(&path, bounds) {
+        Ok((store, notices)) => {
+            for notice in notices {
+                eprintln!("claude-telemetry: {notice}");
+            }
+            let store = if upstream.is_active() {
+                let here = upstream_identity(&upstream.endpoint);
+                let follow = settings.store.retarget == crate::settings::Retarget::Follow;
+                let store = store.for_upstream(&here, follow);
+                say_other_upstreams(&store, &here, follow);
+                store
+            } else {
+                store
+            };
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
@@ -251,6 +263,7 @@ fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> Outbox {
                 format!("{}-{started}", std::process::id()),
                 Duration::from_millis(settings.store.delivery_lease_ms),
                 !upstream.is_active(),
+                settings.relay.max_queued_requests as usize,
             )
         }
         Err(e) => {
@@ -259,6 +272,37 @@ fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> Outbox {
                 path.display()
             );
             memory()
+        }
+    }
+}
+
+/// How a waiting batch names the upstream it was accepted for: the endpoint as configured,
+/// without a trailing slash.
+fn upstream_identity(endpoint: &str) -> String {
+    endpoint.trim().trim_end_matches('/').to_string()
+}
+
+/// One line when batches wait for a different upstream than this run's: left for it, or
+/// (`store.retarget = "follow"`) delivered here.
+fn say_other_upstreams(store: &Store, here: &str, follow: bool) {
+    let Ok(per_upstream) = store.pending_per_upstream_blocking() else {
+        return;
+    };
+    for (meant_for, rows) in per_upstream {
+        let Some(meant_for) = meant_for.filter(|u| u != here) else {
+            continue;
+        };
+        if follow {
+            eprintln!(
+                "claude-telemetry: {rows} waiting telemetry batch(es) accepted for {meant_for} are \
+                 re-targeted to {here} (store.retarget = \"follow\")"
+            );
+        } else {
+            eprintln!(
+                "claude-telemetry: {rows} waiting telemetry batch(es) are for {meant_for}, not this \
+                 run's upstream {here}: left for a run with it (store.retarget = \"follow\" sends \
+                 them here)"
+            );
         }
     }
 }
@@ -294,7 +338,46 @@ fn summarise(
     stats: &RelayStats,
     drain: DrainReport,
 ) {
-    if drain.undelivered_requests > 0 && upstream.is_active() {
+    let store_path = loaded.paths.store_file(&loaded.settings.store.path);
+    if let Some(failure) = &drain.store_failure {
+        let mut line = format!(
+            "claude-telemetry: the local store {} could not be written from {} on ({})",
+            store_path.display(),
+            last_run::clock_time(failure.at_unix_secs),
+            failure.error
+        );
+        if failure.to_memory > 0 {
+            line.push_str(&format!(
+                "; {} telemetry batch(es) went on to the upstream from memory instead",
+                failure.to_memory
+            ));
+            if drain.undelivered_in_memory > 0 {
+                line.push_str(&format!(
+                    ", {} of them undelivered at exit and lost",
+                    drain.undelivered_in_memory
+                ));
+            } else {
+                line.push_str(", all delivered");
+            }
+        }
+        if failure.lost > 0 {
+            line.push_str(&format!(
+                "; {} batch(es) were not kept (local-only mode: no upstream to take them)",
+                failure.lost
+            ));
+        }
+        eprintln!("{line}");
+    }
+    let split = RelayStats::get(&stats.split_requests);
+    let too_large = RelayStats::get(&stats.dropped_too_large_items);
+    if too_large > 0 {
+        eprintln!(
+            "claude-telemetry: {too_large} telemetry item(s) were dropped: too large for {} even \
+             alone ({split} request(s) were delivered in parts)",
+            upstream.endpoint
+        );
+    }
+    if drain.undelivered_requests > drain.undelivered_in_memory && upstream.is_active() {
         let reason = stats
             .last_error
             .lock()
@@ -305,11 +388,8 @@ fn summarise(
             eprintln!(
                 "claude-telemetry: {} telemetry batch(es) wait in the local store {} and will be \
                  delivered to {} by a later run: {reason}",
-                drain.undelivered_requests,
-                loaded
-                    .paths
-                    .store_file(&loaded.settings.store.path)
-                    .display(),
+                drain.undelivered_requests - drain.undelivered_in_memory,
+                store_path.display(),
                 upstream.endpoint
             );
         } else {
@@ -341,7 +421,7 @@ fn summarise(
         );
     }
     let lost = RelayStats::get(&stats.lost_requests);
-    if lost > 0 {
+    if lost > 0 && drain.store_failure.is_none() {
         eprintln!(
             "claude-telemetry: {lost} telemetry batch(es) could not be written to the local store {} and were lost",
             loaded
@@ -350,7 +430,7 @@ fn summarise(
                 .display()
         );
     }
-    let mut record = last_run::LastRun::from_stats(program, stats, drain);
+    let mut record = last_run::LastRun::from_stats(program, stats, &drain);
     if !stats.anything_arrived() {
         let version = claude_version(program);
         eprintln!(

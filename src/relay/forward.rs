@@ -1,8 +1,19 @@
 //! Delivery to the upstream (the local collector or a team's OTLP endpoint), with retries and
 //! exponential backoff. Runs beside the receivers, so a slow or dead upstream never slows claude.
+//!
+//! No single request can stop delivery. Failures are classed by the OTLP specification's rules:
+//! gRPC `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`, `UNAVAILABLE`, `DATA_LOSS`
+//! are retried, `RESOURCE_EXHAUSTED` only when the status carries `google.rpc.RetryInfo`
+//! (whose delay is honoured); HTTP 429, 502, 503 and 504 are retried (honouring
+//! `Retry-After`), every other status is permanent. A request the upstream finds too large
+//! (gRPC `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE` naming the message size, HTTP 413), or larger than
+//! the 4 MiB gRPC receivers accept by default, is split by resource, scope and record until it
+//! fits; a single record that still does not fit is dropped, counted and named. A request that
+//! fails in a way that may pass waits in its own back-off while the requests behind it go on.
 
 use crate::otlp::ExportRequest;
-use crate::relay::outbox::Outbox;
+use crate::relay::outbox::{Entry, Outbox};
+use crate::relay::split;
 use crate::relay::stats::RelayStats;
 use crate::settings::{Protocol, UpstreamSettings};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -24,10 +35,25 @@ pub enum UpstreamError {
     Header { name: String, reason: String },
 }
 
+/// The largest gRPC message sent: the default receive limit of grpc-go, grpcio and tonic (so of
+/// the OpenTelemetry Collector too). Larger requests are split before sending.
+pub const GRPC_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// What trying again can do about a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// May pass: retry after the upstream's delay when it gave one, else the back-off.
+    Transient { retry_after: Option<Duration> },
+    /// The upstream refuses the request's size: smaller parts may pass.
+    TooLarge,
+    /// Will not pass however often it is sent (the specification's non-retryable answers).
+    Permanent,
+}
+
 /// Why one delivery attempt failed, and whether trying again can help.
 #[derive(Debug)]
 pub struct SendError {
-    pub retryable: bool,
+    pub kind: Failure,
     pub message: String,
 }
 
@@ -166,24 +192,87 @@ async fn send_grpc(
                     .map_or(0, |p| p.rejected_spans as u64)
             }),
     };
-    result.map_err(|status| {
-        use tonic::Code::*;
-        let retryable = matches!(
+    result.map_err(|status| SendError {
+        kind: classify_grpc(
             status.code(),
-            Unavailable
-                | DeadlineExceeded
-                | ResourceExhausted
-                | Aborted
-                | Internal
-                | Unknown
-                | Cancelled
-        );
-        SendError {
-            retryable,
-            message: format!("gRPC {:?}: {}", status.code(), first_line(status.message())),
-        }
+            status.message(),
+            retry_info(status.details()),
+        ),
+        message: format!("gRPC {:?}: {}", status.code(), first_line(status.message())),
     })
 }
+
+/// The OTLP/gRPC rules (see the module doc). Client-side transport failures (no connection,
+/// a reset stream) reach us as `UNKNOWN`/`INTERNAL` with a transport message: those are the
+/// upstream being away, so they are retried too.
+pub fn classify_grpc(code: tonic::Code, message: &str, retry_after: Option<Duration>) -> Failure {
+    use tonic::Code::*;
+    let lower = message.to_ascii_lowercase();
+    let about_size = lower.contains("larger than max") || lower.contains("too large");
+    match code {
+        ResourceExhausted if retry_after.is_some() => Failure::Transient { retry_after },
+        ResourceExhausted | OutOfRange if about_size => Failure::TooLarge,
+        ResourceExhausted => Failure::Permanent,
+        Cancelled | DeadlineExceeded | Aborted | OutOfRange | Unavailable | DataLoss => {
+            Failure::Transient { retry_after }
+        }
+        Unknown | Internal
+            if lower.contains("transport error")
+                || lower.contains("connection")
+                || lower.contains("h2 protocol error")
+                || lower.contains("broken pipe") =>
+        {
+            Failure::Transient { retry_after }
+        }
+        _ => Failure::Permanent,
+    }
+}
+
+/// `google.rpc.Status` as carried in `grpc-status-details-bin`, only as far as needed.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// The delay of a `google.rpc.RetryInfo` in a status's details, if there is one.
+fn retry_info(details: &[u8]) -> Option<Duration> {
+    use prost::Message;
+    let status = RpcStatus::decode(details).ok()?;
+    let any = status
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
+    let delay = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    let secs = u64::try_from(delay.seconds.max(0)).unwrap_or(0);
+    let nanos = u32::try_from(delay.nanos.max(0)).unwrap_or(0);
+    Some(Duration::new(secs, nanos).min(MAX_RETRY_AFTER))
+}
+
+/// An upstream asking for more than this is waited for this long (the row keeps its place).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 async fn send_http(
     client: &reqwest::Client,
@@ -200,18 +289,32 @@ async fn send_http(
         .send()
         .await
         .map_err(|e| SendError {
-            retryable: true,
+            kind: Failure::Transient { retry_after: None },
             message: format!("HTTP {url}: {}", error_chain(&e)),
         })?;
     let status = response.status();
     if status.is_success() {
         return Ok(0);
     }
-    let retryable = matches!(status.as_u16(), 408 | 429 | 500..=599);
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     Err(SendError {
-        retryable,
+        kind: classify_http(status.as_u16(), retry_after),
         message: format!("HTTP {url}: {status}"),
     })
+}
+
+/// The OTLP/HTTP rules: 429, 502, 503, 504 retryable; 413 too large; the rest permanent.
+pub fn classify_http(status: u16, retry_after: Option<Duration>) -> Failure {
+    match status {
+        429 | 502 | 503 | 504 => Failure::Transient { retry_after },
+        413 => Failure::TooLarge,
+        _ => Failure::Permanent,
+    }
 }
 
 fn first_line(s: &str) -> &str {
@@ -258,74 +361,236 @@ impl Backoff {
     }
 }
 
+/// A request's own back-off after `attempts` failures: 100 ms doubling to 10 s, or what the
+/// upstream asked for.
+fn row_delay(attempts: u32, retry_after: Option<Duration>) -> Duration {
+    retry_after.unwrap_or_else(|| {
+        Backoff::FIRST
+            .saturating_mul(1u32 << attempts.min(10))
+            .min(Backoff::MAX)
+    })
+}
+
+/// Consecutive transient failures after which a closing drain stops trying: the upstream is
+/// away and the store keeps the rows for the next launch.
+const CLOSING_FAILURES: u32 = 3;
+
+/// How one entry's delivery ended.
+enum Delivery {
+    /// Every part was accepted (or dropped for a counted reason).
+    Done,
+    /// Not everything went: `unsent` parts remain when the entry was split and some parts went
+    /// (`None`: nothing of it went, the entry stays as it is).
+    Retry {
+        unsent: Option<Vec<ExportRequest>>,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// The drain ran out of time and the in-flight send gave no answer within the grace.
+    NoAnswer { unsent: Option<Vec<ExportRequest>> },
+}
+
 /// Takes requests from the outbox and delivers them, oldest first.
 pub struct Forwarder {
     outbox: Arc<Outbox>,
     upstream: Upstream,
     stats: Arc<RelayStats>,
+    /// How long a send in flight when the drain runs out of time may still take to answer.
+    grace: Duration,
 }
 
 impl Forwarder {
     /// A forwarder for one outbox and upstream.
-    pub fn new(outbox: Arc<Outbox>, upstream: Upstream, stats: Arc<RelayStats>) -> Forwarder {
+    pub fn new(
+        outbox: Arc<Outbox>,
+        upstream: Upstream,
+        stats: Arc<RelayStats>,
+        grace: Duration,
+    ) -> Forwarder {
         Forwarder {
             outbox,
             upstream,
             stats,
+            grace,
         }
     }
 
     /// Delivers until the outbox is closed and empty, or `stop` is cancelled. With a durable
-    /// outbox, a failure after close ends the drain at once: the rows are safe in the store and
+    /// outbox, repeated failures after close end the drain: the rows are safe in the store and
     /// the next launch delivers them, so nobody waits for a dead upstream.
+    ///
+    /// On `stop` nothing new is sent; a send already in flight is given [`Forwarder::grace`]
+    /// to answer and is then settled (accepted) or given back (anything else), and every
+    /// claimed entry not yet sent is given back at once, so the next launch sends it without
+    /// waiting for a lease and nothing the upstream accepted is sent again.
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new();
+        let mut failures_in_a_row = 0u32;
         loop {
             let batch = tokio::select! {
                 batch = self.outbox.take() => batch,
                 () = stop.cancelled() => return,
             };
             let Some(batch) = batch else { return };
+            let size = batch.len();
+            let mut failed = 0usize;
+            let mut longest_wait = None;
             let mut entries = batch.into_iter();
             while let Some(entry) = entries.next() {
-                let attempt = tokio::select! {
-                    result = self.upstream.send(&entry.request) => result,
-                    () = stop.cancelled() => return,
-                };
-                match attempt {
-                    Ok(rejected) => {
+                if stop.is_cancelled() {
+                    self.release_all(entry, entries).await;
+                    return;
+                }
+                match self.deliver(&entry, &stop).await {
+                    Delivery::Done => {
                         self.outbox.settle(&entry).await;
-                        backoff.reset();
+                        failures_in_a_row = 0;
                         self.stats
                             .delivered_requests
                             .fetch_add(1, Ordering::Relaxed);
-                        if rejected > 0 {
-                            self.stats.record_error(format!(
-                                "upstream rejected {rejected} item(s) of a request"
-                            ));
-                        }
                     }
-                    Err(e) if e.retryable => {
-                        self.outbox.retry_later(entry).await;
-                        for rest in entries.by_ref() {
-                            self.outbox.retry_later(rest).await;
+                    Delivery::Retry {
+                        unsent,
+                        retry_after,
+                        message,
+                    } => {
+                        failed += 1;
+                        failures_in_a_row += 1;
+                        longest_wait = longest_wait.max(retry_after);
+                        match unsent {
+                            Some(parts) => self.outbox.requeue_parts(entry, parts).await,
+                            None => {
+                                let delay = row_delay(entry.attempts, retry_after);
+                                self.outbox.defer(entry, delay, &message).await;
+                            }
                         }
-                        self.stats.record_error(e.message);
-                        if self.outbox.is_closing_and_durable() {
+                        self.stats.record_error(message);
+                        if self.outbox.is_closing_and_durable()
+                            && failures_in_a_row >= CLOSING_FAILURES
+                        {
+                            for rest in entries.by_ref() {
+                                self.outbox.release(rest).await;
+                            }
                             return;
                         }
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff.step()) => {}
-                            () = stop.cancelled() => return,
-                        }
                     }
-                    Err(e) => {
-                        self.outbox.settle(&entry).await;
-                        self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
-                        self.stats.record_error(e.message);
+                    Delivery::NoAnswer { unsent } => {
+                        match unsent {
+                            Some(parts) => self.outbox.requeue_parts(entry, parts).await,
+                            None => self.outbox.release(entry).await,
+                        }
+                        self.stats.unanswered_sends.fetch_add(1, Ordering::Relaxed);
+                        for rest in entries.by_ref() {
+                            self.outbox.release(rest).await;
+                        }
+                        return;
                     }
                 }
             }
+            if failed == size {
+                // Everything failed: the upstream itself is away or overloaded.
+                let wait = backoff.step().max(longest_wait.unwrap_or_default());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return,
+                }
+            } else {
+                backoff.reset();
+            }
+        }
+    }
+
+    async fn release_all(&self, first: Entry, rest: impl Iterator<Item = Entry>) {
+        self.outbox.release(first).await;
+        for entry in rest {
+            self.outbox.release(entry).await;
+        }
+    }
+
+    /// Sends one entry, splitting it while the upstream finds it too large.
+    async fn deliver(&self, entry: &Entry, stop: &CancellationToken) -> Delivery {
+        let grpc = matches!(self.upstream, Upstream::Grpc { .. });
+        let mut pending = vec![entry.request.clone()];
+        let mut split = false;
+        let mut rejected = 0u64;
+        while let Some(part) = pending.pop() {
+            if grpc
+                && split::encoded_len(&part) > GRPC_MAX_MESSAGE
+                && let Some((a, b)) = split::halve(&part)
+            {
+                split = true;
+                pending.push(b);
+                pending.push(a);
+                continue;
+            }
+            let answer = self.send_within_grace(&part, stop).await;
+            let unsent = |mut pending: Vec<ExportRequest>, part: ExportRequest| {
+                pending.push(part);
+                pending.reverse();
+                split.then_some(pending)
+            };
+            match answer {
+                None => {
+                    return Delivery::NoAnswer {
+                        unsent: unsent(pending, part),
+                    };
+                }
+                Some(Ok(n)) => rejected += n,
+                Some(Err(e)) => match e.kind {
+                    Failure::TooLarge => match split::halve(&part) {
+                        Some((a, b)) => {
+                            split = true;
+                            pending.push(b);
+                            pending.push(a);
+                        }
+                        None => {
+                            let items = part.item_count() as u64;
+                            self.stats
+                                .dropped_too_large_items
+                                .fetch_add(items, Ordering::Relaxed);
+                            self.stats.record_error(format!(
+                                "dropped {items} item(s) too large for the upstream even alone                                  ({} bytes): {}",
+                                split::encoded_len(&part),
+                                e.message
+                            ));
+                        }
+                    },
+                    Failure::Permanent => {
+                        self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+                        self.stats.record_error(e.message);
+                    }
+                    Failure::Transient { retry_after } => {
+                        return Delivery::Retry {
+                            unsent: unsent(pending, part),
+                            retry_after,
+                            message: e.message,
+                        };
+                    }
+                },
+            }
+        }
+        if split {
+            self.stats.split_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if rejected > 0 {
+            self.stats
+                .record_error(format!("upstream rejected {rejected} item(s) of a request"));
+        }
+        Delivery::Done
+    }
+
+    /// One attempt; once `stop` fires, the answer is awaited for the grace only (`None`: no
+    /// answer came, the upstream may or may not have the request).
+    async fn send_within_grace(
+        &self,
+        part: &ExportRequest,
+        stop: &CancellationToken,
+    ) -> Option<Result<u64, SendError>> {
+        let send = self.upstream.send(part);
+        tokio::pin!(send);
+        tokio::select! {
+            answer = &mut send => Some(answer),
+            () = stop.cancelled() => tokio::time::timeout(self.grace, send).await.ok(),
         }
     }
 }
@@ -345,6 +610,88 @@ mod tests {
         assert!(b.step() <= Backoff::MAX.mul_f64(1.2));
         b.reset();
         assert!(b.step() < Duration::from_millis(121));
+    }
+
+    #[test]
+    fn failures_are_classed_by_the_otlp_rules() {
+        use tonic::Code;
+        let t = Failure::Transient { retry_after: None };
+        assert_eq!(classify_grpc(Code::Unavailable, "", None), t);
+        assert_eq!(classify_grpc(Code::DataLoss, "", None), t);
+        assert_eq!(
+            classify_grpc(Code::ResourceExhausted, "quota", None),
+            Failure::Permanent,
+            "RESOURCE_EXHAUSTED without RetryInfo is not retried"
+        );
+        let wait = Some(Duration::from_secs(2));
+        assert_eq!(
+            classify_grpc(Code::ResourceExhausted, "quota", wait),
+            Failure::Transient { retry_after: wait }
+        );
+        assert_eq!(
+            classify_grpc(
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (5000000 vs. 4194304)",
+                None
+            ),
+            Failure::TooLarge
+        );
+        assert_eq!(
+            classify_grpc(
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+                None
+            ),
+            Failure::TooLarge
+        );
+        assert_eq!(
+            classify_grpc(Code::InvalidArgument, "", None),
+            Failure::Permanent
+        );
+        assert_eq!(
+            classify_grpc(Code::Unauthenticated, "", None),
+            Failure::Permanent
+        );
+        assert_eq!(
+            classify_http(503, wait),
+            Failure::Transient { retry_after: wait }
+        );
+        assert_eq!(classify_http(413, None), Failure::TooLarge);
+        assert_eq!(classify_http(400, None), Failure::Permanent);
+        assert_eq!(classify_http(500, None), Failure::Permanent);
+    }
+
+    #[test]
+    fn retry_info_delay_is_read_from_the_status_details() {
+        use prost::Message;
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: 3,
+                nanos: 500_000_000,
+            }),
+        };
+        let status = RpcStatus {
+            details: vec![ProtoAny {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        assert_eq!(
+            retry_info(&status.encode_to_vec()),
+            Some(Duration::from_millis(3500))
+        );
+        assert_eq!(retry_info(b""), None);
+    }
+
+    #[test]
+    fn row_delay_doubles_and_honours_the_upstream() {
+        assert_eq!(row_delay(0, None), Duration::from_millis(100));
+        assert_eq!(row_delay(3, None), Duration::from_millis(800));
+        assert_eq!(row_delay(30, None), Backoff::MAX);
+        assert_eq!(
+            row_delay(0, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod outbox;
 pub mod policy;
 pub mod receive;
+pub mod split;
 pub mod stats;
 
 use crate::otlp::ExportRequest;
@@ -67,10 +68,17 @@ pub struct RelayHandle {
     stop_forwarding: CancellationToken,
     receivers: Vec<tokio::task::JoinHandle<()>>,
     forwarder: Option<tokio::task::JoinHandle<()>>,
+    /// How long a send in flight at the drain deadline may still take to answer.
+    grace: Duration,
 }
 
+/// The longest a send in flight at the drain deadline is waited for (or `upstream.timeout_ms`
+/// when shorter): its answer decides whether the row is settled or given back, so a run that
+/// does not crash never leaves a row both delivered and waiting.
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(2);
+
 /// What happened to the telemetry of a run, for the exit summary and `doctor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DrainReport {
     /// Requests still undelivered when the drain ended.
     pub undelivered_requests: u64,
@@ -80,6 +88,10 @@ pub struct DrainReport {
     pub kept: bool,
     /// Requests dropped while the run went on because the in-memory bound was reached.
     pub dropped_for_space: u64,
+    /// Of the undelivered requests, those held only in memory (lost with this process).
+    pub undelivered_in_memory: u64,
+    /// The store failed during the run: what happened and where the requests went.
+    pub store_failure: Option<outbox::StoreFailure>,
 }
 
 /// Binds both listeners (so "address in use" fails before claude starts), then serves.
@@ -124,10 +136,11 @@ pub async fn start(
     // stop the relay: requests still reach the outbox, and a later run with a working upstream
     // delivers what the store kept.
     let mut upstream_problem = None;
+    let grace = IN_FLIGHT_GRACE.min(Duration::from_millis(upstream.timeout_ms.max(1)));
     let forwarder = if upstream.is_active() {
         match Upstream::connect(upstream) {
             Ok(upstream) => {
-                let forwarder = Forwarder::new(outbox.clone(), upstream, stats.clone());
+                let forwarder = Forwarder::new(outbox.clone(), upstream, stats.clone(), grace);
                 Some(tokio::spawn(forwarder.run(stop_forwarding.clone())))
             }
             Err(e) => {
@@ -149,6 +162,7 @@ pub async fn start(
         stop_forwarding,
         receivers,
         forwarder,
+        grace,
     })
 }
 
@@ -165,8 +179,10 @@ impl RelayHandle {
                 .await
                 .is_err()
         {
+            // Out of time: nothing new is sent, the send in flight gets the grace to answer,
+            // and claimed rows are given back (see `Forwarder::run`).
             self.stop_forwarding.cancel();
-            let _ = tokio::time::timeout(Duration::from_millis(200), forwarder).await;
+            let _ = tokio::time::timeout(self.grace + Duration::from_secs(1), forwarder).await;
         }
         let remaining = self.outbox.remaining().await;
         let report = DrainReport {
@@ -174,6 +190,8 @@ impl RelayHandle {
             undelivered_items: remaining.items,
             kept: remaining.kept,
             dropped_for_space: self.outbox.dropped().await,
+            undelivered_in_memory: remaining.in_memory,
+            store_failure: self.outbox.store_failure(),
         };
         self.outbox.shut().await;
         report

@@ -3,16 +3,18 @@
 //! Two backends behind one type. **Durable** (the default): each request is committed to the
 //! SQLite store, together with its usage rows, before claude is acknowledged; delivery claims
 //! rows under a lease, so several launchers sharing the store never send the same row, and rows
-//! left by an earlier (or killed) launcher are delivered by the next one. **Memory** (store
-//! disabled or unavailable): a bounded FIFO that keeps order across retries and drops the
-//! oldest, counted, when full.
+//! left by an earlier (or killed) launcher are delivered by the next one. A row whose delivery
+//! failed waits in its own back-off (recorded in the store) while the rows behind it go on.
+//! Should the store fail during the run, requests go on to the upstream from a bounded memory
+//! queue instead and the failure is recorded once for the exit line. **Memory** (store
+//! disabled or unavailable at start): a bounded FIFO that drops the oldest, counted, when full.
 
 use crate::otlp::ExportRequest;
 use crate::store::{OutboxId, Store};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How many rows one delivery round claims from the store.
@@ -25,7 +27,10 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 pub struct Entry {
     pub request: ExportRequest,
     pub items: u64,
+    /// Failed delivery attempts so far: the entry's own back-off.
+    pub attempts: u32,
     row: Option<OutboxId>,
+    received_ns: i64,
 }
 
 /// Where undelivered requests wait.
@@ -33,6 +38,8 @@ pub struct Outbox {
     backend: Backend,
     ready: Notify,
     closed: AtomicBool,
+    /// The earliest time a deferred row becomes deliverable again (so `take` wakes for it).
+    next_due: Mutex<Option<Instant>>,
 }
 
 enum Backend {
@@ -43,6 +50,10 @@ enum Backend {
         lease: Duration,
         /// Only usage rows are wanted (no upstream): outbox rows are removed once written.
         local_only: bool,
+        /// Requests the store could not take while the upstream could: they go on from here.
+        fallback: MemoryQueue,
+        /// The first store failure of the run, said once at exit.
+        failure: Mutex<Option<StoreFailure>>,
     },
 }
 
@@ -53,7 +64,20 @@ struct MemoryQueue {
     dropped: AtomicU64,
 }
 
-/// The store refused a request; claude is still acknowledged by the caller's choice.
+/// The store stopped taking requests during the run; what happened to them instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFailure {
+    /// The first error, as the store said it.
+    pub error: String,
+    /// Seconds since the Unix epoch when it first happened.
+    pub at_unix_secs: u64,
+    /// Requests that went on to the upstream from memory instead of the store.
+    pub to_memory: u64,
+    /// Requests that could go nowhere (local-only: there is no upstream to take them).
+    pub lost: u64,
+}
+
+/// The store refused a request and nothing else could take it.
 #[derive(Debug, thiserror::Error)]
 #[error("local store: {0}")]
 pub struct OutboxError(#[from] crate::store::StoreError);
@@ -65,27 +89,33 @@ pub struct Remaining {
     pub items: u64,
     /// The requests are safe in the store (delivered by a later launch), not lost.
     pub kept: bool,
+    /// Of `requests`, those held in memory only (lost with the process).
+    pub in_memory: u64,
 }
 
 impl Outbox {
     /// An in-memory outbox holding at most `capacity` requests.
     pub fn memory(capacity: usize) -> Outbox {
-        Outbox::with(Backend::Memory(MemoryQueue {
-            queue: Mutex::new(VecDeque::new()),
-            in_flight: Mutex::new(None),
-            capacity: capacity.max(1),
-            dropped: AtomicU64::new(0),
-        }))
+        Outbox::with(Backend::Memory(MemoryQueue::new(capacity)))
     }
 
     /// An outbox in the store. `owner` must be unique per process; `local_only` keeps usage
-    /// rows but no outbox rows (nothing will ever deliver them).
-    pub fn durable(store: Store, owner: String, lease: Duration, local_only: bool) -> Outbox {
+    /// rows but no outbox rows (nothing will ever deliver them). Should the store fail during
+    /// the run, requests go on from a memory queue of `fallback_capacity`.
+    pub fn durable(
+        store: Store,
+        owner: String,
+        lease: Duration,
+        local_only: bool,
+        fallback_capacity: usize,
+    ) -> Outbox {
         Outbox::with(Backend::Durable {
             store,
             owner,
             lease,
             local_only,
+            fallback: MemoryQueue::new(fallback_capacity),
+            failure: Mutex::new(None),
         })
     }
 
@@ -94,27 +124,53 @@ impl Outbox {
             backend,
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            next_due: Mutex::new(None),
         }
     }
 
-    /// Queues a request. Durable: returns once it is committed.
+    /// Queues a request. Durable: returns once it is committed, or once it is in the memory
+    /// fallback when the store fails (the upstream can still take it). Errors only when the
+    /// request is kept nowhere.
     pub async fn push(&self, request: ExportRequest) -> Result<(), OutboxError> {
         match &self.backend {
             Backend::Memory(q) => q.push(request),
             Backend::Durable {
-                store, local_only, ..
-            } => {
-                let id = store.append(request).await?;
-                if *local_only {
-                    store.mark_delivered(id).await?;
+                store,
+                local_only,
+                fallback,
+                failure,
+                ..
+            } => match store.append(request.clone()).await {
+                Ok(id) => {
+                    if *local_only {
+                        store.mark_delivered(id).await?;
+                    }
                 }
-            }
+                Err(e) => {
+                    let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                    let f = f.get_or_insert_with(|| StoreFailure {
+                        error: e.to_string(),
+                        at_unix_secs: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                        to_memory: 0,
+                        lost: 0,
+                    });
+                    if *local_only {
+                        f.lost += 1;
+                        return Err(OutboxError(e));
+                    }
+                    f.to_memory += 1;
+                    fallback.push(request);
+                }
+            },
         }
         self.ready.notify_one();
         Ok(())
     }
 
     /// Waits for requests to deliver, oldest first. `None` once closed and nothing is left.
+    /// Rows in back-off are not returned until it ends; the rows behind them are.
     pub async fn take(&self) -> Option<Vec<Entry>> {
         loop {
             let notified = self.ready.notified();
@@ -128,50 +184,116 @@ impl Outbox {
                     store,
                     owner,
                     lease,
+                    fallback,
                     ..
-                } => match store.claim_pending(owner, CLAIM_BATCH, *lease).await {
-                    Ok(rows) if !rows.is_empty() => {
-                        return Some(
-                            rows.into_iter()
-                                .map(|(id, request)| Entry {
-                                    items: request.item_count() as u64,
-                                    request,
-                                    row: Some(id),
-                                })
-                                .collect(),
-                        );
+                } => {
+                    if let Some(entry) = fallback.pop() {
+                        return Some(vec![entry]);
                     }
-                    Ok(_) => {}
-                    Err(_) if self.closed.load(Ordering::Acquire) => return None,
-                    Err(_) => {}
-                },
+                    match store.claim(owner, CLAIM_BATCH, *lease).await {
+                        Ok(rows) if !rows.is_empty() => {
+                            return Some(
+                                rows.into_iter()
+                                    .map(|c| Entry {
+                                        items: c.request.item_count() as u64,
+                                        request: c.request,
+                                        attempts: c.attempts,
+                                        row: Some(c.id),
+                                        received_ns: c.received_ns,
+                                    })
+                                    .collect(),
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(_) if self.closed.load(Ordering::Acquire) => return None,
+                        Err(_) => {}
+                    }
+                }
             }
             if self.closed.load(Ordering::Acquire) {
                 return None;
             }
-            let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+            let wait = self
+                .next_due
+                .lock()
+                .ok()
+                .and_then(|d| *d)
+                .map_or(IDLE_POLL, |due| {
+                    due.saturating_duration_since(Instant::now()).min(IDLE_POLL)
+                });
+            let _ = tokio::time::timeout(wait.max(Duration::from_millis(10)), notified).await;
+            if let Ok(mut due) = self.next_due.lock()
+                && due.is_some_and(|d| d <= Instant::now())
+            {
+                *due = None;
+            }
         }
     }
 
-    /// The entry was accepted upstream (or permanently rejected): forget it.
+    /// The entry was accepted upstream (or dropped for a named reason): forget it.
     pub async fn settle(&self, entry: &Entry) {
         match (&self.backend, entry.row) {
             (Backend::Memory(q), _) => q.set_in_flight(None),
             (Backend::Durable { store, .. }, Some(id)) => {
                 let _ = store.mark_delivered(id).await;
             }
-            (Backend::Durable { .. }, None) => {}
+            (Backend::Durable { fallback, .. }, None) => fallback.set_in_flight(None),
         }
     }
 
-    /// Delivery failed: the entry is given back, to be retried first.
-    pub async fn retry_later(&self, entry: Entry) {
+    /// Not sent (the drain ran out of time, or the entry was claimed and never tried): given
+    /// back at once, first in line, for this run or the next launch.
+    pub async fn release(&self, entry: Entry) {
         match (&self.backend, entry.row) {
             (Backend::Memory(q), _) => q.push_front(entry),
             (Backend::Durable { store, owner, .. }, Some(id)) => {
                 let _ = store.release(id, owner).await;
             }
-            (Backend::Durable { .. }, None) => {}
+            (Backend::Durable { fallback, .. }, None) => fallback.push_front(entry),
+        }
+    }
+
+    /// Delivery failed in a way that may pass: the entry waits `delay` (its own back-off)
+    /// while the entries behind it go on.
+    pub async fn defer(&self, mut entry: Entry, delay: Duration, error: &str) {
+        if let Ok(mut due) = self.next_due.lock() {
+            let at = Instant::now() + delay;
+            *due = Some(due.map_or(at, |d| d.min(at)));
+        }
+        entry.attempts = entry.attempts.saturating_add(1);
+        match (&self.backend, entry.row) {
+            (Backend::Memory(q), _) => q.push_back(entry),
+            (Backend::Durable { store, owner, .. }, Some(id)) => {
+                let _ = store.defer(id, owner, delay, error).await;
+            }
+            (Backend::Durable { fallback, .. }, None) => fallback.push_back(entry),
+        }
+    }
+
+    /// Part of a split entry was delivered: only `parts` (not yet delivered) stay queued, in
+    /// place of the whole entry, so no part is sent twice.
+    pub async fn requeue_parts(&self, entry: Entry, parts: Vec<ExportRequest>) {
+        match (&self.backend, entry.row) {
+            (Backend::Durable { store, owner, .. }, Some(id)) => {
+                if !matches!(
+                    store.replace(id, owner, &parts, entry.received_ns).await,
+                    Ok(true)
+                ) {
+                    let _ = store.release(id, owner).await;
+                }
+            }
+            (Backend::Memory(q), _) | (Backend::Durable { fallback: q, .. }, None) => {
+                q.set_in_flight(None);
+                for request in parts.into_iter().rev() {
+                    q.push_front(Entry {
+                        items: request.item_count() as u64,
+                        request,
+                        attempts: entry.attempts,
+                        row: None,
+                        received_ns: entry.received_ns,
+                    });
+                }
+            }
         }
     }
 
@@ -184,11 +306,13 @@ impl Outbox {
 
     /// Closed, and what is left survives this process: no reason to keep retrying now.
     pub fn is_closing_and_durable(&self) -> bool {
-        self.closed.load(Ordering::Acquire) && matches!(self.backend, Backend::Durable { .. })
+        self.closed.load(Ordering::Acquire)
+            && matches!(&self.backend, Backend::Durable { fallback, .. } if fallback.is_empty())
     }
 
-    /// What was not delivered. Durable: every pending row in the store (this launcher's and
-    /// any left by others), kept for a later launch.
+    /// What was not delivered. Durable: every pending row in the store meant for this run's
+    /// upstream (this launcher's and any left by others), kept for a later launch, plus what
+    /// the memory fallback still holds.
     pub async fn remaining(&self) -> Remaining {
         match &self.backend {
             Backend::Memory(q) => {
@@ -197,14 +321,22 @@ impl Outbox {
                     requests,
                     items,
                     kept: false,
+                    in_memory: requests,
                 }
             }
-            Backend::Durable { store, .. } => {
-                let stats = store.outbox_stats().await.unwrap_or_default();
+            Backend::Durable {
+                store, fallback, ..
+            } => {
+                let pending = match store.pending_for_target().await {
+                    Ok(n) => n,
+                    Err(_) => store.outbox_stats().await.unwrap_or_default().pending_rows,
+                };
+                let (in_memory, items) = fallback.remaining();
                 Remaining {
-                    requests: stats.pending_rows,
-                    items: 0,
+                    requests: pending + in_memory,
+                    items,
                     kept: true,
+                    in_memory,
                 }
             }
         }
@@ -214,7 +346,15 @@ impl Outbox {
     pub async fn dropped(&self) -> u64 {
         match &self.backend {
             Backend::Memory(q) => q.dropped.load(Ordering::Relaxed),
-            Backend::Durable { .. } => 0,
+            Backend::Durable { fallback, .. } => fallback.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The store's failure during this run, if it failed.
+    pub fn store_failure(&self) -> Option<StoreFailure> {
+        match &self.backend {
+            Backend::Durable { failure, .. } => failure.lock().ok().and_then(|f| f.clone()),
+            Backend::Memory(_) => None,
         }
     }
 
@@ -227,19 +367,39 @@ impl Outbox {
 }
 
 impl MemoryQueue {
+    fn new(capacity: usize) -> MemoryQueue {
+        MemoryQueue {
+            queue: Mutex::new(VecDeque::new()),
+            in_flight: Mutex::new(None),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
     fn push(&self, request: ExportRequest) {
         let items = request.item_count() as u64;
+        self.push_back(Entry {
+            request,
+            items,
+            attempts: 0,
+            row: None,
+            received_ns: crate::store::now_ns(),
+        });
+    }
+
+    fn push_back(&self, entry: Entry) {
+        self.set_in_flight(None);
         if let Ok(mut q) = self.queue.lock() {
             while q.len() >= self.capacity {
                 q.pop_front();
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            q.push_back(Entry {
-                request,
-                items,
-                row: None,
-            });
+            q.push_back(entry);
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.lock().map_or(true, |q| q.is_empty())
     }
 
     fn pop(&self) -> Option<Entry> {
@@ -296,7 +456,7 @@ mod tests {
             2,
             "in-flight entry still counts"
         );
-        outbox.retry_later(first).await;
+        outbox.release(first).await;
         let again = outbox.take().await.unwrap().remove(0);
         outbox.settle(&again).await;
         outbox.close();
@@ -321,16 +481,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let store = Store::open(&path, StoreBounds::default()).unwrap();
-        let first = Outbox::durable(store.clone(), "a".into(), Duration::from_secs(30), false);
+        let first = Outbox::durable(
+            store.clone(),
+            "a".into(),
+            Duration::from_secs(30),
+            false,
+            10,
+        );
         first.push(req()).await.unwrap();
         first.push(req()).await.unwrap();
         let claimed = first.take().await.unwrap();
         assert_eq!(claimed.len(), 2);
         for e in claimed {
-            first.retry_later(e).await;
+            first.release(e).await;
         }
         first.close();
-        let second = Outbox::durable(store, "b".into(), Duration::from_secs(30), false);
+        let second = Outbox::durable(store, "b".into(), Duration::from_secs(30), false, 10);
         let rows = second.take().await.unwrap();
         assert_eq!(rows.len(), 2, "released rows go to the next owner");
         for e in &rows {
@@ -340,10 +506,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_row_in_back_off_does_not_hold_back_the_rows_behind_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreBounds::default()).unwrap();
+        let outbox = Outbox::durable(store, "a".into(), Duration::from_secs(30), false, 10);
+        outbox.push(req()).await.unwrap();
+        outbox.push(req()).await.unwrap();
+        let mut rows = outbox.take().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        let second = rows.pop().unwrap();
+        let first = rows.pop().unwrap();
+        outbox
+            .defer(first, Duration::from_secs(60), "gRPC Unavailable")
+            .await;
+        outbox.release(second).await;
+        let again = outbox.take().await.unwrap();
+        assert_eq!(again.len(), 1, "only the row behind the one in back-off");
+        assert_eq!(again[0].attempts, 0);
+        outbox.settle(&again[0]).await;
+        assert_eq!(
+            outbox.remaining().await.requests,
+            1,
+            "the deferred row still waits"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_mid_run_sends_requests_on_from_memory_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreBounds::default()).unwrap();
+        let outbox = Outbox::durable(
+            store.clone(),
+            "a".into(),
+            Duration::from_secs(30),
+            false,
+            10,
+        );
+        store.close().await.unwrap();
+        outbox.push(req()).await.unwrap();
+        outbox.push(req()).await.unwrap();
+        let failure = outbox.store_failure().expect("the failure is recorded");
+        assert_eq!((failure.to_memory, failure.lost), (2, 0));
+        let entry = outbox.take().await.unwrap().remove(0);
+        outbox.settle(&entry).await;
+        assert_eq!(outbox.remaining().await.in_memory, 1);
+        let local_only = {
+            let store = Store::open(&dir.path().join("t.db"), StoreBounds::default()).unwrap();
+            store.close().await.unwrap();
+            Outbox::durable(store, "b".into(), Duration::from_secs(30), true, 10)
+        };
+        assert!(
+            local_only.push(req()).await.is_err(),
+            "nothing could take it: not acknowledged as kept"
+        );
+    }
+
+    #[tokio::test]
     async fn local_only_keeps_no_outbox_rows() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db"), StoreBounds::default()).unwrap();
-        let outbox = Outbox::durable(store, "a".into(), Duration::from_secs(30), true);
+        let outbox = Outbox::durable(store, "a".into(), Duration::from_secs(30), true, 10);
         outbox.push(req()).await.unwrap();
         assert_eq!(outbox.remaining().await.requests, 0);
     }

@@ -16,6 +16,13 @@ pub struct RelayStats {
     pub rejected_requests: AtomicU64,
     /// Requests the local store could not take (acknowledged to claude, then lost).
     pub lost_requests: AtomicU64,
+    /// Requests delivered in parts because the upstream could not take them whole.
+    pub split_requests: AtomicU64,
+    /// Items dropped because even alone they were too large for the upstream.
+    pub dropped_too_large_items: AtomicU64,
+    /// Sends in flight when the drain ran out of time that got no answer within the grace:
+    /// given back, so the next launch sends them again (the upstream may have them already).
+    pub unanswered_sends: AtomicU64,
     /// The last delivery problem, without payload content (safe to print).
     pub last_error: Mutex<Option<String>>,
 }

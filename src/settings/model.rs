@@ -174,6 +174,20 @@ pub struct StoreSettings {
     /// How long a launcher owns the rows it is delivering; another launcher takes them over
     /// after a crash once this passes. Longer than `upstream.timeout_ms`.
     pub delivery_lease_ms: u64,
+    /// Batches waiting for another upstream than this run's: `keep` leaves them for it,
+    /// `follow` delivers them to this run's upstream (said at start).
+    pub retarget: Retarget,
+}
+
+/// What a run does with waiting batches that were accepted for a different upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retarget {
+    /// Leave them for the upstream they were meant for (a later run with it delivers them).
+    #[default]
+    Keep,
+    /// Deliver them to this run's upstream.
+    Follow,
 }
 
 impl Default for StoreSettings {
@@ -184,6 +198,7 @@ impl Default for StoreSettings {
             max_bytes: 256 * 1024 * 1024,
             max_age_days: 30,
             delivery_lease_ms: 30_000,
+            retarget: Retarget::Keep,
         }
     }
 }

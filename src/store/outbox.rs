@@ -3,7 +3,9 @@
 //! Delivery protocol: a forwarder claims rows for a lease, sends them, then deletes them
 //! ([`delivered`]) or gives them back ([`release`]). A forwarder killed mid-delivery leaves
 //! its claims to expire, after which another process delivers them again: exactly once while
-//! leases hold, at least once across a crash.
+//! leases hold, at least once across a crash. A failed delivery [`defer`]s the row: its claim
+//! ends and it is not deliverable again before its back-off ends, so it never holds back the
+//! rows behind it. Each row records the upstream it was accepted for ([`Target`]).
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use super::{OutboxId, StoreBounds, StoreError, usage};
 use crate::otlp::{ExportRequest, Signal};
 
 /// What `status` and `doctor` show about the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct OutboxStats {
     /// Rows waiting for upstream (claimed or not).
     pub pending_rows: u64,
@@ -28,6 +30,12 @@ pub struct OutboxStats {
     pub dropped_items: u64,
     /// Stored bytes of those dropped rows.
     pub dropped_bytes: u64,
+    /// Pending rows whose delivery has failed at least once (in back-off).
+    pub failing_rows: u64,
+    /// The most failed attempts of any pending row; `doctor` calls delivery stuck past a few.
+    pub max_attempts: u64,
+    /// The last error of the row with the most attempts (no payload content).
+    pub last_error: Option<String>,
 }
 
 /// A request ready to be written: encoded for the outbox and decoded into usage rows.
@@ -38,11 +46,28 @@ pub(super) struct Prepared {
     encoding: &'static str,
     body: Vec<u8>,
     received_ns: i64,
+    upstream: Option<String>,
     usage: usage::Decoded,
 }
 
 impl Prepared {
-    pub(super) fn new(request: &ExportRequest, received_ns: i64) -> Prepared {
+    pub(super) fn new(
+        request: &ExportRequest,
+        received_ns: i64,
+        upstream: Option<String>,
+    ) -> Prepared {
+        let mut prepared = Prepared::part(request, received_ns, upstream);
+        prepared.usage = usage::decode(request, received_ns);
+        prepared
+    }
+
+    /// A part of a request already stored (split to fit the upstream): its usage rows were
+    /// written with the whole request, so none are written again.
+    pub(super) fn part(
+        request: &ExportRequest,
+        received_ns: i64,
+        upstream: Option<String>,
+    ) -> Prepared {
         let (encoding, body) = compress(request.encode_to_vec());
         Prepared {
             signal: request.signal(),
@@ -50,7 +75,8 @@ impl Prepared {
             encoding,
             body,
             received_ns,
-            usage: usage::decode(request, received_ns),
+            upstream,
+            usage: usage::Decoded::default(),
         }
     }
 
@@ -96,8 +122,8 @@ pub(super) fn append_group(
 
 fn insert(tx: &rusqlite::Transaction<'_>, p: &Prepared) -> Result<OutboxId, StoreError> {
     tx.prepare_cached(
-        "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body, upstream)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         p.signal.as_str(),
@@ -105,7 +131,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, p: &Prepared) -> Result<OutboxId, Stor
         p.body.len() as i64,
         p.received_ns,
         p.encoding,
-        p.body
+        p.body,
+        p.upstream
     ])?;
     let id = OutboxId(tx.last_insert_rowid());
     usage::insert(tx, &p.usage)?;
@@ -211,6 +238,8 @@ pub(super) struct RawClaim {
     bytes: i64,
     encoding: String,
     body: Vec<u8>,
+    attempts: i64,
+    received_ns: i64,
 }
 
 /// A row that cannot be decoded, to be dropped and counted by [`drop_unreadable`].
@@ -221,14 +250,30 @@ pub(super) struct Unreadable {
     bytes: i64,
 }
 
-/// Claims up to `limit` unclaimed or lease-expired rows, oldest first, atomically.
+/// Which rows a launcher may deliver: those meant for its upstream (and rows that do not say,
+/// queued before the store remembered it), or every row when it re-targets them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Rows accepted for this upstream (plus rows of unknown upstream).
+    Only(String),
+    /// Every row, whatever upstream it was accepted for (`store.retarget = "follow"`).
+    Any,
+}
+
+/// Claims up to `limit` deliverable rows (unclaimed, lease expired, back-off over) for
+/// `target`, oldest first, atomically.
 pub(super) fn claim(
     conn: &mut Connection,
     owner: &str,
     limit: usize,
     lease: Duration,
     now_ns: i64,
+    target: &Target,
 ) -> Result<Vec<RawClaim>, StoreError> {
+    let (only, upstream) = match target {
+        Target::Only(u) => (true, u.as_str()),
+        Target::Any => (false, ""),
+    };
     let until_ns = now_ns.saturating_add(i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX));
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -237,11 +282,12 @@ pub(super) fn claim(
         let mut stmt = tx.prepare_cached(
             "UPDATE outbox SET claim_owner = ?1, claim_until_ns = ?2
              WHERE id IN (SELECT id FROM outbox
-                          WHERE claim_until_ns IS NULL OR claim_until_ns <= ?3
+                          WHERE (claim_until_ns IS NULL OR claim_until_ns <= ?3)
+                            AND (NOT ?5 OR upstream IS NULL OR upstream = ?6)
                           ORDER BY id LIMIT ?4)
-             RETURNING id, signal, items, bytes, encoding, body",
+             RETURNING id, signal, items, bytes, encoding, body, attempts, received_ns",
         )?;
-        let mut rows = stmt.query(params![owner, until_ns, now_ns, limit])?;
+        let mut rows = stmt.query(params![owner, until_ns, now_ns, limit, only, upstream])?;
         while let Some(row) = rows.next()? {
             claimed.push(RawClaim {
                 id: OutboxId(row.get(0)?),
@@ -250,6 +296,8 @@ pub(super) fn claim(
                 bytes: row.get(3)?,
                 encoding: row.get(4)?,
                 body: row.get(5)?,
+                attempts: row.get(6)?,
+                received_ns: row.get(7)?,
             });
         }
     }
@@ -265,10 +313,21 @@ fn signal_from_name(name: &str) -> Option<Signal> {
         .find(|s| s.as_str() == name)
 }
 
+/// A claimed row, decoded: what the forwarder sends.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The row.
+    pub id: OutboxId,
+    /// The request as accepted from claude.
+    pub request: ExportRequest,
+    /// Failed delivery attempts so far (for the row's back-off).
+    pub attempts: u32,
+    /// When the relay accepted it (kept by the parts of a split request).
+    pub received_ns: i64,
+}
+
 /// Decompresses and decodes claimed rows, oldest first; rows that fail are returned apart.
-pub(super) fn decode_claims(
-    claims: Vec<RawClaim>,
-) -> (Vec<(OutboxId, ExportRequest)>, Vec<Unreadable>) {
+pub(super) fn decode_claims(claims: Vec<RawClaim>) -> (Vec<Claimed>, Vec<Unreadable>) {
     let mut ok = Vec::with_capacity(claims.len());
     let mut bad = Vec::new();
     for c in claims {
@@ -276,7 +335,12 @@ pub(super) fn decode_claims(
             ExportRequest::decode(signal, &decompress(&c.encoding, c.body)?).ok()
         });
         match decoded {
-            Some(request) => ok.push((c.id, request)),
+            Some(request) => ok.push(Claimed {
+                id: c.id,
+                request,
+                attempts: u32::try_from(c.attempts).unwrap_or(u32::MAX),
+                received_ns: c.received_ns,
+            }),
             None => bad.push(Unreadable {
                 id: c.id,
                 items: c.items,
@@ -325,13 +389,79 @@ pub(super) fn release(conn: &Connection, id: OutboxId, owner: &str) -> Result<bo
     Ok(n == 1)
 }
 
-/// Reads the counters and the oldest row; O(1) whatever the outbox size.
+/// A failed delivery: `owner`'s claim ends, the row's attempts and error are recorded, and it
+/// is not deliverable before `not_before_ns` (its back-off); rows behind it are.
+pub(super) fn defer(
+    conn: &Connection,
+    id: OutboxId,
+    owner: &str,
+    not_before_ns: i64,
+    error: &str,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET claim_owner = NULL, claim_until_ns = ?3,
+                               attempts = attempts + 1, last_error = ?4
+             WHERE id = ?1 AND claim_owner = ?2",
+        )?
+        .execute(params![id.0, owner, not_before_ns, error])?;
+    Ok(n == 1)
+}
+
+/// Replaces a claimed row by the parts of it still to deliver (a request split to fit the
+/// upstream, some parts delivered): one transaction, so no part is both kept and delivered.
+/// False (nothing changed) when the row is no longer `owner`'s.
+pub(super) fn replace(
+    conn: &mut Connection,
+    id: OutboxId,
+    owner: &str,
+    parts: &[Prepared],
+) -> Result<bool, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let deleted = tx
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND claim_owner = ?2")?
+        .execute(params![id.0, owner])?;
+    if deleted == 1 {
+        for part in parts {
+            insert(&tx, part)?;
+        }
+    }
+    tx.commit()?;
+    Ok(deleted == 1)
+}
+
+/// Pending rows per upstream they were accepted for (`None`: not recorded), for the
+/// launcher's re-target notice.
+pub(super) fn per_upstream(conn: &Connection) -> Result<Vec<(Option<String>, u64)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT upstream, count(*) FROM outbox GROUP BY upstream")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (upstream, n) = row?;
+        out.push((upstream, u64::try_from(n).unwrap_or(0)));
+    }
+    Ok(out)
+}
+
+/// Reads the counters, the oldest row and the failing rows (an index of those alone), so its
+/// cost does not grow with the outbox.
 pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, StoreError> {
     let get = |name| counter(conn, name).map(|v| u64::try_from(v).unwrap_or(0));
     let oldest: Option<i64> = conn
         .prepare_cached("SELECT received_ns FROM outbox ORDER BY id LIMIT 1")?
         .query_row([], |r| r.get(0))
         .optional()?;
+    let (failing, max_attempts): (i64, Option<i64>) = conn
+        .prepare_cached("SELECT count(*), max(attempts) FROM outbox WHERE attempts > 0")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let last_error: Option<String> = conn
+        .prepare_cached(
+            "SELECT last_error FROM outbox WHERE attempts > 0 ORDER BY attempts DESC LIMIT 1",
+        )?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .flatten();
     Ok(OutboxStats {
         pending_rows: get("outbox_rows")?,
         pending_bytes: get("outbox_bytes")?,
@@ -339,5 +469,8 @@ pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, Store
         dropped_rows: get("dropped_rows")?,
         dropped_items: get("dropped_items")?,
         dropped_bytes: get("dropped_bytes")?,
+        failing_rows: u64::try_from(failing).unwrap_or(0),
+        max_attempts: u64::try_from(max_attempts.unwrap_or(0)).unwrap_or(0),
+        last_error,
     })
 }

@@ -163,8 +163,22 @@ CREATE TABLE usage_hourly (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 2: each outbox row remembers the upstream it was accepted for (so a run with another
+/// upstream leaves it alone unless `store.retarget = "follow"`), and how often its delivery
+/// failed (per-row back-off, so one failing row never holds back the rows behind it; `doctor`
+/// reads it to say delivery is stuck).
+const V2: &str = r#"
+-- NULL: queued before version 2, when rows did not say; any upstream may take them.
+ALTER TABLE outbox ADD COLUMN upstream TEXT;
+ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+-- The last delivery error of the row (no payload content), for `doctor`.
+ALTER TABLE outbox ADD COLUMN last_error TEXT;
+-- Only failing rows are indexed: `doctor` and the stats find them without a scan.
+CREATE INDEX outbox_failing ON outbox(attempts) WHERE attempts > 0;
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -191,4 +205,33 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_store_migrates_and_keeps_its_rows_for_any_upstream() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+             VALUES ('logs', 1, 1, 1, 'none', x'00')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (upstream, attempts): (Option<String>, i64) = conn
+            .query_row("SELECT upstream, attempts FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((upstream, attempts), (None, 0));
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+    }
 }

@@ -49,7 +49,7 @@ fn count(conn: &Connection, sql: &str) -> i64 {
 
 /// What the outbox stores for `request` (compressed protobuf), which the size bound counts.
 fn stored_len(request: &ExportRequest) -> u64 {
-    outbox::Prepared::new(request, 0).body_len() as u64
+    outbox::Prepared::new(request, 0, None).body_len() as u64
 }
 
 fn big_bounds() -> StoreBounds {
@@ -811,4 +811,41 @@ fn preparing_the_file_again_keeps_the_locks_this_process_holds() {
         "another process read the file under our exclusive lock: {lines:?}"
     );
     holder.execute_batch("COMMIT").expect("commit");
+}
+
+#[test]
+fn rows_stay_for_their_upstream_unless_the_handle_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let a = Store::open(&path, StoreBounds::default())
+        .unwrap()
+        .for_upstream("http://a", false);
+    a.append_blocking(api_logs("s", 1)).unwrap();
+    a.append_blocking(api_logs("s", 1)).unwrap();
+    let b = Store::open(&path, StoreBounds::default())
+        .unwrap()
+        .for_upstream("http://b", false);
+    b.append_blocking(api_logs("s", 1)).unwrap();
+    let lease = Duration::from_secs(60);
+    let mine = b.claim_pending_blocking("b", 10, lease).unwrap();
+    assert_eq!(mine.len(), 1, "only b's own row");
+    for (id, _) in &mine {
+        b.release_blocking(*id, "b").unwrap();
+    }
+    let mut per = b.pending_per_upstream_blocking().unwrap();
+    per.sort();
+    assert_eq!(
+        per,
+        vec![(Some("http://a".into()), 2), (Some("http://b".into()), 1)]
+    );
+    let follow = Store::open(&path, StoreBounds::default())
+        .unwrap()
+        .for_upstream("http://b", true);
+    assert_eq!(
+        follow.claim_pending_blocking("f", 10, lease).unwrap().len(),
+        3
+    );
+    for s in [a, b, follow] {
+        s.close_blocking().unwrap();
+    }
 }

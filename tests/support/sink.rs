@@ -143,6 +143,8 @@ impl Event {
 struct SinkState {
     received: Mutex<Vec<Received>>,
     behaviour: Mutex<Behaviour>,
+    /// gRPC receive limit in bytes, answered as grpc-go does past it (`None`: 64 MiB).
+    grpc_limit: Mutex<Option<usize>>,
 }
 
 impl SinkState {
@@ -177,6 +179,7 @@ impl OtlpSink {
         let state = Arc::new(SinkState {
             received: Mutex::new(Vec::new()),
             behaviour: Mutex::new(Behaviour::Accept),
+            grpc_limit: Mutex::new(None),
         });
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let (server, grpc, http) =
@@ -238,6 +241,13 @@ impl OtlpSink {
             "restart the OTLP sink on {} / {}: {last_error:?}",
             self.grpc, self.http
         );
+    }
+
+    /// Refuses gRPC messages larger than `limit` bytes the way a grpc-go server (the
+    /// OpenTelemetry Collector's default 4 MiB) does: `RESOURCE_EXHAUSTED`, "grpc: received
+    /// message larger than max (N vs. LIMIT)", nothing recorded.
+    pub fn set_grpc_limit(&self, limit: Option<usize>) {
+        *lock(&self.state.grpc_limit) = limit;
     }
 
     /// Sets how following requests are answered.
@@ -503,6 +513,14 @@ impl Grpc {
         raw: Vec<u8>,
         decoded: Decoded,
     ) -> Result<(), tonic::Status> {
+        if let Some(limit) = *lock(&self.0.grpc_limit)
+            && raw.len() > limit
+        {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({} vs. {limit})",
+                raw.len()
+            )));
+        }
         let received = Received {
             signal,
             transport: Transport::Grpc,
