@@ -22,6 +22,10 @@ pub struct LastRun {
     #[serde(default)]
     pub lost_requests: u64,
     pub last_error: Option<String>,
+    /// Unknown attribute keys whose text the privacy policy withheld (names only), for
+    /// `doctor` to list with how to allow them.
+    #[serde(default)]
+    pub withheld_keys: Vec<String>,
 }
 
 impl LastRun {
@@ -40,6 +44,7 @@ impl LastRun {
             rejected_requests: RelayStats::get(&stats.rejected_requests),
             lost_requests: RelayStats::get(&stats.lost_requests),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
+            withheld_keys: stats.withheld(),
         }
     }
 

@@ -18,7 +18,14 @@ pub struct RelayStats {
     pub lost_requests: AtomicU64,
     /// The last delivery problem, without payload content (safe to print).
     pub last_error: Mutex<Option<String>>,
+    /// Unknown attribute keys whose text the privacy policy withheld (key names, never values),
+    /// sorted; at most [`MAX_WITHHELD_KEYS`].
+    pub withheld_keys: Mutex<Vec<String>>,
 }
+
+/// Withheld key names remembered per session: enough to list, bounded against a sender that
+/// invents a key per record.
+pub const MAX_WITHHELD_KEYS: usize = 64;
 
 impl RelayStats {
     /// Counts one accepted request and its items.
@@ -38,6 +45,28 @@ impl RelayStats {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(message);
         }
+    }
+
+    /// Remembers the unknown keys one request had withheld.
+    pub fn record_withheld(&self, keys: Vec<String>) {
+        let Ok(mut known) = self.withheld_keys.lock() else {
+            return;
+        };
+        for key in keys {
+            if let Err(at) = known.binary_search(&key)
+                && known.len() < MAX_WITHHELD_KEYS
+            {
+                known.insert(at, key);
+            }
+        }
+    }
+
+    /// The withheld key names so far.
+    pub fn withheld(&self) -> Vec<String> {
+        self.withheld_keys
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default()
     }
 
     /// Whether claude sent any metric point or event at all.
