@@ -269,7 +269,11 @@ impl PrivacySettings {
                 ),
             });
         }
-        check_allow_list("privacy.allow_attributes", &self.allow_attributes, &mut issues);
+        check_allow_list(
+            "privacy.allow_attributes",
+            &self.allow_attributes,
+            &mut issues,
+        );
         issues
     }
 }
@@ -966,7 +970,11 @@ mod tests {
         assert_eq!(merged.loosening.len(), 1);
         assert_eq!(merged.loosening[0].key, "privacy.allow_attributes");
         assert_eq!(merged.loosening[0].wanted, "\"*\"");
-        assert!(managed.locked_keys().contains(&"privacy.allow_attributes".to_string()));
+        assert!(
+            managed
+                .locked_keys()
+                .contains(&"privacy.allow_attributes".to_string())
+        );
     }
 
     #[test]

@@ -345,7 +345,10 @@ mod tests {
             newer["attributes"][SAMPLE_UNKNOWN_KEY],
             "User wants to deploy billing-api to production tonight"
         );
-        assert_eq!(newer["attributes"]["prompt_text"], REDACTED, "still conversation");
+        assert_eq!(
+            newer["attributes"]["prompt_text"], REDACTED,
+            "still conversation"
+        );
         assert!(ex.unknown_keys_rule.contains("future_release.*"));
     }
 }

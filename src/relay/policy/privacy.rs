@@ -493,7 +493,8 @@ impl Privacy {
         match classify(&kv.key, ctx) {
             Class::Identifier => return self.apply_identifier(kv, cache),
             Class::Unknown
-                if !kv.value.as_ref().is_none_or(holds_no_text) && !self.allowed.allows(&kv.key) =>
+                if !kv.value.as_ref().is_none_or(holds_no_text)
+                    && !self.allowed.allows(&kv.key) =>
             {
                 cache.note_withheld(&kv.key);
                 set_marker(kv);
@@ -771,13 +772,7 @@ mod tests {
         assert_eq!(classify("cache_creation_1h_tokens", none), Class::Known);
         assert_eq!(classify("error", none), Class::Known);
         assert_eq!(
-            classify(
-                "error",
-                RecordContext {
-                    tool: true,
-                    ..none
-                }
-            ),
+            classify("error", RecordContext { tool: true, ..none }),
             Class::ToolDetail
         );
         assert_eq!(classify("never.seen", none), Class::Unknown);
@@ -816,9 +811,17 @@ mod tests {
         assert_eq!(get(&attrs, "new.ratio"), Some("-0.5e3"));
         assert_eq!(get(&attrs, "new.flag"), Some("true"));
         assert_eq!(get(&attrs, "model"), Some("claude-sonnet-4-6"));
-        let v = |k: &str| attrs.iter().find(|a| a.key == k).and_then(|a| a.value.clone());
+        let v = |k: &str| {
+            attrs
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+        };
         assert_eq!(v("new.int").and_then(|v| v.value), Some(Value::IntValue(7)));
-        assert_eq!(v("new.bool").and_then(|v| v.value), Some(Value::BoolValue(false)));
+        assert_eq!(
+            v("new.bool").and_then(|v| v.value),
+            Some(Value::BoolValue(false))
+        );
         assert_eq!(scratch.into_withheld(), vec!["new.summary".to_string()]);
     }
 
@@ -828,7 +831,18 @@ mod tests {
             assert!(is_number_or_bool_text(yes), "{yes}");
         }
         for no in [
-            "", "-", ".", "1e", "0x1f", "inf", "NaN", "1 2", "+1", "12a", "True", "555 0100",
+            "",
+            "-",
+            ".",
+            "1e",
+            "0x1f",
+            "inf",
+            "NaN",
+            "1 2",
+            "+1",
+            "12a",
+            "True",
+            "555 0100",
             "123456789012345678901234567890123",
         ] {
             assert!(!is_number_or_bool_text(no), "{no}");
@@ -854,7 +868,10 @@ mod tests {
         ];
         let mut scratch = RequestScratch::default();
         p.apply_attributes(&mut attrs, RecordContext::default(), &mut scratch);
-        assert_eq!(attrs[0].value.as_ref().and_then(|v| v.value.clone()), Some(nums));
+        assert_eq!(
+            attrs[0].value.as_ref().and_then(|v| v.value.clone()),
+            Some(nums)
+        );
         assert_eq!(get(&attrs, "new.words"), Some(REDACTED));
         assert_eq!(get(&attrs, "new.bytes"), Some(REDACTED));
         assert_eq!(scratch.into_withheld(), vec!["new.words", "new.bytes"]);
