@@ -523,7 +523,11 @@ fn json_shows_the_cache_creation_split_inside_the_total_not_on_top_of_it() {
     assert_eq!(s["events"]["cache_creation_5m_tokens"], 47);
     assert_eq!(s["events"]["cache_creation_1h_tokens"], 30);
     assert_eq!(s["tokens"]["cache_creation"], 77);
-    assert_eq!(s["tokens"]["total"], 1000 + 20 + 500 + 77, "no double count");
+    assert_eq!(
+        s["tokens"]["total"],
+        1000 + 20 + 500 + 77,
+        "no double count"
+    );
 }
 
 #[test]

@@ -142,6 +142,13 @@ impl Default for PrivacySettings {
 /// must stay), a session-constant one (cheap: it never adds series beyond `session.id`) or a
 /// real dimension (`type`, `model`). Teams drop session-constant attributes here to slim
 /// series labels; they stay on events.
+///
+/// Reviewed for 2.1.332 (observed; `docs/claude-code-telemetry.md`): its new point attributes
+/// are `anthropic.provider` (`firstParty`, or the cloud provider) and `anthropic.custom_base_url`
+/// (a bool), on every point. Both are fixed for a process, hence for a `session.id`: they
+/// multiply no series (series = sessions x `type` x `model` x `query_source` x `effort`, as
+/// on 2.1.197), and the provider is a dimension teams split cost by. So the default stays
+/// "drop nothing"; `drop_metric_attributes = ["anthropic.custom_base_url"]` slims labels.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct CardinalitySettings {

@@ -819,8 +819,10 @@ fn a_version_1_store_is_migrated_keeping_its_rows() {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     {
         let conn = raw(&path);
-        conn.execute_batch(schema::MIGRATIONS[0]).expect("v1 schema");
-        conn.pragma_update(None, "user_version", 1).expect("version 1");
+        conn.execute_batch(schema::MIGRATIONS[0])
+            .expect("v1 schema");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version 1");
         conn.execute(
             "INSERT INTO usage_hourly(hour, session_id, model, project, api_cache_creation_tokens)
              VALUES (0, 's0', 'm', '', 77)",
