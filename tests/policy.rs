@@ -442,3 +442,42 @@ fn default_policy_withholds_prompt_text_and_unknown_text_but_sends_events_model_
     assert!(sink.raw_bytes_contain(FREE_TEXT_MARK));
     assert!(!sink.raw_bytes_contain(PROMPT_MARK));
 }
+
+/// Every release the tests install: 2.1.197 and, when installed, the newest checked.
+fn every_claude() -> Vec<PathBuf> {
+    vec![
+        support::claude_bin(),
+        support::tool_from_env("CLAUDE_TELEMETRY_TEST_CLAUDE_LATEST", "Claude Code 2.1.332"),
+    ]
+}
+
+#[test]
+fn every_key_real_claude_sends_is_known_so_fail_closed_withholds_nothing_of_it() {
+    for claude in every_claude() {
+        let api = FakeAnthropic::start();
+        let sink = OtlpSink::start();
+        let mut s = sandbox(&api, &sink, None);
+        s.set_env(
+            "CLAUDE_TELEMETRY_CLAUDE__PATH",
+            claude.display().to_string(),
+        )
+        .set_env("OTEL_TRACES_EXPORTER", "otlp")
+        .set_env("CLAUDE_CODE_ENHANCED_TELEMETRY_BETA", "1")
+        .set_env("OTEL_TRACES_EXPORT_INTERVAL", "1000");
+        run_turn(&s);
+        wait_for_events(&sink);
+        let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+        let text = String::from_utf8_lossy(&doctor.stdout);
+        assert!(
+            text.contains("last session"),
+            "{}: doctor read the last session: {text}",
+            claude.display()
+        );
+        assert!(
+            !text.contains("withheld attributes"),
+            "{}: a key claude sends is not in the relay's table (add it to KEYS in \
+             src/relay/policy/privacy.rs after checking what it holds): {text}",
+            claude.display()
+        );
+    }
+}
