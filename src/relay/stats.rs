@@ -80,3 +80,18 @@ impl RelayStats {
         counter.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn withheld_keys_are_sorted_unique_and_bounded() {
+        let stats = RelayStats::default();
+        stats.record_withheld(vec!["b".into(), "a".into()]);
+        stats.record_withheld(vec!["a".into(), "c".into()]);
+        assert_eq!(stats.withheld(), vec!["a", "b", "c"]);
+        stats.record_withheld((0..200).map(|i| format!("k{i:03}")).collect());
+        assert_eq!(stats.withheld().len(), MAX_WITHHELD_KEYS);
+    }
+}
