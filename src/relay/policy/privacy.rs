@@ -12,6 +12,12 @@
 //!   `feedback_survey`) and `error` (tool output only on `tool_result` / tool spans).
 //! - Redaction (`redact.rs`) runs on every other string value, kept text included; identifier
 //!   keys are governed by their mode alone.
+//! - Fail closed: a key not in [`KEYS`] (a field a newer Claude Code release added, or another
+//!   sender's) may be conversation text, so its text is replaced by the marker unless
+//!   `privacy.allow_attributes` allows it. Numbers, booleans and number-like strings pass (they
+//!   cannot carry a prompt or a path; claude sends some numbers as strings). The key NAME is
+//!   noted for `doctor`; the value never is. A log body passes only as claude's constant
+//!   `claude_code.<event>` (or a number/boolean); any other is withheld as key `log.body`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
