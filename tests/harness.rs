@@ -219,6 +219,7 @@ fn fake_api_follows_its_script_and_records_the_usage_it_answered() {
         output: if kind == QueryKind::Main { 10 } else { 1 },
         cache_read: 7,
         cache_creation: 3,
+        cache_creation_split: None,
     });
     let base = api.base_url();
     let bash_tool = json!([{"name": "Bash", "input_schema": {"type": "object"}}]);

@@ -275,3 +275,212 @@ crate::on_each_release!(
     keep_policy_lets_prompt_command_and_identifiers_through_intact,
     managed_drop_beats_a_user_keep_and_config_says_why,
 );
+
+const PROMPT_MARK: &str = "prompt-text-marker fix the billing bug";
+const FREE_TEXT_MARK: &str = "never-seen-free-text about the merger";
+const UNKNOWN_KEY: &str = "future_release.summary";
+
+/// A stand-in claude 2.1.332 that sends, straight to the relay's OTLP/HTTP endpoint, a
+/// `user_prompt` event carrying `prompt_text` and a free-text attribute no release has sent,
+/// one token metric point and one span with the same unknown key, then exits.
+fn newer_claude(dir: &Path) -> PathBuf {
+    let s = |k: &str, v: &str| serde_json::json!({"key": k, "value": {"stringValue": v}});
+    let i = |k: &str, v: i64| serde_json::json!({"key": k, "value": {"intValue": v}});
+    let b = |k: &str, v: bool| serde_json::json!({"key": k, "value": {"boolValue": v}});
+    let resource = serde_json::json!({"attributes": [
+        s("service.name", "claude-code"), s("service.version", "2.1.332"),
+        s(UNKNOWN_KEY, FREE_TEXT_MARK)
+    ]});
+    let logs = serde_json::json!({"resourceLogs": [{
+        "resource": resource,
+        "scopeLogs": [{"logRecords": [{
+            "body": {"stringValue": "claude_code.user_prompt"},
+            "attributes": [
+                s("event.name", "user_prompt"), s("session.id", "s-1"),
+                s("prompt_text", PROMPT_MARK), s("prompt_length", "38"),
+                s(UNKNOWN_KEY, FREE_TEXT_MARK), s("future_release.ratio", "0.25"),
+                i("future_release.count", 7), b("anthropic.custom_base_url", true),
+                s("anthropic.provider", "firstParty"), s("model", "claude-sonnet-4-6")
+            ]
+        }, {
+            "body": {"stringValue": format!("free body: {FREE_TEXT_MARK}")},
+            "attributes": [s("event.name", "hook_note")]
+        }]}]
+    }]});
+    let metrics = serde_json::json!({"resourceMetrics": [{
+        "resource": resource,
+        "scopeMetrics": [{"metrics": [{
+            "name": "claude_code.token.usage", "unit": "tokens",
+            "sum": {"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [{
+                "asDouble": 1234.0, "timeUnixNano": "1764083101123000000",
+                "attributes": [
+                    s("session.id", "s-1"), s("type", "input"), s("model", "claude-sonnet-4-6"),
+                    s(UNKNOWN_KEY, FREE_TEXT_MARK), i("future_release.count", 7)
+                ]
+            }]}
+        }]}]
+    }]});
+    let traces = serde_json::json!({"resourceSpans": [{
+        "resource": resource,
+        "scopeSpans": [{"spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+            "name": "claude_code.llm_request", "kind": 1,
+            "startTimeUnixNano": "1764083101123000000", "endTimeUnixNano": "1764083101223000000",
+            "attributes": [s("model", "claude-sonnet-4-6"), s(UNKNOWN_KEY, FREE_TEXT_MARK),
+                           i("input_tokens", 1234)]
+        }]}]
+    }]});
+    let post = |path: &str, body: &serde_json::Value| {
+        format!(
+            "req = urllib.request.Request(base + '{path}', data={}.encode(), \
+             headers={{'content-type': 'application/json'}})\n\
+             print(urllib.request.urlopen(req).status)\n",
+            serde_json::to_string(&body.to_string()).unwrap()
+        )
+    };
+    let script = format!(
+        "#!/usr/bin/env python3\nimport os, sys, urllib.request\n\
+         if '--version' in sys.argv: print('2.1.332 (Claude Code)'); sys.exit(0)\n\
+         base = os.environ['CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT']\n{}{}{}",
+        post("/v1/logs", &logs),
+        post("/v1/metrics", &metrics),
+        post("/v1/traces", &traces)
+    );
+    let path = dir.join("newer-claude");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn run_newer_claude(s: &Sandbox, sink: &OtlpSink) {
+    let out = s.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200\n200\n200",
+        "{out:?}"
+    );
+    sink.wait_for(Duration::from_secs(10), "the event, point and span", |s| {
+        !s.events("user_prompt").is_empty()
+            && !s.points("claude_code.token.usage").is_empty()
+            && s.request_count(support::Signal::Traces) > 0
+    });
+}
+
+#[test]
+fn default_policy_withholds_prompt_text_and_unknown_text_but_sends_events_model_and_numbers() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let mut s = sandbox(&api, &sink, None);
+    let newer = newer_claude(&s.scratch());
+    s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", newer.display().to_string());
+    run_newer_claude(&s, &sink);
+
+    for needle in [PROMPT_MARK, FREE_TEXT_MARK, "prompt-text-marker", "merger"] {
+        assert!(
+            !sink.raw_bytes_contain(needle),
+            "upstream received {needle:?}"
+        );
+    }
+    let events = sink.all_events();
+    let prompt = &sink.events("user_prompt")[0];
+    let attr = |k: &str| prompt.attributes.get(k).map(String::as_str);
+    assert_eq!(attr("prompt_text"), Some("<REDACTED>"));
+    assert_eq!(attr(UNKNOWN_KEY), Some("<REDACTED>"), "marked, not hidden");
+    assert_eq!(attr("model"), Some("claude-sonnet-4-6"));
+    assert_eq!(attr("prompt_length"), Some("38"));
+    assert_eq!(attr("future_release.ratio"), Some("0.25"));
+    assert_eq!(attr("future_release.count"), Some("7"));
+    assert_eq!(attr("anthropic.custom_base_url"), Some("true"));
+    assert_eq!(attr("anthropic.provider"), Some("firstParty"));
+    assert_eq!(
+        prompt.resource.get(UNKNOWN_KEY).map(String::as_str),
+        Some("<REDACTED>")
+    );
+    assert_eq!(prompt.body, "claude_code.user_prompt");
+    let note = events.iter().find(|e| e.name == "hook_note").expect("kept");
+    assert_eq!(note.body, "<REDACTED>", "a free-text body is withheld");
+    let point = &sink.points("claude_code.token.usage")[0];
+    assert_eq!(point.value, 1234.0);
+    assert_eq!(
+        point.attributes.get("model").map(String::as_str),
+        Some("claude-sonnet-4-6")
+    );
+    assert_eq!(
+        point
+            .attributes
+            .get("future_release.count")
+            .map(String::as_str),
+        Some("7")
+    );
+    assert!(
+        sink.raw_bytes_contain("claude_code.llm_request"),
+        "span sent"
+    );
+
+    // doctor names the withheld keys (never their values) and how to allow them.
+    let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("withheld attributes"))
+        .unwrap_or_else(|| panic!("no withheld line: {text}"));
+    assert!(line.contains(&format!("\"{UNKNOWN_KEY}\"")), "{line}");
+    assert!(line.contains("\"log.body\""), "{line}");
+    assert!(line.contains("allow_attributes"), "{line}");
+    assert!(
+        !line.contains("prompt_text"),
+        "known keys are not listed: {line}"
+    );
+    assert!(!text.contains("merger") && !text.contains("prompt-text-marker"));
+
+    // Allowing the key lets its text through; prompt_text stays conversation text.
+    sink.clear();
+    std::fs::write(
+        s.project().join(".claude-telemetry.toml"),
+        format!("[privacy]\nallow_attributes = [\"{UNKNOWN_KEY}\"]\n"),
+    )
+    .unwrap();
+    run_newer_claude(&s, &sink);
+    assert!(sink.raw_bytes_contain(FREE_TEXT_MARK));
+    assert!(!sink.raw_bytes_contain(PROMPT_MARK));
+}
+
+/// Every release the tests install: 2.1.197 and, when installed, the newest checked.
+fn every_claude() -> Vec<PathBuf> {
+    vec![
+        support::claude_bin(),
+        support::tool_from_env("CLAUDE_TELEMETRY_TEST_CLAUDE_LATEST", "Claude Code 2.1.332"),
+    ]
+}
+
+#[test]
+fn every_key_real_claude_sends_is_known_so_fail_closed_withholds_nothing_of_it() {
+    for claude in every_claude() {
+        let api = FakeAnthropic::start();
+        let sink = OtlpSink::start();
+        let mut s = sandbox(&api, &sink, None);
+        s.set_env(
+            "CLAUDE_TELEMETRY_CLAUDE__PATH",
+            claude.display().to_string(),
+        )
+        .set_env("OTEL_TRACES_EXPORTER", "otlp")
+        .set_env("CLAUDE_CODE_ENHANCED_TELEMETRY_BETA", "1")
+        .set_env("OTEL_TRACES_EXPORT_INTERVAL", "1000");
+        run_turn(&s);
+        wait_for_events(&sink);
+        let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+        let text = String::from_utf8_lossy(&doctor.stdout);
+        assert!(
+            text.contains("last session"),
+            "{}: doctor read the last session: {text}",
+            claude.display()
+        );
+        assert!(
+            !text.contains("withheld attributes"),
+            "{}: a key claude sends is not in the relay's table (add it to KEYS in \
+             src/relay/policy/privacy.rs after checking what it holds): {text}",
+            claude.display()
+        );
+    }
+}

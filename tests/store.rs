@@ -239,3 +239,51 @@ crate::on_each_release!(
     upstream_outage_loses_nothing_and_delivers_each_request_once,
     report_totals_equal_what_the_api_answered_with_no_upstream_at_all,
 );
+
+/// Claude 2.1.332 (the newest release checked), as `tests/install-tools.sh` exports it.
+const LATEST_CLAUDE_ENV: &str = "CLAUDE_TELEMETRY_TEST_CLAUDE_LATEST";
+
+#[test]
+fn report_reads_the_5m_and_1h_cache_split_of_claude_2_1_332_without_double_counting() {
+    let latest = support::tool_from_env(LATEST_CLAUDE_ENV, "Claude Code 2.1.332");
+    // The real API's shape: cache_creation_input_tokens is the total of its 5m and 1h parts.
+    let api = FakeAnthropic::with_usage(|i, _| {
+        let h1 = 30 + i as u64;
+        let m5 = 47 + 2 * i as u64;
+        support::Usage {
+            input: 1000 + i as u64,
+            output: 20,
+            cache_read: 500,
+            cache_creation: m5 + h1,
+            cache_creation_split: Some((m5, h1)),
+        }
+    });
+    let data = tempfile::tempdir().unwrap();
+    let mut s = sandbox(&api, "", data.path());
+    s.set_env(
+        "CLAUDE_TELEMETRY_CLAUDE__PATH",
+        latest.display().to_string(),
+    );
+    turn(&s, "RUN_BASH: echo split-1");
+    let total = api.total_usage(None);
+    let (m5, h1) = total.cache_creation_split.expect("the plan gives a split");
+    let summary = report_json(&s, &[])["summary"].clone();
+    assert_eq!(summary["tokens"]["cache_creation"], total.cache_creation);
+    assert_eq!(
+        summary["events"]["cache_creation_tokens"],
+        total.cache_creation
+    );
+    assert_eq!(
+        summary["events"]["cache_creation_5m_tokens"], m5,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["events"]["cache_creation_1h_tokens"], h1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["tokens"]["total"],
+        total.input + total.output + total.cache_read + total.cache_creation,
+        "the split is inside cache_creation, not added: {summary}"
+    );
+}

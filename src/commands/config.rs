@@ -125,13 +125,16 @@ fn explain(args: &ConfigArgs, loaded: &Loaded) -> anyhow::Result<i32> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"items": items}))?
+            serde_json::to_string_pretty(
+                &json!({"unknown_keys_rule": explanation.unknown_keys_rule, "items": items})
+            )?
         );
         return Ok(0);
     }
     println!(
         "# What leaves this machine under the effective policy (a sample of Claude Code's real telemetry)"
     );
+    println!("# {}", explanation.unknown_keys_rule);
     for item in &explanation.items {
         println!("\n== {}", item.title);
         println!(

@@ -59,6 +59,7 @@ pub fn run(_args: &DoctorArgs) -> anyhow::Result<i32> {
     check_store(&loaded, &mut report);
     check_delivery(&loaded, &mut report);
     check_last_run(&loaded, &mut report);
+    check_withheld_keys(&loaded, &mut report);
     println!("\nClaude Code's own checks: claude-telemetry -- doctor");
     Ok(i32::from(report.worst == Level::Fail))
 }
@@ -395,4 +396,31 @@ fn check_last_run(loaded: &Loaded, report: &mut Report) {
         };
         report.line(level, "last session", detail);
     }
+}
+
+/// The unknown attribute keys whose text the last session's relay withheld (names only; the
+/// values never reach the record), with the setting that lets them through.
+fn check_withheld_keys(loaded: &Loaded, report: &mut Report) {
+    let Some(last) = LastRun::load(&loaded.paths.last_run_file()) else {
+        return;
+    };
+    if last.withheld_keys.is_empty() {
+        return;
+    }
+    let list = last
+        .withheld_keys
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    report.line(
+        Level::Ok,
+        "withheld attributes",
+        format!(
+            "the last session's telemetry had text in attribute keys the relay does not know, \
+             sent as <REDACTED>: {list}. To send a key's text (after checking it carries no \
+             prompt, path or personal data), add it to your settings: \
+             [privacy] allow_attributes = [{list}]"
+        ),
+    );
 }

@@ -28,6 +28,10 @@ pub struct LastRun {
     #[serde(default)]
     pub store_failure: Option<String>,
     pub last_error: Option<String>,
+    /// Unknown attribute keys whose text the privacy policy withheld (names only), for
+    /// `doctor` to list with how to allow them.
+    #[serde(default)]
+    pub withheld_keys: Vec<String>,
 }
 
 /// `HH:MM:SS UTC` of a Unix time, for one-line messages.
@@ -54,6 +58,7 @@ impl LastRun {
             dropped_too_large_items: RelayStats::get(&stats.dropped_too_large_items),
             store_failure: drain.store_failure.as_ref().map(|f| f.error.clone()),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
+            withheld_keys: stats.withheld(),
         }
     }
 

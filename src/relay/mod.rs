@@ -34,7 +34,10 @@ impl Intake {
     /// request is safe in the outbox, which is when claude is acknowledged.
     pub async fn accept(&self, mut request: ExportRequest) {
         self.stats.record_received(&request);
-        self.policy.apply(&mut request);
+        let withheld = self.policy.apply(&mut request);
+        if !withheld.is_empty() {
+            self.stats.record_withheld(withheld);
+        }
         if let Err(e) = self.outbox.push(request).await {
             self.stats
                 .lost_requests

@@ -25,7 +25,14 @@ pub struct RelayStats {
     pub unanswered_sends: AtomicU64,
     /// The last delivery problem, without payload content (safe to print).
     pub last_error: Mutex<Option<String>>,
+    /// Unknown attribute keys whose text the privacy policy withheld (key names, never values),
+    /// sorted; at most [`MAX_WITHHELD_KEYS`].
+    pub withheld_keys: Mutex<Vec<String>>,
 }
+
+/// Withheld key names remembered per session: enough to list, bounded against a sender that
+/// invents a key per record.
+pub const MAX_WITHHELD_KEYS: usize = 64;
 
 impl RelayStats {
     /// Counts one accepted request and its items.
@@ -47,6 +54,28 @@ impl RelayStats {
         }
     }
 
+    /// Remembers the unknown keys one request had withheld.
+    pub fn record_withheld(&self, keys: Vec<String>) {
+        let Ok(mut known) = self.withheld_keys.lock() else {
+            return;
+        };
+        for key in keys {
+            if let Err(at) = known.binary_search(&key)
+                && known.len() < MAX_WITHHELD_KEYS
+            {
+                known.insert(at, key);
+            }
+        }
+    }
+
+    /// The withheld key names so far.
+    pub fn withheld(&self) -> Vec<String> {
+        self.withheld_keys
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether claude sent any metric point or event at all.
     pub fn anything_arrived(&self) -> bool {
         self.received_metric_points.load(Ordering::Relaxed) > 0
@@ -56,5 +85,20 @@ impl RelayStats {
     /// Reads one counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn withheld_keys_are_sorted_unique_and_bounded() {
+        let stats = RelayStats::default();
+        stats.record_withheld(vec!["b".into(), "a".into()]);
+        stats.record_withheld(vec!["a".into(), "c".into()]);
+        assert_eq!(stats.withheld(), vec!["a", "b", "c"]);
+        stats.record_withheld((0..200).map(|i| format!("k{i:03}")).collect());
+        assert_eq!(stats.withheld().len(), MAX_WITHHELD_KEYS);
     }
 }

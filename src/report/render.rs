@@ -84,6 +84,11 @@ struct EventSums {
     output_tokens: u64,
     cache_read_tokens: u64,
     cache_creation_tokens: u64,
+    /// The 5-minute part of `cache_creation_tokens` (claude 2.1.332+; null when no request in
+    /// range reported the split). Not added to any total: it is inside `cache_creation_tokens`.
+    cache_creation_5m_tokens: Option<u64>,
+    /// The 1-hour part of `cache_creation_tokens`, as above.
+    cache_creation_1h_tokens: Option<u64>,
 }
 
 /// Counts are sums of whole numbers held as doubles; rounding only removes float noise.
@@ -144,6 +149,10 @@ impl Figures {
                 output_tokens: count(t.api_output_tokens),
                 cache_read_tokens: count(t.api_cache_read_tokens),
                 cache_creation_tokens: count(t.api_cache_creation_tokens),
+                cache_creation_5m_tokens: (t.api_cache_split_requests > 0.0)
+                    .then(|| count(t.api_cache_creation_5m_tokens)),
+                cache_creation_1h_tokens: (t.api_cache_split_requests > 0.0)
+                    .then(|| count(t.api_cache_creation_1h_tokens)),
             },
         }
     }

@@ -492,3 +492,48 @@ fn number_formats_are_exact_and_compact_where_asked() {
     assert_eq!(duration(200.0), "3m 20s");
     assert_eq!(duration(7500.0), "2h 05m");
 }
+
+#[test]
+fn json_shows_the_cache_creation_split_inside_the_total_not_on_top_of_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("store.db");
+    let store = Store::open(&db, StoreBounds::default()).expect("store");
+    let call = u(1000, 20, 500, 77, 0.0038);
+    let resource = fixtures::resource(Some("alpha"));
+    let mut event = fixtures::api_request("s1", NOV2_09, "claude-sonnet-4-6", call);
+    event
+        .attributes
+        .push(fixtures::kv_int("cache_creation_5m_tokens", 47));
+    event
+        .attributes
+        .push(fixtures::kv_int("cache_creation_1h_tokens", 30));
+    store
+        .append_blocking(fixtures::metrics(
+            resource.clone(),
+            fixtures::usage_points("s1", NOV2_09, "claude-sonnet-4-6", call),
+        ))
+        .expect("metrics");
+    store
+        .append_blocking(fixtures::logs(resource, vec![event]))
+        .expect("logs");
+    drop(store);
+    let j = report_json(&db, &["--utc"]);
+    let s = &j["summary"];
+    assert_eq!(s["events"]["cache_creation_tokens"], 77);
+    assert_eq!(s["events"]["cache_creation_5m_tokens"], 47);
+    assert_eq!(s["events"]["cache_creation_1h_tokens"], 30);
+    assert_eq!(s["tokens"]["cache_creation"], 77);
+    assert_eq!(
+        s["tokens"]["total"],
+        1000 + 20 + 500 + 77,
+        "no double count"
+    );
+}
+
+#[test]
+fn json_split_is_null_for_releases_that_do_not_send_it() {
+    let (_dir, db) = known_store();
+    let s = &report_json(&db, &["--utc"])["summary"];
+    assert!(s["events"]["cache_creation_1h_tokens"].is_null(), "{s}");
+    assert!(s["events"]["cache_creation_5m_tokens"].is_null(), "{s}");
+}

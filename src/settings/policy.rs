@@ -115,6 +115,11 @@ pub struct PrivacySettings {
     pub redact: Vec<String>,
     /// Built-in patterns for Anthropic API keys, bearer tokens, AWS keys and e-mail addresses.
     pub builtin_redactions: bool,
+    /// Attribute keys the relay does not know whose text may leave the machine (exact keys, or
+    /// `prefix*`; `"*"` allows every key). Without it an unknown key's text is withheld (fail
+    /// closed: a field a new Claude Code release adds may be conversation text); numbers and
+    /// booleans pass regardless. `"log.body"` allows log bodies other than claude's constant.
+    pub allow_attributes: Vec<String>,
 }
 
 impl Default for PrivacySettings {
@@ -126,6 +131,7 @@ impl Default for PrivacySettings {
             team_key: None,
             redact: Vec::new(),
             builtin_redactions: true,
+            allow_attributes: Vec::new(),
         }
     }
 }
@@ -136,6 +142,13 @@ impl Default for PrivacySettings {
 /// must stay), a session-constant one (cheap: it never adds series beyond `session.id`) or a
 /// real dimension (`type`, `model`). Teams drop session-constant attributes here to slim
 /// series labels; they stay on events.
+///
+/// Reviewed for 2.1.332 (observed; `docs/claude-code-telemetry.md`): its new point attributes
+/// are `anthropic.provider` (`firstParty`, or the cloud provider) and `anthropic.custom_base_url`
+/// (a bool), on every point. Both are fixed for a process, hence for a `session.id`: they
+/// multiply no series (series = sessions x `type` x `model` x `query_source` x `effort`, as
+/// on 2.1.197), and the provider is a dimension teams split cost by. So the default stays
+/// "drop nothing"; `drop_metric_attributes = ["anthropic.custom_base_url"]` slims labels.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct CardinalitySettings {
@@ -263,8 +276,40 @@ impl PrivacySettings {
                 ),
             });
         }
+        check_allow_list(
+            "privacy.allow_attributes",
+            &self.allow_attributes,
+            &mut issues,
+        );
         issues
     }
+}
+
+fn check_allow_list(prefix: &str, keys: &[String], issues: &mut Vec<PolicyIssue>) {
+    for (i, key) in keys.iter().enumerate() {
+        if key.trim().is_empty() {
+            issues.push(PolicyIssue {
+                key: format!("{prefix}[{i}]"),
+                message: "empty attribute name".into(),
+            });
+        } else if key.strip_suffix('*').unwrap_or(key).contains('*') {
+            issues.push(PolicyIssue {
+                key: format!("{prefix}[{i}]"),
+                message: format!(
+                    "{key:?}: `*` may only end a key (a prefix such as \"plugin.*\"); \
+                     write each key or one prefix"
+                ),
+            });
+        }
+    }
+}
+
+/// Whether the allow list `list` covers `key` (an exact entry or a `prefix*` one).
+fn allow_list_covers(list: &[String], key: &str) -> bool {
+    list.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => entry == key,
+    })
 }
 
 fn check_metric_attribute_list(prefix: &str, keys: &[String], issues: &mut Vec<PolicyIssue>) {
@@ -353,6 +398,9 @@ pub struct ManagedPrivacy {
     pub redact: Option<Vec<String>>,
     /// When `true`, built-in patterns cannot be switched off.
     pub builtin_redactions: Option<bool>,
+    /// The most unknown attribute keys users may allow: present, it is the allow list unless
+    /// the user lists fewer (an entry the managed list does not cover is reported and ignored).
+    pub allow_attributes: Option<Vec<String>>,
 }
 
 /// `[cardinality]` of the managed policy file.
@@ -407,6 +455,7 @@ impl ManagedPolicy {
         add(p.team_key.is_some(), "privacy.team_key");
         add(p.redact.is_some(), "privacy.redact");
         add(p.builtin_redactions.is_some(), "privacy.builtin_redactions");
+        add(p.allow_attributes.is_some(), "privacy.allow_attributes");
         add(
             self.cardinality.drop_metric_attributes.is_some(),
             "cardinality.drop_metric_attributes",
@@ -435,6 +484,9 @@ impl ManagedPolicy {
                 ..PrivacySettings::default()
             };
             issues.extend(probe.validate());
+        }
+        if let Some(keys) = &self.privacy.allow_attributes {
+            check_allow_list("privacy.allow_attributes", keys, &mut issues);
         }
         if let Some(keys) = &self.cardinality.drop_metric_attributes {
             check_metric_attribute_list("cardinality.drop_metric_attributes", keys, &mut issues);
@@ -470,7 +522,8 @@ pub struct MergedPolicy {
 /// Computes the effective policy from the managed file and the user's effective values (all
 /// layers below the managed file merged). The user may only tighten:
 /// `prompts`/`tool_details`: drop beats keep; `identifiers`: drop beats hash beats keep;
-/// `builtin_redactions`: true beats false; `redact` and `drop_metric_attributes` are unions
+/// `builtin_redactions`: true beats false; `allow_attributes`: the managed list, or the user's
+/// entries it covers; `redact` and `drop_metric_attributes` are unions
 /// (never containing `session.id`); `team_key`, the resource switches and the managed resource
 /// attributes are imposed as written.
 ///
@@ -547,6 +600,26 @@ pub fn merge_managed(
     if mp.builtin_redactions == Some(true) && !user.privacy.builtin_redactions {
         report("privacy.builtin_redactions", "false".into(), "true".into());
         eff.privacy.builtin_redactions = true;
+    }
+    if let Some(locked) = &mp.allow_attributes {
+        if user_set("privacy.allow_attributes") {
+            // The user may allow fewer keys than the managed list, never others.
+            let mut kept = Vec::new();
+            for key in &user.privacy.allow_attributes {
+                if allow_list_covers(locked, key) {
+                    kept.push(key.clone());
+                } else {
+                    report(
+                        "privacy.allow_attributes",
+                        format!("{key:?}"),
+                        format!("{locked:?}"),
+                    );
+                }
+            }
+            eff.privacy.allow_attributes = kept;
+        } else {
+            eff.privacy.allow_attributes = locked.clone();
+        }
     }
 
     if let Some(locked) = &managed.cardinality.drop_metric_attributes {
@@ -877,5 +950,50 @@ mod tests {
             keys,
             vec!["privacy.redact[0]", "cardinality.drop_metric_attributes[0]"]
         );
+    }
+
+    #[test]
+    fn managed_allow_list_caps_what_users_may_allow() {
+        let managed = ManagedPolicy {
+            privacy: ManagedPrivacy {
+                allow_attributes: Some(vec!["plugin_extra.*".into(), "team.note".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let merged = merge_managed(&managed, &PolicySettings::default(), &|_| false);
+        assert_eq!(
+            merged.effective.privacy.allow_attributes,
+            vec!["plugin_extra.*", "team.note"],
+            "the managed list applies when the user sets none"
+        );
+        let mut user = PolicySettings::default();
+        user.privacy.allow_attributes = vec!["plugin_extra.a".into(), "*".into()];
+        let merged = merge_managed(&managed, &user, &everything_set);
+        assert_eq!(
+            merged.effective.privacy.allow_attributes,
+            vec!["plugin_extra.a"]
+        );
+        assert_eq!(merged.loosening.len(), 1);
+        assert_eq!(merged.loosening[0].key, "privacy.allow_attributes");
+        assert_eq!(merged.loosening[0].wanted, "\"*\"");
+        assert!(
+            managed
+                .locked_keys()
+                .contains(&"privacy.allow_attributes".to_string())
+        );
+    }
+
+    #[test]
+    fn allow_list_entries_are_checked() {
+        let mut p = PolicySettings::default();
+        p.privacy.allow_attributes = vec!["ok".into(), " ".into(), "a*b".into(), "pre.*".into()];
+        let keys: Vec<String> = p.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            vec!["privacy.allow_attributes[1]", "privacy.allow_attributes[2]"]
+        );
+        let parsed = parse("[privacy]\nallow_attributes = [\"x.y\"]\n").expect("parses");
+        assert_eq!(parsed.privacy.allow_attributes, vec!["x.y"]);
     }
 }

@@ -99,6 +99,13 @@ pub struct Totals {
     pub api_cache_read_tokens: f64,
     /// Sum of `api_request.cache_creation_tokens` (cross-check only).
     pub api_cache_creation_tokens: f64,
+    /// Sum of `api_request.cache_creation_5m_tokens` (claude 2.1.332+): part of
+    /// `api_cache_creation_tokens`, not in addition to it.
+    pub api_cache_creation_5m_tokens: f64,
+    /// Sum of `api_request.cache_creation_1h_tokens`: part of `api_cache_creation_tokens`.
+    pub api_cache_creation_1h_tokens: f64,
+    /// `api_request` events that carried the 5m/1h split (0: a release without it).
+    pub api_cache_split_requests: f64,
     /// `user_prompt` events.
     pub prompts: f64,
     /// `tool_decision` events with `decision=accept`.
@@ -139,6 +146,9 @@ impl Totals {
             api_output_tokens: g(col::API_OUTPUT_TOKENS),
             api_cache_read_tokens: g(col::API_CACHE_READ_TOKENS),
             api_cache_creation_tokens: g(col::API_CACHE_CREATION_TOKENS),
+            api_cache_creation_5m_tokens: g(col::API_CACHE_CREATION_5M_TOKENS),
+            api_cache_creation_1h_tokens: g(col::API_CACHE_CREATION_1H_TOKENS),
+            api_cache_split_requests: g(col::API_CACHE_SPLIT_REQUESTS),
             prompts: g(col::PROMPTS),
             tool_accepts: g(col::TOOL_ACCEPTS),
             tool_rejects: g(col::TOOL_REJECTS),

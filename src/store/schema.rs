@@ -177,8 +177,22 @@ ALTER TABLE outbox ADD COLUMN last_error TEXT;
 CREATE INDEX outbox_failing ON outbox(attempts) WHERE attempts > 0;
 "#;
 
+/// Version 3: claude 2.1.332's split of `api_request.cache_creation_tokens` into the 5-minute
+/// and 1-hour cache writes. Observed: `cache_creation_tokens` is the API's
+/// `cache_creation_input_tokens` (the total) and the two new fields are the API's
+/// `cache_creation.ephemeral_5m_input_tokens` / `…_1h_…` passed through, so they are parts of
+/// the total: stored beside it, never added to it. NULL where a release does not send them.
+const V3: &str = r#"
+ALTER TABLE api_requests ADD COLUMN cache_creation_5m_tokens INTEGER;
+ALTER TABLE api_requests ADD COLUMN cache_creation_1h_tokens INTEGER;
+ALTER TABLE usage_hourly ADD COLUMN api_cache_creation_5m_tokens REAL NOT NULL DEFAULT 0;
+ALTER TABLE usage_hourly ADD COLUMN api_cache_creation_1h_tokens REAL NOT NULL DEFAULT 0;
+-- api_request events that carried the split: the report shows the split only when > 0.
+ALTER TABLE usage_hourly ADD COLUMN api_cache_split_requests REAL NOT NULL DEFAULT 0;
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -849,3 +849,79 @@ fn rows_stay_for_their_upstream_unless_the_handle_follows() {
         s.close_blocking().unwrap();
     }
 }
+
+#[test]
+fn a_version_1_store_is_migrated_keeping_its_rows() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    {
+        let conn = raw(&path);
+        conn.execute_batch(schema::MIGRATIONS[0])
+            .expect("v1 schema");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version 1");
+        conn.execute(
+            "INSERT INTO usage_hourly(hour, session_id, model, project, api_cache_creation_tokens)
+             VALUES (0, 's0', 'm', '', 77)",
+            [],
+        )
+        .expect("a v1 row");
+    }
+    let store = Store::open(&path, big_bounds()).expect("migrates");
+    drop(store);
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "PRAGMA user_version"), schema::CURRENT_VERSION);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT CAST(api_cache_creation_tokens + api_cache_creation_1h_tokens AS INTEGER) FROM usage_hourly"
+        ),
+        77,
+        "old row kept, new columns zero"
+    );
+}
+
+#[test]
+fn cache_creation_split_is_stored_beside_the_total_never_added_to_it() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    // As claude 2.1.332 sends it: the API's total, and its 5m / 1h parts.
+    let mut with_split = fixtures::api_request("s1", T0, "claude-opus-4-8", usage(1));
+    with_split
+        .attributes
+        .push(fixtures::kv_int("cache_creation_5m_tokens", 20));
+    with_split
+        .attributes
+        .push(fixtures::kv("cache_creation_1h_tokens", "30"));
+    // As 2.1.197 sends it: no split.
+    let without = fixtures::api_request("s1", T0 + 1, "claude-opus-4-8", usage(1));
+    store
+        .append_blocking(fixtures::logs(
+            fixtures::resource(Some("alpha")),
+            vec![with_split, without],
+        ))
+        .expect("append");
+    drop(store);
+    let conn = raw(&path);
+    let rows: Vec<(i64, Option<i64>, Option<i64>)> = conn
+        .prepare(
+            "SELECT cache_creation_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens
+             FROM api_requests ORDER BY time_ns",
+        )
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows, vec![(50, Some(20), Some(30)), (50, None, None)]);
+    let sums: (f64, f64, f64, f64) = conn
+        .query_row(
+            "SELECT sum(api_cache_creation_tokens), sum(api_cache_creation_5m_tokens),
+                    sum(api_cache_creation_1h_tokens), sum(api_cache_split_requests)
+             FROM usage_hourly",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("sums");
+    assert_eq!(sums, (100.0, 20.0, 30.0, 1.0));
+}

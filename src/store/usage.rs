@@ -43,7 +43,7 @@ const SESSION_ATTRIBUTES: [&str; 6] = [
 const DELTA: i32 = 1;
 
 /// Columns of `usage_hourly` after the key, in this order everywhere (insert and queries).
-pub(crate) const ROLLUP_COLUMNS: [&str; 27] = [
+pub(crate) const ROLLUP_COLUMNS: [&str; 30] = [
     "sessions_started",
     "cost_usd",
     "input_tokens",
@@ -71,6 +71,9 @@ pub(crate) const ROLLUP_COLUMNS: [&str; 27] = [
     "tool_rejects",
     "tool_runs",
     "tool_failures",
+    "api_cache_creation_5m_tokens",
+    "api_cache_creation_1h_tokens",
+    "api_cache_split_requests",
 ];
 
 /// Index of each rollup column in [`ROLLUP_COLUMNS`].
@@ -103,6 +106,9 @@ pub(crate) mod col {
     pub const TOOL_REJECTS: usize = 24;
     pub const TOOL_RUNS: usize = 25;
     pub const TOOL_FAILURES: usize = 26;
+    pub const API_CACHE_CREATION_5M_TOKENS: usize = 27;
+    pub const API_CACHE_CREATION_1H_TOKENS: usize = 28;
+    pub const API_CACHE_SPLIT_REQUESTS: usize = 29;
 }
 
 /// Strips the context-window suffix metrics carry (`claude-opus-4-8[1m]`) so metric points
@@ -146,6 +152,9 @@ struct ApiRow {
     model: Option<String>,
     cost_usd: Option<f64>,
     tokens: [Option<f64>; 4],
+    /// `cache_creation_5m_tokens`, `cache_creation_1h_tokens` (claude 2.1.332 and later): a
+    /// split OF `cache_creation_tokens` (the API's total), never added to it.
+    cache_split: [Option<f64>; 2],
     duration_ms: Option<f64>,
     request_id: Option<String>,
     query_source: Option<String>,
@@ -378,6 +387,15 @@ impl Decoded {
                 for (i, t) in tokens.iter().enumerate() {
                     sums[col::API_INPUT_TOKENS + i] += t.unwrap_or(0.0);
                 }
+                let cache_split = [
+                    attr_f64(attrs, "cache_creation_5m_tokens"),
+                    attr_f64(attrs, "cache_creation_1h_tokens"),
+                ];
+                if cache_split.iter().any(Option::is_some) {
+                    sums[col::API_CACHE_SPLIT_REQUESTS] += 1.0;
+                    sums[col::API_CACHE_CREATION_5M_TOKENS] += cache_split[0].unwrap_or(0.0);
+                    sums[col::API_CACHE_CREATION_1H_TOKENS] += cache_split[1].unwrap_or(0.0);
+                }
                 self.api.push(ApiRow {
                     time_ns,
                     session,
@@ -386,6 +404,7 @@ impl Decoded {
                     model,
                     cost_usd: cost,
                     tokens,
+                    cache_split,
                     duration_ms,
                     request_id: attr_string(attrs, "request_id"),
                     query_source: attr_string(attrs, "query_source"),
@@ -596,11 +615,13 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
         let mut stmt = tx.prepare_cached(
             "INSERT INTO api_requests(time_ns, session, prompt_id, project, model, cost_usd,
                  input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
-                 duration_ms, request_id, query_source, resource_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 duration_ms, request_id, query_source, resource_id,
+                 cache_creation_5m_tokens, cache_creation_1h_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for a in &d.api {
             let t = a.tokens.map(|t| t.map(|v| v as i64));
+            let split = a.cache_split.map(|t| t.map(|v| v as i64));
             stmt.execute(params![
                 a.time_ns,
                 sid(&a.session),
@@ -615,7 +636,9 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
                 a.duration_ms,
                 a.request_id,
                 a.query_source,
-                rid(a.resource)
+                rid(a.resource),
+                split[0],
+                split[1]
             ])?;
         }
     }

@@ -37,6 +37,9 @@ pub struct Usage {
     pub cache_read: u64,
     /// `cache_creation_input_tokens`
     pub cache_creation: u64,
+    /// `cache_creation.ephemeral_5m_input_tokens` and `…_1h_…`, the split the real API sends
+    /// beside the total (5m + 1h = `cache_creation` there); None: no `cache_creation` object.
+    pub cache_creation_split: Option<(u64, u64)>,
 }
 
 impl Usage {
@@ -47,6 +50,14 @@ impl Usage {
             output: self.output + other.output,
             cache_read: self.cache_read + other.cache_read,
             cache_creation: self.cache_creation + other.cache_creation,
+            cache_creation_split: match (self.cache_creation_split, other.cache_creation_split) {
+                (None, None) => None,
+                (a, b) => {
+                    let (a5, a1) = a.unwrap_or_default();
+                    let (b5, b1) = b.unwrap_or_default();
+                    Some((a5 + b5, a1 + b1))
+                }
+            },
         }
     }
 
@@ -199,6 +210,7 @@ pub fn default_usage(index: usize, _kind: QueryKind) -> Usage {
         output: 31 + 10 * n,
         cache_read: 512 + 64 * n,
         cache_creation: 77 + 3 * n,
+        cache_creation_split: None,
     }
 }
 
@@ -454,12 +466,7 @@ fn sse_response(call: &ApiCall) -> Response {
             json!({"type": "message_start", "message": {
                 "id": message_id, "type": "message", "role": "assistant", "model": call.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {
-                    "input_tokens": call.usage.input,
-                    "cache_creation_input_tokens": call.usage.cache_creation,
-                    "cache_read_input_tokens": call.usage.cache_read,
-                    "output_tokens": 1
-                }
+                "usage": usage_json(&call.usage, 1)
             }}),
         ),
         (
@@ -501,17 +508,30 @@ fn sse_response(call: &ApiCall) -> Response {
     response
 }
 
+/// The `usage` object of a response (`output` is 1 in a stream's `message_start`), with the
+/// `cache_creation` split when the plan gives one.
+fn usage_json(usage: &Usage, output: u64) -> Value {
+    let mut u = json!({
+        "input_tokens": usage.input,
+        "output_tokens": output,
+        "cache_creation_input_tokens": usage.cache_creation,
+        "cache_read_input_tokens": usage.cache_read
+    });
+    if let Some((m5, h1)) = usage.cache_creation_split {
+        u["cache_creation"] = json!({
+            "ephemeral_5m_input_tokens": m5,
+            "ephemeral_1h_input_tokens": h1
+        });
+    }
+    u
+}
+
 fn json_response(call: &ApiCall) -> Response {
     let (_, _, block, stop_reason) = content_block(&call.reply);
     let body = json!({
         "id": format!("msg_fake_{:04}", call.index), "type": "message", "role": "assistant",
         "model": call.model, "content": [block], "stop_reason": stop_reason, "stop_sequence": null,
-        "usage": {
-            "input_tokens": call.usage.input,
-            "output_tokens": call.usage.output,
-            "cache_creation_input_tokens": call.usage.cache_creation,
-            "cache_read_input_tokens": call.usage.cache_read
-        }
+        "usage": usage_json(&call.usage, call.usage.output)
     });
     let mut response = json_body(StatusCode::OK, &body);
     if let Ok(v) = HeaderValue::from_str(&call.request_id) {

@@ -15,6 +15,9 @@
 //! - **ExponentialHistogram, Summary**: left untouched by cardinality rules (neither mergeable
 //!   in general; claude sends neither).
 //!
+//! Defaults (nothing dropped) and why they still fit claude 2.1.332's new point attributes:
+//! see `CardinalitySettings` in `settings/policy.rs`.
+//!
 //! A point flagged "no recorded value" contributes nothing to a merged value; the merged point
 //! keeps that flag only if every contributor had it.
 

@@ -1,7 +1,9 @@
 //! `config --explain`: what leaves the machine under a policy, shown on a built-in sample of
 //! Claude Code's real telemetry (a `user_prompt` event with prompt text, a `tool_result` event
 //! with a Bash command in `tool_parameters`, one `claude_code.token.usage` point of a
-//! logged-in user), as claude 2.1.197 sends it over OTLP/JSON.
+//! logged-in user), as claude 2.1.197 sends it over OTLP/JSON, and the same prompt as 2.1.332
+//! sends it (`prompt_text`) with one attribute no release has sent yet, to show the fail-closed
+//! rule for keys the relay does not know.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -39,13 +41,96 @@ pub struct ExplainedItem {
 /// The before/after of every sample item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
+    /// The rule for attribute keys the relay does not know, in one paragraph.
+    pub unknown_keys_rule: String,
     /// Events first, then the metric point.
     pub items: Vec<ExplainedItem>,
 }
 
+/// The attribute of the sample that no Claude Code release sends: the relay cannot know it.
+pub const SAMPLE_UNKNOWN_KEY: &str = "future_release.summary";
+
+/// Adds to the sample logs the 2.1.332 form of the prompt event: `prompt_text`, `message.uuid`,
+/// `anthropic.*`, an unknown free-text key and an unknown numeric one.
+fn add_newer_release_prompt(logs: &mut ExportRequest) {
+    let ExportRequest::Logs(r) = logs else {
+        return;
+    };
+    let Some(mut rl) = r.resource_logs.first().cloned() else {
+        return;
+    };
+    if let Some(res) = rl.resource.as_mut() {
+        for kv in &mut res.attributes {
+            if kv.key == "service.version" {
+                kv.value = Some(text("2.1.332"));
+            }
+        }
+    }
+    let Some(sl) = rl.scope_logs.first_mut() else {
+        return;
+    };
+    sl.log_records.truncate(1);
+    let Some(record) = sl.log_records.first_mut() else {
+        return;
+    };
+    let prompt = record
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "prompt")
+        .and_then(|kv| kv.value.clone());
+    let mut add = |key: &str, value: AnyValue| {
+        record.attributes.push(KeyValue {
+            key: key.into(),
+            value: Some(value),
+            ..Default::default()
+        })
+    };
+    if let Some(prompt) = prompt {
+        add("prompt_text", prompt);
+    }
+    add("message.uuid", text("4b7a3766-abbe-4cc6-b92d-9d10619c2f95"));
+    add("anthropic.provider", text("firstParty"));
+    add(
+        "anthropic.custom_base_url",
+        AnyValue {
+            value: Some(Value::BoolValue(false)),
+        },
+    );
+    add(
+        SAMPLE_UNKNOWN_KEY,
+        text("User wants to deploy billing-api to production tonight"),
+    );
+    add("future_release.score", text("0.87"));
+    r.resource_logs.push(rl);
+}
+
+fn text(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(Value::StringValue(s.into())),
+    }
+}
+
+/// [`Explanation::unknown_keys_rule`] for `policy`.
+fn unknown_keys_rule(policy: &Policy) -> String {
+    let allowed = policy.allowed_unknown_keys();
+    let allowed = if allowed.is_empty() {
+        "none".to_string()
+    } else {
+        allowed.join(", ")
+    };
+    format!(
+        "Attribute keys the relay does not know (a field a newer Claude Code release added, or \
+         another sender's): text is sent as <REDACTED> (fail closed), numbers, booleans and \
+         number-like strings pass; a log body other than claude's constant `claude_code.<event>` \
+         is withheld as key \"log.body\". Allowed by privacy.allow_attributes: {allowed}. \
+         `claude-telemetry doctor` lists the keys the last session had withheld."
+    )
+}
+
 /// Runs `policy` over the built-in sample.
 pub fn explain(policy: &Policy) -> Result<Explanation, serde_json::Error> {
-    let (logs, metrics) = sample_requests()?;
+    let (mut logs, metrics) = sample_requests()?;
+    add_newer_release_prompt(&mut logs);
     let mut logs_after = logs.clone();
     let mut metrics_after = metrics.clone();
     policy.apply(&mut logs_after);
@@ -66,7 +151,10 @@ pub fn explain(policy: &Policy) -> Result<Explanation, serde_json::Error> {
             }
         })
         .collect();
-    Ok(Explanation { items })
+    Ok(Explanation {
+        unknown_keys_rule: unknown_keys_rule(policy),
+        items,
+    })
 }
 
 fn flatten(request: &ExportRequest) -> Vec<(String, Json)> {
@@ -82,11 +170,19 @@ fn flatten(request: &ExportRequest) -> Vec<(String, Json)> {
                         .map(|kv| render(kv.value.as_ref()))
                         .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default();
+                    let version = rl
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == "service.version")
+                        .map(|kv| render(kv.value.as_ref()))
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
                     let mut item = Map::new();
                     item.insert("resource".into(), resource(&rl.resource));
                     item.insert("attributes".into(), attributes(&record.attributes));
                     item.insert("body".into(), render(record.body.as_ref()));
-                    out.push((format!("event {name}"), Json::Object(item)));
+                    out.push((format!("event {name} ({version})"), Json::Object(item)));
                 }
             }
         }
@@ -189,8 +285,9 @@ mod tests {
         assert_eq!(
             titles,
             vec![
-                "event user_prompt",
-                "event tool_result",
+                "event user_prompt (2.1.197)",
+                "event tool_result (2.1.197)",
+                "event user_prompt (2.1.332)",
                 "metric claude_code.token.usage"
             ]
         );
@@ -210,7 +307,14 @@ mod tests {
         );
         let tool = ex.items[1].after.as_ref().expect("kept");
         assert_eq!(tool["attributes"]["tool_parameters"], REDACTED);
-        let point = ex.items[2].after.as_ref().expect("kept");
+        let newer = ex.items[2].after.as_ref().expect("kept");
+        assert_eq!(newer["attributes"]["prompt_text"], REDACTED);
+        assert_eq!(newer["attributes"][SAMPLE_UNKNOWN_KEY], REDACTED);
+        assert_eq!(newer["attributes"]["future_release.score"], "0.87");
+        assert_eq!(newer["attributes"]["anthropic.provider"], "firstParty");
+        assert_eq!(newer["attributes"]["anthropic.custom_base_url"], false);
+        assert!(ex.unknown_keys_rule.contains("allow_attributes: none"));
+        let point = ex.items[3].after.as_ref().expect("kept");
         assert_eq!(point["value"], 1834.0);
         assert_eq!(
             point["resource"]["service.instance.id"],
@@ -228,5 +332,23 @@ mod tests {
         let prompt = after["attributes"]["prompt"].as_str().expect("text");
         assert!(prompt.starts_with("Deploy with key <REDACTED>"), "{prompt}");
         assert!(!prompt.contains("ada.lovelace"));
+    }
+
+    #[test]
+    fn allowed_unknown_key_is_sent_and_named_in_the_rule() {
+        let mut settings = PolicySettings::default();
+        settings.privacy.allow_attributes = vec!["future_release.*".into()];
+        let policy = Policy::new(&settings, &ctx()).expect("policy");
+        let ex = explain(&policy).expect("explained");
+        let newer = ex.items[2].after.as_ref().expect("kept");
+        assert_eq!(
+            newer["attributes"][SAMPLE_UNKNOWN_KEY],
+            "User wants to deploy billing-api to production tonight"
+        );
+        assert_eq!(
+            newer["attributes"]["prompt_text"], REDACTED,
+            "still conversation"
+        );
+        assert!(ex.unknown_keys_rule.contains("future_release.*"));
     }
 }

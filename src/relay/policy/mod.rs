@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 // The public surface the launcher, receivers and `config` use.
 pub use cardinality::{Cardinality, merge_identical_points};
 pub use explain::explain;
-pub use privacy::{Privacy, PrivacyError, PseudonymCache, RecordContext};
+pub use privacy::{Privacy, PrivacyError, RecordContext, RequestScratch};
 pub use project::{ProjectInfo, detect_project};
 #[cfg(test)]
 use redact::REDACTED;
@@ -127,7 +127,11 @@ impl Policy {
     /// with this launch's context.
     pub fn new(settings: &PolicySettings, ctx: &LaunchContext) -> Result<Self, PolicyError> {
         Ok(Policy {
-            privacy: Privacy::new(&settings.privacy, &ctx.hash_key)?,
+            privacy: Privacy::with_allowed(
+                &settings.privacy,
+                &ctx.hash_key,
+                settings.resource.attributes.keys().map(String::as_str),
+            )?,
             cardinality: Cardinality::new(&settings.cardinality),
             resource: ResourceStamp::new(
                 &settings.resource,
@@ -144,10 +148,17 @@ impl Policy {
         self.privacy.pseudonym(value)
     }
 
-    /// Applies every rule to one request in place.
-    pub fn apply(&self, request: &mut ExportRequest) {
-        let mut cache = PseudonymCache::default();
-        let cache = &mut cache;
+    /// The unknown keys this policy lets through (`privacy.allow_attributes` and the
+    /// `[resource].attributes` keys), for `config --explain`.
+    pub fn allowed_unknown_keys(&self) -> Vec<String> {
+        self.privacy.allowed_keys()
+    }
+
+    /// Applies every rule to one request in place. Returns the unknown attribute keys whose
+    /// text was withheld (names only), for `doctor` to list.
+    pub fn apply(&self, request: &mut ExportRequest) -> Vec<String> {
+        let mut scratch = RequestScratch::default();
+        let cache = &mut scratch;
         match request {
             ExportRequest::Metrics(r) => {
                 for rm in &mut r.resource_metrics {
@@ -183,9 +194,10 @@ impl Policy {
                 }
             }
         }
+        scratch.into_withheld()
     }
 
-    fn apply_resource(&self, resource: &mut Option<Resource>, cache: &mut PseudonymCache) {
+    fn apply_resource(&self, resource: &mut Option<Resource>, cache: &mut RequestScratch) {
         if let Some(r) = resource.as_mut() {
             self.privacy
                 .apply_attributes(&mut r.attributes, RecordContext::default(), cache);
@@ -193,14 +205,14 @@ impl Policy {
         self.resource.apply(resource);
     }
 
-    fn apply_scope(&self, scope: &mut Option<InstrumentationScope>, cache: &mut PseudonymCache) {
+    fn apply_scope(&self, scope: &mut Option<InstrumentationScope>, cache: &mut RequestScratch) {
         if let Some(s) = scope.as_mut() {
             self.privacy
                 .apply_attributes(&mut s.attributes, RecordContext::default(), cache);
         }
     }
 
-    fn apply_metric(&self, metric: &mut Metric, cache: &mut PseudonymCache) {
+    fn apply_metric(&self, metric: &mut Metric, cache: &mut RequestScratch) {
         let ctx = RecordContext::default();
         self.privacy
             .apply_attributes(&mut metric.metadata, ctx, cache);
@@ -248,17 +260,17 @@ impl Policy {
         }
     }
 
-    fn apply_log_record(&self, record: &mut LogRecord, cache: &mut PseudonymCache) {
+    fn apply_log_record(&self, record: &mut LogRecord, cache: &mut RequestScratch) {
         let ctx = log_context(record);
         self.privacy
             .apply_attributes(&mut record.attributes, ctx, cache);
         self.resource.override_attributes(&mut record.attributes);
         if let Some(body) = record.body.as_mut() {
-            self.privacy.redact_any(body);
+            self.privacy.apply_body(body, cache);
         }
     }
 
-    fn apply_span(&self, span: &mut Span, cache: &mut PseudonymCache) {
+    fn apply_span(&self, span: &mut Span, cache: &mut RequestScratch) {
         let span_ctx = RecordContext::from_name(&span.name);
         self.privacy
             .apply_attributes(&mut span.attributes, span_ctx, cache);

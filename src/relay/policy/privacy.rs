@@ -12,6 +12,12 @@
 //!   `feedback_survey`) and `error` (tool output only on `tool_result` / tool spans).
 //! - Redaction (`redact.rs`) runs on every other string value, kept text included; identifier
 //!   keys are governed by their mode alone.
+//! - Fail closed: a key not in [`KEYS`] (a field a newer Claude Code release added, or another
+//!   sender's) may be conversation text, so its text is replaced by the marker unless
+//!   `privacy.allow_attributes` allows it. Numbers, booleans and number-like strings pass (they
+//!   cannot carry a prompt or a path; claude sends some numbers as strings). The key NAME is
+//!   noted for `doctor`; the value never is. A log body passes only as claude's constant
+//!   `claude_code.<event>` (or a number/boolean); any other is withheld as key `log.body`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,44 +50,360 @@ impl RecordContext {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     Conversation,
     ToolDetail,
     ToolName,
     Identifier,
-    Other,
+    /// Known to carry no conversation text, tool detail or identifier: passes (the redaction
+    /// patterns still apply).
+    Known,
+    /// Not in [`KEYS`]: a string passes only when it reads as a number or boolean, or the key
+    /// is allowed (`privacy.allow_attributes`).
+    Unknown,
 }
+
+/// Every attribute key the relay knows, sorted (for people; a unit test checks order and
+/// uniqueness), looked up through [`KeyTable`].
+/// From the catalogue (`docs/claude-code-telemetry.md`) as observed on claude 2.1.197 and
+/// 2.1.332: log records, metric points, spans, span events and resources. A key a later release
+/// adds is [`Class::Unknown`] until it is listed here or allowed by the user.
+const KEYS: &[(&str, Class)] = &[
+    ("agent_path_count", Class::Known),
+    ("anthropic.custom_base_url", Class::Known),
+    ("anthropic.provider", Class::Known),
+    ("app.version", Class::Known),
+    ("attempt", Class::Known),
+    ("bash_argv0", Class::ToolDetail),
+    ("bash_command", Class::ToolDetail),
+    ("bash_command_class", Class::Known),
+    ("body", Class::Conversation),
+    ("body_length", Class::Known),
+    ("body_truncated", Class::Known),
+    ("cache_creation_1h_tokens", Class::Known),
+    ("cache_creation_5m_tokens", Class::Known),
+    ("cache_creation_tokens", Class::Known),
+    ("cache_read_tokens", Class::Known),
+    ("command", Class::ToolDetail),
+    ("command_name", Class::Known),
+    ("command_path_count", Class::Known),
+    ("content", Class::ToolDetail),
+    ("cost_usd", Class::Known),
+    ("cost_usd_micros", Class::Known),
+    ("decision", Class::Known),
+    ("decision_source", Class::Known),
+    ("decision_type", Class::Known),
+    ("diff", Class::ToolDetail),
+    ("duration_ms", Class::Known),
+    ("effort", Class::Known),
+    ("enabled_via", Class::Known),
+    // The API's error message (`api_error`); tool output when on a tool record (see classify).
+    ("error", Class::Known),
+    ("event.name", Class::Known),
+    ("event.sequence", Class::Known),
+    ("event.timestamp", Class::Known),
+    ("file_path", Class::ToolDetail),
+    ("first_content_ms", Class::Known),
+    ("full_command", Class::ToolDetail),
+    ("gen_ai.conversation.id", Class::Known),
+    ("gen_ai.operation.name", Class::Known),
+    ("gen_ai.provider.name", Class::Known),
+    ("gen_ai.request.model", Class::Known),
+    ("gen_ai.response.finish_reasons", Class::Known),
+    ("gen_ai.response.id", Class::Known),
+    ("gen_ai.response.model", Class::Known),
+    ("gen_ai.system", Class::Known),
+    ("gen_ai.tool.call.id", Class::Known),
+    ("gen_ai.tool.name", Class::ToolName),
+    ("gen_ai.usage.cache_read.input_tokens", Class::Known),
+    ("gen_ai.usage.cache_write.input_tokens", Class::Known),
+    ("gen_ai.usage.input_tokens", Class::Known),
+    ("gen_ai.usage.output_tokens", Class::Known),
+    ("has_hooks", Class::Known),
+    ("has_mcp", Class::Known),
+    ("hook_definitions", Class::ToolDetail),
+    ("host.arch", Class::Known),
+    ("host_owned_mcp", Class::Known),
+    ("input_tokens", Class::Known),
+    ("interaction.duration_ms", Class::Known),
+    ("interaction.sequence", Class::Known),
+    ("language", Class::Known),
+    ("llm_request.context", Class::Known),
+    ("managed_settings.helper.applied", Class::Known),
+    ("managed_settings.helper.state", Class::Known),
+    ("managed_settings.source_behavior", Class::Known),
+    ("managed_settings.sources", Class::Known),
+    ("managed_settings.trigger", Class::Known),
+    ("marketplace.name", Class::ToolDetail),
+    ("mcp_server_name", Class::ToolDetail),
+    ("mcp_tool_name", Class::ToolDetail),
+    ("message.id", Class::Known),
+    ("message.uuid", Class::Known),
+    ("model", Class::Known),
+    ("new_context", Class::Conversation),
+    ("organization.id", Class::Identifier),
+    ("os.type", Class::Known),
+    ("os.version", Class::Known),
+    ("output", Class::ToolDetail),
+    ("output_tokens", Class::Known),
+    ("parent.source", Class::Known),
+    ("permission_mode", Class::Known),
+    ("plugin.name", Class::ToolDetail),
+    ("plugin.scope", Class::Known),
+    ("plugin_id_hash", Class::Known),
+    ("project.name", Class::Known),
+    ("prompt", Class::Conversation),
+    ("prompt.id", Class::Known),
+    ("prompt_length", Class::Known),
+    ("prompt_text", Class::Conversation),
+    ("query_source", Class::Known),
+    ("query_source_safe", Class::Known),
+    ("queued_sends", Class::Known),
+    ("request_body_id", Class::Known),
+    ("request_id", Class::Known),
+    ("response", Class::Conversation),
+    ("response_length", Class::Known),
+    ("safe_mode", Class::Known),
+    ("service.instance.id", Class::Known),
+    ("service.name", Class::Known),
+    ("service.version", Class::Known),
+    ("session.id", Class::Known),
+    ("skill_name", Class::ToolDetail),
+    ("skill_path_count", Class::Known),
+    ("source", Class::Known),
+    ("span.type", Class::Known),
+    ("speed", Class::Known),
+    ("start_type", Class::Known),
+    ("status_code", Class::Known),
+    ("stop_reason", Class::Known),
+    ("success", Class::Known),
+    ("system_prompt", Class::Conversation),
+    ("system_prompt_preview", Class::Conversation),
+    ("system_reminders", Class::Conversation),
+    ("telemetry.sdk.language", Class::Known),
+    ("telemetry.sdk.name", Class::Known),
+    ("telemetry.sdk.version", Class::Known),
+    ("terminal.type", Class::Known),
+    ("tool", Class::ToolDetail),
+    ("tool_input", Class::ToolDetail),
+    ("tool_input_size_bytes", Class::Known),
+    ("tool_name", Class::ToolName),
+    ("tool_name_safe", Class::ToolName),
+    ("tool_parameters", Class::ToolDetail),
+    ("tool_result_size_bytes", Class::Known),
+    ("tool_source", Class::Known),
+    ("tool_use_id", Class::Known),
+    ("total_attempts", Class::Known),
+    ("total_retry_duration_ms", Class::Known),
+    ("ttft_ms", Class::Known),
+    ("type", Class::Known),
+    ("user.account_uuid", Class::Identifier),
+    ("user.email", Class::Identifier),
+    ("user.id", Class::Identifier),
+    ("user_prompt", Class::Conversation),
+    ("user_prompt_length", Class::Known),
+    ("user_system_prompt", Class::Conversation),
+    ("vcs.ref.head.name", Class::Known),
+];
 
 fn classify(key: &str, ctx: RecordContext) -> Class {
     match key {
-        // Personal identifiers.
-        "user.email" | "user.account_uuid" | "organization.id" | "user.id" => Class::Identifier,
-        "response" if ctx.survey => Class::Other,
-        // Conversation text: prompts, responses, raw API bodies, system prompts, context.
-        "prompt"
-        | "response"
-        | "body"
-        | "user_prompt"
-        | "new_context"
-        | "system_prompt"
-        | "system_prompt_preview"
-        | "user_system_prompt"
-        | "system_reminders" => Class::Conversation,
-        // Tool details: parameters, inputs, commands, paths, content, output.
-        "tool_parameters" | "tool_input" | "full_command" | "bash_command" | "command"
-        | "file_path" | "content" | "output" | "diff" | "tool" | "hook_definitions"
-        | "mcp_server_name" | "mcp_tool_name" | "skill_name" => Class::ToolDetail,
-        "error" if ctx.tool => Class::ToolDetail,
-        "tool_name" => Class::ToolName,
-        _ => Class::Other,
+        "response" if ctx.survey => return Class::Known,
+        "error" if ctx.tool => return Class::ToolDetail,
+        _ => {}
+    }
+    key_table().get(key).unwrap_or(Class::Unknown)
+}
+
+/// Slots of [`KeyTable`]: a power of two well above `KEYS.len()`, so a miss (an unknown key)
+/// usually ends at the first, empty, slot.
+const TABLE_BITS: u32 = 10;
+
+/// [`KEYS`] as an open-addressing hash table: classification runs for every attribute of
+/// every request, and a binary search over ~140 keys (7 string comparisons) cost the policy
+/// 12 % of the decode + encode time; one hash of two word loads and one comparison do not.
+struct KeyTable {
+    /// Index + 1 into [`KEYS`]; 0 = empty.
+    slots: Vec<u16>,
+}
+
+/// Cheap hash of a key: its first and last 8 bytes (fewer when shorter) and its length,
+/// Fibonacci-multiplied; collisions only cost a probe.
+fn key_hash(key: &[u8]) -> usize {
+    let n = key.len();
+    let word = |bytes: &[u8]| {
+        let mut w = [0u8; 8];
+        let take = bytes.len().min(8);
+        w[..take].copy_from_slice(&bytes[..take]);
+        u64::from_le_bytes(w)
+    };
+    let head = word(key);
+    let tail = if n > 8 { word(&key[n - 8..]) } else { 0 };
+    let x = head ^ tail.rotate_left(29) ^ (n as u64);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+}
+
+impl KeyTable {
+    fn build() -> KeyTable {
+        let mask = (1usize << TABLE_BITS) - 1;
+        let mut slots = vec![0u16; 1 << TABLE_BITS];
+        for (i, (key, _)) in KEYS.iter().enumerate() {
+            let mut at = key_hash(key.as_bytes());
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = (i + 1) as u16;
+        }
+        KeyTable { slots }
+    }
+
+    fn get(&self, key: &str) -> Option<Class> {
+        let mask = self.slots.len() - 1;
+        let mut at = key_hash(key.as_bytes());
+        loop {
+            let slot = self.slots[at];
+            let (k, class) = KEYS.get(usize::from(slot).checked_sub(1)?)?;
+            if *k == key {
+                return Some(*class);
+            }
+            at = (at + 1) & mask;
+        }
     }
 }
 
-/// Pseudonyms already computed while processing one request: the same `user.id` sits on every
-/// point and record, so one HMAC per distinct value is enough.
+fn key_table() -> &'static KeyTable {
+    static TABLE: std::sync::OnceLock<KeyTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(KeyTable::build)
+}
+
+/// The key under which an unknown log body is withheld and allowed
+/// (`privacy.allow_attributes = ["log.body"]`).
+pub const LOG_BODY_KEY: &str = "log.body";
+
+/// Whether a value holds no text: numbers, booleans, strings that read as a number (claude
+/// sends some numbers as strings: `duration_ms = "28"`) or as `true`/`false`, and lists or maps
+/// of those. Such a value of an unknown key passes: it cannot carry a prompt or a path.
+fn holds_no_text(value: &AnyValue) -> bool {
+    match value.value.as_ref() {
+        None
+        | Some(Value::BoolValue(_))
+        | Some(Value::IntValue(_))
+        | Some(Value::DoubleValue(_)) => true,
+        Some(Value::StringValue(s)) => is_number_or_bool_text(s),
+        Some(Value::ArrayValue(a)) => a.values.iter().all(holds_no_text),
+        Some(Value::KvlistValue(l)) => l
+            .values
+            .iter()
+            .all(|kv| kv.value.as_ref().is_none_or(holds_no_text)),
+        Some(Value::BytesValue(_)) | Some(Value::StringValueStrindex(_)) => false,
+    }
+}
+
+/// `true`, `false`, or a plain decimal number (`-12`, `0.25`, `1e-3`) of at most 32 bytes;
+/// nothing else (no hex, no `inf`, no digit groups that could be a phone number with spaces).
+fn is_number_or_bool_text(s: &str) -> bool {
+    if s == "true" || s == "false" {
+        return true;
+    }
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 32 {
+        return false;
+    }
+    let mut i = usize::from(b[0] == b'-');
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    let int = digits(&mut i);
+    let mut frac = false;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        frac = digits(&mut i);
+    }
+    if !(int || frac) {
+        return false;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// A log body claude would send: the constant `claude_code.<event name>` (lower-case letters,
+/// digits, `_` and `.`, at most 128 bytes).
+fn is_event_name_body(s: &str) -> bool {
+    s.strip_prefix("claude_code.").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 128
+            && rest
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.')
+    })
+}
+
+/// `privacy.allow_attributes`: exact keys, and prefixes written `prefix*` (`"*"` alone allows
+/// every key).
+#[derive(Debug, Clone, Default)]
+struct AllowList {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl AllowList {
+    fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut list = AllowList::default();
+        for key in keys {
+            match key.strip_suffix('*') {
+                Some(prefix) => list.prefixes.push(prefix.to_string()),
+                None => list.exact.push(key.to_string()),
+            }
+        }
+        list.exact.sort();
+        list.exact.dedup();
+        list
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let prefixes = self.prefixes.iter().map(|p| format!("{p}*"));
+        self.exact.iter().cloned().chain(prefixes).collect()
+    }
+
+    fn allows(&self, key: &str) -> bool {
+        self.exact.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+            || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+}
+
+/// Per-request scratch: pseudonyms already computed (the same `user.id` sits on every point
+/// and record, so one HMAC per distinct value is enough) and the unknown keys withheld.
 #[derive(Debug, Default)]
-pub struct PseudonymCache {
+pub struct RequestScratch {
     entries: Vec<(String, String)>,
+    withheld: Vec<String>,
+}
+
+impl RequestScratch {
+    fn note_withheld(&mut self, key: &str) {
+        if !self.withheld.iter().any(|k| k == key) {
+            self.withheld.push(key.to_string());
+        }
+    }
+
+    /// The unknown keys withheld in this request (names only, never values), in first-seen
+    /// order without repeats.
+    pub fn into_withheld(self) -> Vec<String> {
+        self.withheld
+    }
 }
 
 /// The compiled `[privacy]` section.
@@ -92,6 +414,7 @@ pub struct Privacy {
     identifiers: IdentifierMode,
     mac: Option<Hmac<Sha256>>,
     redactor: Option<Redactor>,
+    allowed: AllowList,
     shared: Arc<Mutex<HashMap<String, String>>>,
 }
 
@@ -127,7 +450,18 @@ pub enum PrivacyError {
 
 impl Privacy {
     /// Compiles the section; `hash_key` is the team key or the per-installation secret.
+    #[cfg(test)]
     pub fn new(settings: &PrivacySettings, hash_key: &[u8]) -> Result<Self, PrivacyError> {
+        Self::with_allowed(settings, hash_key, std::iter::empty())
+    }
+
+    /// Like [`Privacy::new`], with more keys allowed than `privacy.allow_attributes` lists: the
+    /// `[resource].attributes` keys, whose values the resource stage replaces anyway.
+    pub fn with_allowed<'a>(
+        settings: &'a PrivacySettings,
+        hash_key: &[u8],
+        more_allowed: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, PrivacyError> {
         let mac = match settings.identifiers {
             IdentifierMode::Hash if hash_key.is_empty() => return Err(PrivacyError::MissingKey),
             IdentifierMode::Hash => Some(
@@ -141,8 +475,20 @@ impl Privacy {
             identifiers: settings.identifiers,
             mac,
             redactor: Redactor::new(settings.builtin_redactions, &settings.redact)?,
+            allowed: AllowList::new(
+                settings
+                    .allow_attributes
+                    .iter()
+                    .map(String::as_str)
+                    .chain(more_allowed),
+            ),
             shared: Arc::default(),
         })
+    }
+
+    /// The allowed unknown keys as written (`prefix*` for prefixes).
+    pub fn allowed_keys(&self) -> Vec<String> {
+        self.allowed.entries()
     }
 
     /// The keyed pseudonym of one identifier: the first [`PSEUDONYM_BYTES`] of
@@ -162,7 +508,7 @@ impl Privacy {
 
     /// The pseudonym of `value`: from the request's cache (no lock), else the policy's (one
     /// lock per distinct value and request), else computed.
-    fn pseudonym_cached<'c>(&self, value: &str, cache: &'c mut PseudonymCache) -> Option<&'c str> {
+    fn pseudonym_cached<'c>(&self, value: &str, cache: &'c mut RequestScratch) -> Option<&'c str> {
         let at = match cache.entries.iter().position(|(v, _)| v == value) {
             Some(at) => at,
             None => {
@@ -195,7 +541,7 @@ impl Privacy {
         &self,
         attrs: &mut Vec<KeyValue>,
         ctx: RecordContext,
-        cache: &mut PseudonymCache,
+        cache: &mut RequestScratch,
     ) -> bool {
         let before = attrs.len();
         attrs.retain_mut(|kv| self.apply_key_value(kv, ctx, cache));
@@ -207,10 +553,17 @@ impl Privacy {
         &self,
         kv: &mut KeyValue,
         ctx: RecordContext,
-        cache: &mut PseudonymCache,
+        cache: &mut RequestScratch,
     ) -> bool {
         match classify(&kv.key, ctx) {
             Class::Identifier => return self.apply_identifier(kv, cache),
+            Class::Unknown
+                if !kv.value.as_ref().is_none_or(holds_no_text)
+                    && !self.allowed.allows(&kv.key) =>
+            {
+                cache.note_withheld(&kv.key);
+                set_marker(kv);
+            }
             Class::Conversation if self.prompts == TextMode::Drop => set_marker(kv),
             Class::ToolDetail if self.tool_details == TextMode::Drop => set_marker(kv),
             Class::ToolName if self.tool_details == TextMode::Drop => {
@@ -230,7 +583,7 @@ impl Privacy {
         true
     }
 
-    fn apply_identifier(&self, kv: &mut KeyValue, cache: &mut PseudonymCache) -> bool {
+    fn apply_identifier(&self, kv: &mut KeyValue, cache: &mut RequestScratch) -> bool {
         match self.identifiers {
             IdentifierMode::Keep => true,
             IdentifierMode::Drop => false,
@@ -260,6 +613,22 @@ impl Privacy {
                 Some(_) => false,
             },
         }
+    }
+
+    /// Applies the rules to a log body: claude's constant `claude_code.<name>`, numbers and
+    /// booleans pass; any other body (free text from another sender, a structured body) is
+    /// withheld as the key [`LOG_BODY_KEY`] unless that key is allowed. What passes is redacted.
+    pub fn apply_body(&self, body: &mut AnyValue, cache: &mut RequestScratch) {
+        let known = match body.value.as_ref() {
+            Some(Value::StringValue(s)) => is_event_name_body(s),
+            _ => false,
+        };
+        if !known && !holds_no_text(body) && !self.allowed.allows(LOG_BODY_KEY) {
+            cache.note_withheld(LOG_BODY_KEY);
+            *body = string_value(REDACTED.to_string());
+            return;
+        }
+        self.redact_any(body);
     }
 
     /// Applies the redaction patterns to any value (log bodies, nested lists and maps).
@@ -312,7 +681,7 @@ mod tests {
     }
 
     fn apply(p: &Privacy, attrs: &mut Vec<KeyValue>, ctx: RecordContext) -> bool {
-        p.apply_attributes(attrs, ctx, &mut PseudonymCache::default())
+        p.apply_attributes(attrs, ctx, &mut RequestScratch::default())
     }
 
     #[test]
@@ -440,5 +809,215 @@ mod tests {
         assert_eq!(doc["bash_command"], "curl -H 'x-api-key: <REDACTED>'");
         assert_eq!(doc["full_command"], "echo <REDACTED>\nmail <REDACTED>");
         assert_eq!(doc["description"], "call");
+    }
+
+    fn typed(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn key_table_is_sorted_unique_and_finds_every_key_in_few_probes() {
+        for pair in KEYS.windows(2) {
+            assert!(pair[0].0 < pair[1].0, "{} before {}", pair[0].0, pair[1].0);
+        }
+        let table = key_table();
+        let mask = table.slots.len() - 1;
+        for (i, (key, class)) in KEYS.iter().enumerate() {
+            assert_eq!(table.get(key), Some(*class), "{key}");
+            let home = key_hash(key.as_bytes());
+            let at = table
+                .slots
+                .iter()
+                .position(|&s| usize::from(s) == i + 1)
+                .expect("in the table");
+            assert!((at.wrapping_sub(home) & mask) <= 2, "{key} is {at} from {home}");
+        }
+        for unknown in ["", "x", "prompt_text2", "gen_ai.usage.input_tokenz", "model "] {
+            assert_eq!(table.get(unknown), None, "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn every_class_is_found_by_its_key() {
+        let none = RecordContext::default();
+        assert_eq!(classify("prompt_text", none), Class::Conversation);
+        assert_eq!(classify("user.id", none), Class::Identifier);
+        assert_eq!(classify("bash_argv0", none), Class::ToolDetail);
+        assert_eq!(classify("tool_name", none), Class::ToolName);
+        assert_eq!(classify("anthropic.provider", none), Class::Known);
+        assert_eq!(classify("cache_creation_1h_tokens", none), Class::Known);
+        assert_eq!(classify("error", none), Class::Known);
+        assert_eq!(
+            classify("error", RecordContext { tool: true, ..none }),
+            Class::ToolDetail
+        );
+        assert_eq!(classify("never.seen", none), Class::Unknown);
+        assert_eq!(classify("", none), Class::Unknown);
+    }
+
+    #[test]
+    fn prompt_text_is_conversation_text() {
+        let p = privacy(&PrivacySettings::default(), b"k");
+        let mut attrs = vec![kv("prompt_text", "fix the bug in billing.rs")];
+        let mut scratch = RequestScratch::default();
+        p.apply_attributes(&mut attrs, RecordContext::default(), &mut scratch);
+        assert_eq!(get(&attrs, "prompt_text"), Some(REDACTED));
+        assert!(scratch.into_withheld().is_empty(), "known, not unknown");
+    }
+
+    #[test]
+    fn unknown_text_is_withheld_and_its_key_noted_but_numbers_and_booleans_pass() {
+        let p = privacy(&PrivacySettings::default(), b"k");
+        let mut attrs = vec![
+            kv("new.summary", "the user is refactoring billing"),
+            kv("new.count", "42"),
+            kv("new.ratio", "-0.5e3"),
+            kv("new.flag", "true"),
+            typed("new.int", Value::IntValue(7)),
+            typed("new.double", Value::DoubleValue(1.5)),
+            typed("new.bool", Value::BoolValue(false)),
+            kv("model", "claude-sonnet-4-6"),
+            kv("new.summary", "again"),
+        ];
+        let mut scratch = RequestScratch::default();
+        let removed = p.apply_attributes(&mut attrs, RecordContext::default(), &mut scratch);
+        assert!(!removed, "withheld, not removed");
+        assert_eq!(get(&attrs, "new.summary"), Some(REDACTED));
+        assert_eq!(get(&attrs, "new.count"), Some("42"));
+        assert_eq!(get(&attrs, "new.ratio"), Some("-0.5e3"));
+        assert_eq!(get(&attrs, "new.flag"), Some("true"));
+        assert_eq!(get(&attrs, "model"), Some("claude-sonnet-4-6"));
+        let v = |k: &str| {
+            attrs
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+        };
+        assert_eq!(v("new.int").and_then(|v| v.value), Some(Value::IntValue(7)));
+        assert_eq!(
+            v("new.bool").and_then(|v| v.value),
+            Some(Value::BoolValue(false))
+        );
+        assert_eq!(scratch.into_withheld(), vec!["new.summary".to_string()]);
+    }
+
+    #[test]
+    fn number_text_is_plain_decimal_only() {
+        for yes in ["0", "-12", "3.25", ".5", "1e-3", "7E+2", "true", "false"] {
+            assert!(is_number_or_bool_text(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "-",
+            ".",
+            "1e",
+            "0x1f",
+            "inf",
+            "NaN",
+            "1 2",
+            "+1",
+            "12a",
+            "True",
+            "555 0100",
+            "123456789012345678901234567890123",
+        ] {
+            assert!(!is_number_or_bool_text(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn unknown_lists_and_maps_pass_only_without_text() {
+        use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+        let p = privacy(&PrivacySettings::default(), b"k");
+        let nums = Value::ArrayValue(ArrayValue {
+            values: vec![AnyValue {
+                value: Some(Value::IntValue(1)),
+            }],
+        });
+        let words = Value::KvlistValue(KeyValueList {
+            values: vec![kv("inner", "a path /home/ada/secret")],
+        });
+        let mut attrs = vec![
+            typed("new.nums", nums.clone()),
+            typed("new.words", words),
+            typed("new.bytes", Value::BytesValue(b"raw".to_vec())),
+        ];
+        let mut scratch = RequestScratch::default();
+        p.apply_attributes(&mut attrs, RecordContext::default(), &mut scratch);
+        assert_eq!(
+            attrs[0].value.as_ref().and_then(|v| v.value.clone()),
+            Some(nums)
+        );
+        assert_eq!(get(&attrs, "new.words"), Some(REDACTED));
+        assert_eq!(get(&attrs, "new.bytes"), Some(REDACTED));
+        assert_eq!(scratch.into_withheld(), vec!["new.words", "new.bytes"]);
+    }
+
+    #[test]
+    fn allowed_unknown_keys_pass_with_redaction_and_prefixes_work() {
+        let s = PrivacySettings {
+            allow_attributes: vec!["new.summary".into(), "plugin_extra.*".into()],
+            ..PrivacySettings::default()
+        };
+        let p = privacy(&s, b"k");
+        let mut attrs = vec![
+            kv("new.summary", "mail ada@example.com"),
+            kv("plugin_extra.note", "kept"),
+            kv("new.other", "withheld"),
+        ];
+        let mut scratch = RequestScratch::default();
+        p.apply_attributes(&mut attrs, RecordContext::default(), &mut scratch);
+        assert_eq!(get(&attrs, "new.summary"), Some("mail <REDACTED>"));
+        assert_eq!(get(&attrs, "plugin_extra.note"), Some("kept"));
+        assert_eq!(get(&attrs, "new.other"), Some(REDACTED));
+        assert_eq!(scratch.into_withheld(), vec!["new.other"]);
+        let all = privacy(
+            &PrivacySettings {
+                allow_attributes: vec!["*".into()],
+                ..PrivacySettings::default()
+            },
+            b"k",
+        );
+        let mut attrs = vec![kv("new.other", "sent")];
+        apply(&all, &mut attrs, RecordContext::default());
+        assert_eq!(get(&attrs, "new.other"), Some("sent"));
+    }
+
+    #[test]
+    fn log_body_passes_only_as_claudes_constant_unless_allowed() {
+        let p = privacy(&PrivacySettings::default(), b"k");
+        let mut scratch = RequestScratch::default();
+        let mut body = string_value("claude_code.api_request".into());
+        p.apply_body(&mut body, &mut scratch);
+        assert_eq!(body, string_value("claude_code.api_request".into()));
+        let mut body = string_value("claude_code.user said: fix billing".into());
+        p.apply_body(&mut body, &mut scratch);
+        assert_eq!(body, string_value(REDACTED.into()));
+        let mut body = string_value("hook ran for ada".into());
+        p.apply_body(&mut body, &mut scratch);
+        assert_eq!(body, string_value(REDACTED.into()));
+        let mut body = AnyValue {
+            value: Some(Value::IntValue(3)),
+        };
+        p.apply_body(&mut body, &mut scratch);
+        assert_eq!(body.value, Some(Value::IntValue(3)));
+        assert_eq!(scratch.into_withheld(), vec![LOG_BODY_KEY]);
+
+        let allowed = privacy(
+            &PrivacySettings {
+                allow_attributes: vec![LOG_BODY_KEY.into()],
+                ..PrivacySettings::default()
+            },
+            b"k",
+        );
+        let mut scratch = RequestScratch::default();
+        let mut body = string_value("hook ran, key sk-ant-api03-SECRETSECRET".into());
+        allowed.apply_body(&mut body, &mut scratch);
+        assert_eq!(body, string_value("hook ran, key <REDACTED>".into()));
+        assert!(scratch.into_withheld().is_empty());
     }
 }
