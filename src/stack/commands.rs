@@ -65,6 +65,7 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
     /// One service (otel-collector, prometheus, loki, grafana); all when omitted.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(super::SERVICES.map(|s| s.name)))]
     pub service: Option<String>,
     /// Keep following new output.
     #[arg(short, long)]
@@ -548,9 +549,29 @@ pub fn run_setup(_args: &SetupArgs, settings: &StackSettings) -> anyhow::Result<
 
 /// `claude-telemetry completions <shell>`; `cmd` is the CLI's full clap command.
 pub fn run_completions(args: &CompletionsArgs, cmd: &mut clap::Command) -> anyhow::Result<i32> {
-    let name = cmd.get_name().to_string();
-    clap_complete::generate(args.shell, cmd, name, &mut std::io::stdout());
+    let script = completion_script(args.shell, cmd);
+    std::io::stdout().write_all(script.as_bytes())?;
     Ok(0)
+}
+
+/// The completion script for `shell`.
+///
+/// clap_complete's bash generator spells a hyphenated binary's command path two ways: the word
+/// loop sets `cmd="claude__telemetry__subcmd__report"` while the `case` arms that offer the
+/// options read `claude__subcmd__telemetry__subcmd__report` (the hyphen treated as a subcommand
+/// separator), so nothing below the top level ever completes. The arms are renamed to the
+/// spelling the loop uses.
+pub fn completion_script(shell: clap_complete::Shell, cmd: &mut clap::Command) -> String {
+    let name = cmd.get_name().to_string();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, cmd, name.clone(), &mut out);
+    let script = String::from_utf8_lossy(&out).into_owned();
+    if shell != clap_complete::Shell::Bash || !name.contains('-') {
+        return script;
+    }
+    let loop_spelling = name.replace('-', "__");
+    let arm_spelling = name.replace('-', "__subcmd__");
+    script.replace(&arm_spelling, &loop_spelling)
 }
 
 /// What the run path did about the stack; [`StackNotice::message`] is the one line to show.
