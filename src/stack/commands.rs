@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::settings::stack::StackSettings;
 
 use super::SERVICES;
+use super::background::{self, StartFiles, StartOutcome};
 use super::compose::Compose;
 use super::docker::{self, ContainerInfo, DockerError};
 use super::files;
@@ -172,15 +173,23 @@ pub fn run_up(args: &UpArgs, settings: &StackSettings) -> anyhow::Result<i32> {
         "Starting the telemetry stack ({})…",
         compose.file().display()
     );
-    let status = compose
-        .up((!args.no_wait).then_some(timeout))
+    let (status, output) = compose
+        .up_teed((!args.no_wait).then_some(timeout))
         .map_err(|e| anyhow!("{e}"))?;
+    let files = StartFiles::in_dir(&data_dir(settings)?);
     if !status.success() {
+        let code = status.code().unwrap_or(1).max(1);
+        let cause = background::classify(&output);
+        // Recorded like a background start's failure: sessions back off and say why,
+        // `status` and `doctor` name it.
+        files.record_failure(&output, code, std::time::SystemTime::now());
         eprintln!(
-            "claude-telemetry: `docker compose up` failed (see above); `claude-telemetry logs` shows the containers' output."
+            "claude-telemetry: the stack is not up: {}",
+            cause.describe()
         );
-        return Ok(status.code().unwrap_or(1).max(1));
+        return Ok(code);
     }
+    files.forget();
     if args.no_wait {
         print_urls(settings);
         return Ok(0);
@@ -371,11 +380,22 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
         }
     };
     let all_healthy = rows.iter().all(|r| r.healthy);
+    let failure = (!all_healthy)
+        .then(|| last_start_failure(settings))
+        .flatten();
     if args.json {
+        let now = std::time::SystemTime::now();
         let doc = serde_json::json!({
             "project": settings.project_name,
             "healthy": all_healthy,
             "services": rows,
+            "last_start_failure": failure.as_ref().map(|f| serde_json::json!({
+                "cause": f.cause.describe(),
+                "failures_in_a_row": f.failures,
+                "next_try_unix": f.next_try.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                "next_try": f.next_try_text(now),
+                "log": f.log,
+            })),
         });
         emit(&serde_json::to_string_pretty(&doc)?);
     } else {
@@ -397,7 +417,9 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
             ]);
         }
         emit(&table.to_string());
-        if !all_healthy {
+        if let Some(failure) = &failure {
+            emit(&format!("stack: {}", describe_start_failure(failure)));
+        } else if !all_healthy {
             eprintln!(
                 "Not all services are healthy: `claude-telemetry up` starts them, `claude-telemetry logs <service>` shows why."
             );
@@ -591,6 +613,13 @@ pub enum StackNotice {
         /// Why, in a few words.
         reason: String,
     },
+    /// The last background start failed and the back-off has not run out: nothing is started.
+    Failed {
+        /// The cause and the way out, one line.
+        cause: String,
+        /// When the next background start may happen.
+        next_try: String,
+    },
 }
 
 impl StackNotice {
@@ -601,6 +630,9 @@ impl StackNotice {
             StackNotice::Starting { log } => Some(format!(
                 "claude-telemetry: starting the telemetry stack in the background (log: {}); telemetry is kept locally until it is ready",
                 log.display()
+            )),
+            StackNotice::Failed { cause, next_try } => Some(format!(
+                "claude-telemetry: the telemetry stack is not up: {cause}; telemetry is kept locally, next start attempt after {next_try}"
             )),
             StackNotice::LocalOnly { reason } => Some(format!(
                 "claude-telemetry: local-only mode ({reason}); telemetry is stored locally, `claude-telemetry up` explains how to start the stack"
@@ -639,6 +671,16 @@ pub fn ensure_started_in_background(settings: &StackSettings) -> StackNotice {
     }
     let collector = &SERVICES[0];
     if readiness::probe_service(collector, &settings.ports, Duration::from_millis(300)).is_ready() {
+        if let Some(dir) = settings.resolved_data_dir() {
+            // Up: an old failure is history, the next one starts a fresh back-off.
+            let files = StartFiles::in_dir(&dir);
+            if matches!(
+                files.outcome(std::time::SystemTime::now()),
+                StartOutcome::Failed(_)
+            ) {
+                files.forget();
+            }
+        }
         return StackNotice::Ready;
     }
     if let Err(reason) = docker_quick_check() {
@@ -652,39 +694,69 @@ pub fn ensure_started_in_background(settings: &StackSettings) -> StackNotice {
     start_detached(&dir, settings)
 }
 
-/// How long after a background start another session leaves it alone instead of starting a
-/// second `docker compose up` next to it.
-const START_GRACE: Duration = Duration::from_secs(60);
-
 /// After `down`/`clean` the next session may start the stack again at once.
 fn forget_background_start(settings: &StackSettings) {
     if let Some(dir) = settings.resolved_data_dir() {
-        let _ = std::fs::remove_file(dir.join("compose-up.log"));
+        StartFiles::in_dir(&dir).forget();
     }
 }
 
-/// Whether a background start wrote its log within [`START_GRACE`] of `now`.
-fn start_in_progress(log: &Path, now: std::time::SystemTime) -> bool {
-    std::fs::metadata(log)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|modified| now.duration_since(modified).ok())
-        .is_some_and(|age| age < START_GRACE)
+/// The last background start's failure, if the stack is down because of it (for `status`,
+/// `doctor`).
+pub fn last_start_failure(settings: &StackSettings) -> Option<background::Failure> {
+    let dir = settings.resolved_data_dir()?;
+    match StartFiles::in_dir(&dir).outcome(std::time::SystemTime::now()) {
+        StartOutcome::Failed(f) => Some(f),
+        _ => None,
+    }
+}
+
+/// One line about the last background start's failure, for `status` and `doctor`.
+pub fn describe_start_failure(failure: &background::Failure) -> String {
+    let now = std::time::SystemTime::now();
+    let next = if failure.backing_off(now) {
+        format!(
+            "sessions start it again after {}",
+            failure.next_try_text(now)
+        )
+    } else {
+        "the next session starts it again".to_string()
+    };
+    format!(
+        "the background start failed ({} time(s) in a row): {}; {next} (log: {})",
+        failure.failures,
+        failure.cause.describe(),
+        failure.log.display()
+    )
 }
 
 fn start_detached(dir: &Path, settings: &StackSettings) -> StackNotice {
+    let files = StartFiles::in_dir(dir);
+    let now = std::time::SystemTime::now();
+    let failures_before = match files.outcome(now) {
+        // Another session started it moments ago: compose is still at work.
+        StartOutcome::Running => return StackNotice::Starting { log: files.log },
+        StartOutcome::Failed(failure) if failure.backing_off(now) => {
+            return StackNotice::Failed {
+                cause: failure.cause.describe(),
+                next_try: failure.next_try_text(now),
+            };
+        }
+        StartOutcome::Failed(failure) => failure.failures,
+        StartOutcome::None => 0,
+    };
     if let Err(e) = files::install(dir) {
         return StackNotice::LocalOnly {
             reason: format!("cannot write the stack files: {e}"),
         };
     }
-    let log = dir.join("compose-up.log");
-    if start_in_progress(&log, std::time::SystemTime::now()) {
-        // Another session started it moments ago: compose is still writing its log.
-        return StackNotice::Starting { log };
+    if let Err(e) = files.note_spawn(failures_before, now) {
+        return StackNotice::LocalOnly {
+            reason: format!("cannot write {}: {e}", files.record.display()),
+        };
     }
-    match Compose::new(dir, settings).spawn_up_detached(&log) {
-        Ok(()) => StackNotice::Starting { log },
+    match Compose::new(dir, settings).spawn_up_detached(&files.log, &files.exit) {
+        Ok(()) => StackNotice::Starting { log: files.log },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => StackNotice::LocalOnly {
             reason: "Docker is not installed".to_string(),
         },
@@ -717,20 +789,6 @@ mod tests {
             .expect("runtime");
         let value = rt.block_on(async { block_on(async { 41 + 1 }) });
         assert_eq!(value, 42);
-    }
-
-    #[test]
-    fn a_fresh_start_log_means_a_start_is_in_progress() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("compose-up.log");
-        let now = std::time::SystemTime::now();
-        assert!(!start_in_progress(&log, now), "no log: nothing in progress");
-        std::fs::write(&log, "starting").expect("write");
-        assert!(start_in_progress(&log, std::time::SystemTime::now()));
-        assert!(!start_in_progress(
-            &log,
-            now + START_GRACE + Duration::from_secs(1)
-        ));
     }
 
     #[test]
