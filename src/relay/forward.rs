@@ -297,6 +297,11 @@ pub fn human_error(raw: &str) -> String {
             .map_or("the server's certificate was rejected", |(_, why)| *why);
         return format!("TLS handshake failed: {why}");
     }
+    if raw.contains("no native certs found") {
+        return "TLS cannot be set up: this machine has no trusted root certificates (install \
+                the system's CA bundle, or point SSL_CERT_FILE at one)"
+            .to_string();
+    }
     if raw.contains("received fatal alert") || raw.contains("AlertReceived") {
         return "TLS handshake failed: the server refused the connection's TLS parameters \
                 (it may require a client certificate)"
