@@ -103,10 +103,9 @@ fn a_broken_settings_file_passes_version_through_and_runs_sessions_with_telemetr
         .expect("run claude");
     assert!(plain.status.success(), "{}", text(&plain));
     assert!(
-        wait_until(std::time::Duration::from_secs(10), || direct
+        wait_until(std::time::Duration::from_secs(10), || !direct
             .requests()
-            .len()
-            > 0),
+            .is_empty()),
         "plain claude exported nothing: the premise of this test does not hold"
     );
     direct.clear();
