@@ -335,15 +335,44 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     assert!(stack.data().join("config/prometheus.yml.new").exists());
 
     // logs -f follows new output (here: each stand-in's shutdown line) until the containers stop.
-    let follower = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
-        .args(["logs", "--follow", "--tail", "0"])
+    // `--tail 1` makes each stream print its last line at once: once all four have, the
+    // follower is attached (a condition, not a guess at how long attaching takes).
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
+        .args(["logs", "--follow", "--tail", "1"])
         .env("CLAUDE_TELEMETRY_CONFIG_DIR", &stack.cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn logs -f");
-    std::thread::sleep(Duration::from_secs(2));
+    let followed_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = followed_lines.clone();
+        let stdout = follower.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let services = ["otel-collector", "prometheus", "loki", "grafana"];
+    let attached = Instant::now();
+    while !services.iter().all(|svc| {
+        followed_lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.starts_with(svc))
+    }) {
+        assert!(
+            attached.elapsed() < Duration::from_secs(30),
+            "logs -f did not attach to every service: {:?}",
+            followed_lines.lock().expect("lines")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // down: containers gone, volumes kept; status exits non-zero.
     let out = stack.run(&["down"]);
@@ -351,14 +380,15 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     let followed = follower
         .wait_with_output()
         .expect("logs -f ends when the containers stop");
+    reader.join().expect("reader");
     assert_eq!(followed.status.code(), Some(0), "{}", text(&followed));
-    let followed = String::from_utf8_lossy(&followed.stdout).to_string();
-    for svc in ["otel-collector", "prometheus", "loki", "grafana"] {
+    let followed = followed_lines.lock().expect("lines").clone();
+    for svc in services {
         assert!(
             followed
-                .lines()
+                .iter()
                 .any(|l| l.starts_with(svc) && l.ends_with("stand-in stopping")),
-            "logs -f missed {svc} stopping: {followed}"
+            "logs -f missed {svc} stopping: {followed:?}"
         );
     }
     let (code, v) = stack.status_json();
