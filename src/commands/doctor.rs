@@ -22,16 +22,22 @@ pub struct DoctorArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// Nothing to do.
     Ok,
+    /// Telemetry flows, or will once something transient passes; worth knowing.
     Warn,
+    /// Telemetry cannot flow until this is fixed: `doctor` exits 1.
     Fail,
 }
 
 /// One finding: which check, how serious, and what it found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// How serious.
     pub level: Level,
+    /// The check's name (`upstream`, `stack`, …), the same in text and JSON.
     pub check: String,
+    /// What it found and what to do, in words.
     pub detail: String,
 }
 

@@ -823,6 +823,26 @@ mod tests {
     }
 
     #[test]
+    fn completion_scripts_use_one_spelling_and_offer_positional_values() {
+        use clap::{Arg, Command};
+        let mut cmd = Command::new("claude-telemetry").subcommand(Command::new("logs").arg(
+            Arg::new("service").value_parser(clap::builder::PossibleValuesParser::new([
+                "loki", "grafana",
+            ])),
+        ));
+        let bash = completion_script(clap_complete::Shell::Bash, &mut cmd);
+        assert!(!bash.contains("claude__subcmd__telemetry"), "{bash}");
+        assert!(bash.contains("claude__telemetry__subcmd__logs)"), "{bash}");
+        let fish = completion_script(clap_complete::Shell::Fish, &mut cmd);
+        assert!(
+            fish.contains(
+                "complete -c claude-telemetry -n \"__fish_claude_telemetry_using_subcommand logs\" -f -a \"loki grafana\""
+            ),
+            "{fish}"
+        );
+    }
+
+    #[test]
     fn local_only_message_is_one_line() {
         let n = StackNotice::LocalOnly {
             reason: "Docker is not installed".into(),
