@@ -708,6 +708,13 @@ fn a_stack_start_that_cannot_pull_is_explained_and_not_retried_within_the_backof
         "{v}"
     );
     assert_eq!(up_count(), 1);
+    // `logs` has no container to show, and says why rather than "start it with up".
+    let out = run(&["logs"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be pulled"),
+        "{}",
+        text(&out)
+    );
 
     // `up` tries (it is asked to) and ends with its own summary: the cause and the way out.
     let out = run(&["up", "--timeout", "30"]);

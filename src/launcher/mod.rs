@@ -80,8 +80,14 @@ pub fn run_without_settings(error: &SettingsError, args: Vec<String>) -> anyhow:
     if claude::classify(&args) == Invocation::PassThrough {
         return Err(exec(&program, &args).into());
     }
+    // One line, whatever the error's own layout (a regex error spans three).
+    let one_line = error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     eprintln!(
-        "claude-telemetry: TELEMETRY WITHHELD for this session, settings error: {error} \
+        "claude-telemetry: TELEMETRY WITHHELD for this session, settings error: {one_line} \
          (nothing is recorded or sent until it is fixed; `claude-telemetry config` checks it)"
     );
     let withheld = claude::withheld_variables();
@@ -225,7 +231,9 @@ fn start_relay(
             Some(handle)
         }
         Err(e) => {
-            eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
+            eprintln!(
+                "claude-telemetry: telemetry withheld for this session (claude's exporters are switched off): {e}"
+            );
             None
         }
     }
@@ -264,6 +272,12 @@ fn child_spec(
         );
         spec.remove_env = removed.into_iter().map(String::from).collect();
         spec.args = claude::inject_settings(args, &target)?;
+    } else {
+        // No relay, so no policy between claude and the network: claude's own exporters
+        // (from the user's environment or settings files) must not send around it.
+        let withheld = claude::withheld_variables();
+        spec.set_env.extend(withheld.clone());
+        spec.args = claude::inject_env(args, &withheld)?;
     }
     Ok(spec)
 }

@@ -456,9 +456,16 @@ pub fn run_logs(args: &LogsArgs, settings: &StackSettings) -> anyhow::Result<i32
     match result {
         Ok(true) => Ok(0),
         Ok(false) => {
-            eprintln!(
-                "claude-telemetry: no container of the stack exists; start it with `claude-telemetry up`."
-            );
+            match last_start_failure(settings) {
+                // No container because the last start failed: say why, not "start it".
+                Some(failure) => eprintln!(
+                    "claude-telemetry: no container of the stack exists: {}",
+                    describe_start_failure(&failure)
+                ),
+                None => eprintln!(
+                    "claude-telemetry: no container of the stack exists; start it with `claude-telemetry up`."
+                ),
+            }
             Ok(EXIT_UNHEALTHY)
         }
         Err(e) => Ok(report_docker_error(&e)),
