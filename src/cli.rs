@@ -27,6 +27,7 @@ pub const OUR_COMMANDS: &[&str] = &[
     "setup",
     "completions",
     "report",
+    "version",
     "stack-check",
 ];
 
@@ -87,9 +88,8 @@ pub enum Command {
     Setup(stack::SetupArgs),
     /// Print a shell completion script: `completions bash|zsh|fish`.
     Completions(stack::CompletionsArgs),
-    /// What the run path does about the stack: one readiness probe, a background start when down.
-    #[command(hide = true)]
-    StackCheck,
+    /// Print claude-telemetry's own version (`--version` is passed to claude and prints claude's).
+    Version,
 }
 
 /// Flags of `run`; they override every settings layer for this run only.
@@ -178,6 +178,12 @@ pub fn main() -> i32 {
         };
         return run_claude(claude_args, &[]);
     }
+    if first == Some("stack-check") {
+        return stack_check();
+    }
+    if first != Some("run") {
+        end_quietly_on_closed_pipe();
+    }
     let cli = match Cli::try_parse_from(std::iter::once("claude-telemetry".to_string()).chain(args))
     {
         Ok(cli) => cli,
@@ -223,20 +229,42 @@ pub fn main() -> i32 {
         Command::Clean(args) => with_stack(|s| stack::run_clean(&args, s)),
         Command::Validate(args) => with_stack(|s| stack::run_validate(&args, s)),
         Command::Setup(args) => with_stack(|s| stack::run_setup(&args, s)),
+        Command::Version => {
+            println!("claude-telemetry {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
         Command::Completions(args) => {
             use clap::CommandFactory;
             stack::run_completions(&args, &mut Cli::command()).unwrap_or(1)
         }
-        Command::StackCheck => with_stack(|s| {
-            let started = std::time::Instant::now();
-            let notice = stack::ensure_started_in_background(s);
-            println!("{notice:?}");
-            println!("elapsed_us={}", started.elapsed().as_micros());
-            if let Some(message) = notice.message() {
-                eprintln!("{message}");
-            }
-            Ok(0)
-        }),
+    }
+}
+
+/// `stack-check`, for tests: what the run path does about the stack (one readiness probe, a
+/// background start when down), and how long it took. Not a clap command, so neither help nor
+/// the completion scripts list it.
+fn stack_check() -> i32 {
+    with_stack(|s| {
+        let started = std::time::Instant::now();
+        let notice = stack::ensure_started_in_background(s);
+        println!("{notice:?}");
+        println!("elapsed_us={}", started.elapsed().as_micros());
+        if let Some(message) = notice.message() {
+            eprintln!("{message}");
+        }
+        Ok(0)
+    })
+}
+
+/// Our commands print to stdout with `println!`; when the reader goes away (`doctor | head -1`)
+/// they must end the way other command-line tools do, killed quietly by SIGPIPE (the shell sees
+/// 141), not with a panic or an error line. Rust ignores SIGPIPE by default, so it is restored
+/// here, for our commands only: the run path keeps ignoring it, since claude's pipes are not ours
+/// to die of (its children get the default back from std when spawned).
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: signal(2) with a valid signal number and SIG_DFL, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -253,8 +281,18 @@ fn with_stack(body: impl FnOnce(&settings::stack::StackSettings) -> anyhow::Resu
     })
 }
 
+/// Runs claude. Settings that cannot be read never stop claude: the launcher then runs it
+/// with telemetry withheld (or, for `--version` and claude's subcommands, exactly as is).
 fn run_claude(claude_args: Vec<String>, flags: &[FlagOverride]) -> i32 {
-    with_settings(flags, |loaded| launcher::run(loaded, claude_args))
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let result = match settings::load(&cwd, &launcher::environment(), flags) {
+        Ok(loaded) => launcher::run(&loaded, claude_args),
+        Err(e) => launcher::run_without_settings(&e, claude_args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("claude-telemetry: {e:#}");
+        1
+    })
 }
 
 fn with_settings(

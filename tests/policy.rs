@@ -213,8 +213,11 @@ fn managed_drop_beats_a_user_keep_and_config_says_why() {
     );
 }
 
+/// A policy that cannot be compiled never blocks claude (issue 10): claude runs with its
+/// telemetry switched off, one line names file:line:col and key, nothing reaches the upstream,
+/// and `config` still fails hard.
 #[test]
-fn invalid_policy_fails_before_claude_starts_naming_file_line_and_key() {
+fn invalid_policy_runs_claude_with_telemetry_withheld_naming_file_line_and_key() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();
     let mut s = sandbox(
@@ -224,31 +227,46 @@ fn invalid_policy_fails_before_claude_starts_naming_file_line_and_key() {
     );
     let marker = s.scratch().join("claude-started");
     let fake = s.scratch().join("fake-claude");
-    std::fs::write(&fake, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"telemetry=$CLAUDE_CODE_ENABLE_TELEMETRY $*\" > {}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
-    let out = s.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(".claude-telemetry.toml:3:1: privacy.redact[1]"),
-        "{stderr}"
-    );
-    assert!(!marker.exists(), "claude was started");
+    let withheld = |s: &Sandbox, location: &str| {
+        let _ = std::fs::remove_file(&marker);
+        let out = s.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("TELEMETRY WITHHELD"), "{stderr}");
+        assert!(stderr.contains(location), "{stderr}");
+        let seen = std::fs::read_to_string(&marker).expect("claude was not started");
+        assert!(seen.starts_with("telemetry=0 "), "{seen}");
+        assert!(
+            seen.contains("CLAUDE_CODE_ENABLE_TELEMETRY\":\"0\""),
+            "no --settings switching telemetry off: {seen}"
+        );
+        let config = s.command(LAUNCHER).arg("config").output().unwrap();
+        assert_eq!(config.status.code(), Some(2), "{config:?}");
+        assert!(
+            String::from_utf8_lossy(&config.stderr).contains(location),
+            "{config:?}"
+        );
+    };
+    withheld(&s, ".claude-telemetry.toml:3:1: privacy.redact[1]");
 
     std::fs::write(
         s.project().join(".claude-telemetry.toml"),
         "[privacy]\nprompts = \"sometimes\"\n",
     )
     .unwrap();
-    let out = s.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(".claude-telemetry.toml:2:11: privacy.prompts"),
-        "{stderr}"
-    );
-    assert!(!marker.exists(), "claude was started");
+    withheld(&s, ".claude-telemetry.toml:2:11: privacy.prompts");
+    assert!(sink.requests().is_empty(), "{}", sink.summary());
 }
 
 #[test]
@@ -260,14 +278,22 @@ fn removing_session_id_from_metrics_is_refused_with_the_reason() {
         &sink,
         Some("[cardinality]\ndrop_metric_attributes = [\"terminal.type\", \"session.id\"]\n"),
     );
+    // The session runs with telemetry withheld and says why; `config` refuses the file.
     let out = s.command(LAUNCHER).args(["-p", "x"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TELEMETRY WITHHELD"), "{stderr}");
     assert!(
         stderr.contains("cardinality.drop_metric_attributes"),
         "{stderr}"
     );
     assert!(stderr.contains("delta"), "the reason is given: {stderr}");
+    let config = s.command(LAUNCHER).arg("config").output().unwrap();
+    assert_eq!(config.status.code(), Some(2), "{config:?}");
+    assert!(
+        String::from_utf8_lossy(&config.stderr).contains("delta"),
+        "{config:?}"
+    );
 }
 
 crate::on_each_release!(

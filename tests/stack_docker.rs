@@ -83,6 +83,11 @@ impl Stack {
 
     /// Like [`Stack::new`], with another image for the `loki` service.
     fn with_loki_image(tag: &str, loki_image: &str) -> Self {
+        Self::with_images(tag, IMAGE, loki_image)
+    }
+
+    /// Like [`Stack::new`], with `image` for every service but `loki`, which gets `loki_image`.
+    fn with_images(tag: &str, image: &str, loki_image: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let project = format!("cttest{}{tag}", std::process::id());
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
@@ -90,7 +95,7 @@ impl Stack {
         let text = format!(
             "[stack]\nproject_name = \"{project}\"\ndata_dir = \"{}\"\nready_timeout_secs = 90\n\
              [stack.ports]\notlp_grpc = {}\notlp_http = {}\ncollector_health = {}\nprometheus = {}\nloki = {}\ngrafana = {}\n\
-             [stack.images]\ncollector = \"{IMAGE}\"\nprometheus = \"{IMAGE}\"\nloki = \"{loki_image}\"\ngrafana = \"{IMAGE}\"\n",
+             [stack.images]\ncollector = \"{image}\"\nprometheus = \"{image}\"\nloki = \"{loki_image}\"\ngrafana = \"{image}\"\n",
             dir.path().join("data").display(),
             ports[0],
             ports[1],
@@ -330,15 +335,44 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     assert!(stack.data().join("config/prometheus.yml.new").exists());
 
     // logs -f follows new output (here: each stand-in's shutdown line) until the containers stop.
-    let follower = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
-        .args(["logs", "--follow", "--tail", "0"])
+    // `--tail 1` makes each stream print its last line at once: once all four have, the
+    // follower is attached (a condition, not a guess at how long attaching takes).
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
+        .args(["logs", "--follow", "--tail", "1"])
         .env("CLAUDE_TELEMETRY_CONFIG_DIR", &stack.cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn logs -f");
-    std::thread::sleep(Duration::from_secs(2));
+    let followed_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = followed_lines.clone();
+        let stdout = follower.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().expect("lines").push(line);
+            }
+        })
+    };
+    let services = ["otel-collector", "prometheus", "loki", "grafana"];
+    let attached = Instant::now();
+    while !services.iter().all(|svc| {
+        followed_lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|l| l.starts_with(svc))
+    }) {
+        assert!(
+            attached.elapsed() < Duration::from_secs(30),
+            "logs -f did not attach to every service: {:?}",
+            followed_lines.lock().expect("lines")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // down: containers gone, volumes kept; status exits non-zero.
     let out = stack.run(&["down"]);
@@ -346,14 +380,15 @@ fn up_status_logs_down_clean_and_background_start_on_a_real_engine() {
     let followed = follower
         .wait_with_output()
         .expect("logs -f ends when the containers stop");
+    reader.join().expect("reader");
     assert_eq!(followed.status.code(), Some(0), "{}", text(&followed));
-    let followed = String::from_utf8_lossy(&followed.stdout).to_string();
-    for svc in ["otel-collector", "prometheus", "loki", "grafana"] {
+    let followed = followed_lines.lock().expect("lines").clone();
+    for svc in services {
         assert!(
             followed
-                .lines()
+                .iter()
                 .any(|l| l.starts_with(svc) && l.ends_with("stand-in stopping")),
-            "logs -f missed {svc} stopping: {followed}"
+            "logs -f missed {svc} stopping: {followed:?}"
         );
     }
     let (code, v) = stack.status_json();
@@ -543,4 +578,162 @@ fn compose_config_resolves_with_existing_mounts_loopback_ports_and_pinned_tags()
     assert_eq!(d["services"]["loki"]["image"], IMAGE);
     assert_eq!(d["services"]["grafana"]["ports"][0]["published"], "3999");
     assert_eq!(d["services"]["grafana"]["ports"][0]["host_ip"], "127.0.0.1");
+}
+
+/// With a running engine and no image reachable (none of the stack's images is local and no
+/// registry answers): the first session starts the stack in the background, the start's failure
+/// is recorded, the second session says why in one line and starts nothing (back-off), `doctor`
+/// and `status` name the cause and the next try, and `up` ends with the cause and the way out.
+#[test]
+fn a_stack_start_that_cannot_pull_is_explained_and_not_retried_within_the_backoff() {
+    if !docker_usable() {
+        return;
+    }
+    let absent = "claude-telemetry-test/never-built:0";
+    let stack = Stack::with_images("nopull", absent, absent);
+    let fake = stack.dir.path().join("fake-claude");
+    std::fs::write(&fake, "#!/bin/sh\necho \"fake claude ran: $*\"\n").expect("write fake claude");
+    // A `docker` in front of the real one that counts `compose … up` runs.
+    let real_docker = require_tool("docker").expect("docker");
+    let bin = stack.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let ups = stack.dir.path().join("compose-ups");
+    std::fs::write(
+        bin.join("docker"),
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" compose \"*\" up \"*) echo up >> '{}' ;; esac\nexec '{}' \"$@\"\n",
+            ups.display(),
+            real_docker.display()
+        ),
+    )
+    .expect("write docker wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    for f in [&fake, &bin.join("docker")] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    stack.append_config(&format!(
+        "[claude]\npath = \"{}\"\n[upstream]\nendpoint = \"http://127.0.0.1:{}\"\n",
+        fake.display(),
+        stack.otlp_grpc_port()
+    ));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_claude-telemetry"))
+            .args(args)
+            .env("PATH", &path)
+            .env("CLAUDE_TELEMETRY_CONFIG_DIR", &stack.cfg)
+            .env(
+                "CLAUDE_TELEMETRY_DATA_DIR",
+                stack.dir.path().join("launcher-data"),
+            )
+            .current_dir(stack.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run claude-telemetry")
+    };
+    let up_count = || {
+        std::fs::read_to_string(&ups)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    let out = run(&["-p", "first"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("starting the telemetry stack in the background"),
+        "{err}"
+    );
+    // The detached start ends on its own (the pull fails); its status is recorded.
+    let exit_file = stack.data().join("compose-up.exit");
+    let recorded = Instant::now();
+    while !exit_file.exists() {
+        assert!(
+            recorded.elapsed() < Duration::from_secs(120),
+            "the background start recorded no outcome; log: {}",
+            std::fs::read_to_string(stack.data().join("compose-up.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(up_count(), 1);
+
+    // The second session: one line with the cause and the way out; no second `compose up`.
+    let out = run(&["-p", "second"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("fake claude ran:"),
+        "{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let stack_lines: Vec<&str> = err.lines().filter(|l| l.contains("stack")).collect();
+    assert_eq!(stack_lines.len(), 1, "{err}");
+    let line = stack_lines[0];
+    assert!(line.contains("cannot be pulled"), "{line}");
+    assert!(line.contains("[stack.images]"), "{line}");
+    assert!(line.contains("upstream.enabled = false"), "{line}");
+    assert!(line.contains("next start attempt after"), "{line}");
+    assert_eq!(up_count(), 1, "a second `compose up` within the back-off");
+
+    // doctor and status name the cause and when the next start may happen.
+    let out = run(&["doctor"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let stack_line = report
+        .lines()
+        .find(|l| l.starts_with("[warn] stack:"))
+        .unwrap_or_else(|| panic!("no stack finding: {report}"));
+    assert!(stack_line.contains("cannot be pulled"), "{stack_line}");
+    assert!(stack_line.contains("start it again after"), "{stack_line}");
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("stack: ") && l.contains("cannot be pulled")),
+        "{status}"
+    );
+    let out = run(&["status", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert!(
+        v["last_start_failure"]["next_try_unix"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{v}"
+    );
+    assert_eq!(up_count(), 1);
+    // `logs` has no container to show, and says why rather than "start it with up".
+    let out = run(&["logs"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be pulled"),
+        "{}",
+        text(&out)
+    );
+
+    // `up` tries (it is asked to) and ends with its own summary: the cause and the way out.
+    let out = run(&["up", "--timeout", "30"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("claude-telemetry: the stack is not up:")
+            && last.contains("[stack.images]"),
+        "{err}"
+    );
+    assert_eq!(up_count(), 2);
+    // ...and its failure keeps the sessions backing off.
+    let out = run(&["-p", "third"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be pulled"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(up_count(), 2);
 }

@@ -9,5 +9,7 @@ mod invocation;
 mod telemetry_env;
 
 pub use discover::{NotFound, find_claude};
-pub use invocation::Invocation;
-pub use telemetry_env::{InjectError, TelemetryTarget, child_env, inject_settings};
+pub use invocation::{Invocation, classify};
+pub use telemetry_env::{
+    InjectError, TelemetryTarget, child_env, inject_env, inject_settings, withheld_variables,
+};

@@ -79,11 +79,35 @@ pub fn child_env(
     (vars, REMOVED_FROM_CHILD.to_vec())
 }
 
+/// The variables that switch claude's telemetry off, whatever its settings files say: used
+/// for a session whose claude-telemetry settings cannot be read, where no policy is known and
+/// so nothing may leave the machine.
+pub fn withheld_variables() -> BTreeMap<String, String> {
+    [
+        ("CLAUDE_CODE_ENABLE_TELEMETRY", "0"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_LOGS_EXPORTER", "none"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// Returns claude's arguments with one `--settings` whose `env` carries the telemetry
 /// variables, merged into the user's own `--settings` (JSON text or a file path) when given.
 pub fn inject_settings(
     args: &[String],
     target: &TelemetryTarget,
+) -> Result<Vec<String>, InjectError> {
+    inject_env(args, &target.variables())
+}
+
+/// Like [`inject_settings`] with any set of variables: the injected `--settings` wins over
+/// every settings file of claude's, so these values are the ones claude uses.
+pub fn inject_env(
+    args: &[String],
+    variables: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, InjectError> {
     let mut user_settings: Option<Map<String, Value>> = None;
     let mut rest = Vec::with_capacity(args.len() + 2);
@@ -118,8 +142,8 @@ pub fn inject_settings(
         *env = Value::Object(Map::new());
     }
     if let Value::Object(env) = env {
-        for (k, v) in target.variables() {
-            env.insert(k, Value::String(v));
+        for (k, v) in variables {
+            env.insert(k.clone(), Value::String(v.clone()));
         }
     }
     let mut out = vec![

@@ -2,66 +2,146 @@
 //! Exits non-zero when something blocks telemetry.
 
 use crate::launcher::{self, last_run::LastRun};
-use crate::settings::{self, Loaded};
+use crate::relay::forward;
+use crate::settings::{self, Loaded, UpstreamSettings};
+use crate::stack;
 use clap::Args;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Flags of `doctor`.
 #[derive(Debug, Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Print the findings as one JSON document (for scripts and support tickets).
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// How serious one check's finding is; the worst one decides `doctor`'s exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// Nothing to do.
     Ok,
+    /// Telemetry flows, or will once something transient passes; worth knowing.
     Warn,
+    /// Telemetry cannot flow until this is fixed: `doctor` exits 1.
     Fail,
 }
 
-struct Report {
+/// One finding: which check, how serious, and what it found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// How serious.
+    pub level: Level,
+    /// The check's name (`upstream`, `stack`, …), the same in text and JSON.
+    pub check: String,
+    /// What it found and what to do, in words.
+    pub detail: String,
+}
+
+/// Where the checks put their findings: printed at once as text (a slow check shows
+/// progress), or kept for one JSON document at the end.
+pub struct Report {
     worst: Level,
+    json: bool,
+    findings: Vec<Finding>,
 }
 
 impl Report {
-    fn line(&mut self, level: Level, what: &str, detail: impl AsRef<str>) {
-        let tag = match level {
-            Level::Ok => " ok ",
-            Level::Warn => "warn",
-            Level::Fail => "FAIL",
-        };
-        println!("[{tag}] {what}: {}", detail.as_ref());
+    fn new(json: bool) -> Self {
+        Report {
+            worst: Level::Ok,
+            json,
+            findings: Vec::new(),
+        }
+    }
+
+    /// Records one finding of check `what`.
+    pub fn line(&mut self, level: Level, what: &str, detail: impl AsRef<str>) {
+        let detail = detail.as_ref().to_string();
+        if !self.json {
+            let tag = match level {
+                Level::Ok => " ok ",
+                Level::Warn => "warn",
+                Level::Fail => "FAIL",
+            };
+            println!("[{tag}] {what}: {detail}");
+        }
         self.worst = self.worst.max(level);
+        self.findings.push(Finding {
+            level,
+            check: what.to_string(),
+            detail,
+        });
+    }
+
+    /// Ends the report: the JSON document (in `--json` mode) or the closing hint, and the exit
+    /// code (1 when something blocks telemetry).
+    fn finish(self) -> i32 {
+        let code = i32::from(self.worst == Level::Fail);
+        if self.json {
+            let doc = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "worst": self.worst,
+                "exit_code": code,
+                "checks": self.findings,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+            );
+        } else {
+            println!("\nClaude Code's own checks: claude-telemetry -- doctor");
+        }
+        code
     }
 }
 
-/// Runs every check and prints one line each.
-pub fn run(_args: &DoctorArgs) -> anyhow::Result<i32> {
-    let mut report = Report { worst: Level::Ok };
-    println!("claude-telemetry {}", env!("CARGO_PKG_VERSION"));
+/// A check: reads the settings, adds one or more findings. Each is a plain function, listed
+/// in [`CHECKS`] in the order they are printed.
+type Check = fn(&Loaded, &mut Report);
+
+/// Every check, in order.
+const CHECKS: &[Check] = &[
+    check_settings_layers,
+    check_claude,
+    check_claude_settings,
+    check_upstream,
+    check_stack,
+    check_relay_ports,
+    check_store,
+    check_delivery,
+    check_last_run,
+    check_withheld_keys,
+];
+
+/// Runs every check and prints one line each (or one JSON document with `--json`).
+pub fn run(args: &DoctorArgs) -> anyhow::Result<i32> {
+    let mut report = Report::new(args.json);
+    if !args.json {
+        println!("claude-telemetry {}", env!("CARGO_PKG_VERSION"));
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let loaded = match settings::load(&cwd, &launcher::environment(), &[]) {
         Ok(l) => l,
         Err(e) => {
             report.line(Level::Fail, "settings", e.to_string());
-            println!("\nClaude Code's own checks: claude-telemetry -- doctor");
-            return Ok(1);
+            return Ok(report.finish());
         }
     };
+    for check in CHECKS {
+        check(&loaded, &mut report);
+    }
+    Ok(report.finish())
+}
+
+fn check_settings_layers(loaded: &Loaded, report: &mut Report) {
     for (source, exists) in &loaded.files {
         let state = if *exists { "applies" } else { "not present" };
         report.line(Level::Ok, "settings layer", format!("{source}: {state}"));
     }
-    check_claude(&loaded, &mut report);
-    check_claude_settings(&cwd, &mut report);
-    check_upstream(&loaded, &mut report);
-    check_relay_ports(&loaded, &mut report);
-    check_store(&loaded, &mut report);
-    check_delivery(&loaded, &mut report);
-    check_last_run(&loaded, &mut report);
-    check_withheld_keys(&loaded, &mut report);
-    println!("\nClaude Code's own checks: claude-telemetry -- doctor");
-    Ok(i32::from(report.worst == Level::Fail))
 }
 
 fn check_claude(loaded: &Loaded, report: &mut Report) {
@@ -91,7 +171,9 @@ fn check_claude(loaded: &Loaded, report: &mut Report) {
 }
 
 /// Claude Code settings files whose `env` block sets telemetry variables.
-fn check_claude_settings(cwd: &Path, report: &mut Report) {
+fn check_claude_settings(_loaded: &Loaded, report: &mut Report) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let cwd = cwd.as_path();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
     if let Some(h) = &home {
@@ -159,6 +241,8 @@ fn telemetry_vars_in(path: &Path) -> Option<Vec<String>> {
     (!vars.is_empty()).then_some(vars)
 }
 
+/// The upstream as the forwarder will use it: the same client (TLS with the same roots, the
+/// same headers), sending one empty export, which a collector answers like any other.
 fn check_upstream(loaded: &Loaded, report: &mut Report) {
     let upstream = &loaded.settings.upstream;
     if !upstream.is_active() {
@@ -171,59 +255,115 @@ fn check_upstream(loaded: &Loaded, report: &mut Report) {
         .get("upstream.endpoint")
         .map(ToString::to_string)
         .unwrap_or_default();
-    match host_port(endpoint) {
-        Some(addr) => match connect(&addr) {
-            Ok(()) => report.line(
-                Level::Ok,
-                "upstream",
-                format!("{endpoint} reachable ({source})"),
-            ),
-            Err(e) => report.line(
-                Level::Warn,
-                "upstream",
-                format!(
-                    "{endpoint} not reachable ({e}; set by {source}). Sessions still run; \
-                     telemetry is retried until the drain time runs out. Start the collector \
-                     or set upstream.endpoint."
-                ),
-            ),
-        },
-        None => report.line(
-            Level::Fail,
+    match probe_upstream(upstream) {
+        Ok(()) => report.line(
+            Level::Ok,
             "upstream",
-            format!("{endpoint} is not a usable URL"),
+            format!(
+                "{endpoint} accepted an empty {} export{} (set by {source})",
+                match upstream.protocol {
+                    settings::Protocol::Grpc => "gRPC",
+                    settings::Protocol::HttpProtobuf => "OTLP/HTTP",
+                },
+                if endpoint.starts_with("https://") {
+                    ", TLS verified with the system's roots"
+                } else {
+                    ""
+                }
+            ),
         ),
-    }
-}
-
-fn host_port(endpoint: &str) -> Option<String> {
-    let (scheme, rest) = endpoint.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    if authority.is_empty() {
-        return None;
-    }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
-    Some(if has_port {
-        authority.to_string()
-    } else if scheme == "https" {
-        format!("{authority}:443")
-    } else {
-        format!("{authority}:80")
-    })
-}
-
-fn connect(addr: &str) -> std::io::Result<()> {
-    use std::net::ToSocketAddrs;
-    let mut last = std::io::Error::other("no address");
-    for sock in addr.to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(1)) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e,
+        Err(reason) => {
+            let trouble = forward::trouble_of(&reason);
+            // Down or unreachable: sessions still run and keep telemetry for later. A rejected
+            // certificate, a name that does not resolve or a refusal will not heal by waiting.
+            let level = if trouble == forward::Trouble::Unreachable {
+                Level::Warn
+            } else {
+                Level::Fail
+            };
+            let advice = match trouble {
+                forward::Trouble::Unreachable => {
+                    "Sessions still run; telemetry is kept locally and delivered once it answers. \
+                     Start the collector or set upstream.endpoint."
+                }
+                forward::Trouble::Tls => {
+                    "Nothing can be delivered until the certificate is trusted (or fix \
+                     upstream.endpoint)."
+                }
+                forward::Trouble::Dns => "Check the host name in upstream.endpoint.",
+                forward::Trouble::Other => {
+                    "Check upstream.endpoint, upstream.protocol and upstream.headers."
+                }
+            };
+            report.line(
+                level,
+                "upstream",
+                format!("{endpoint}: {reason} (set by {source}). {advice}"),
+            );
         }
     }
-    Err(last)
+}
+
+/// One empty logs export through the forwarder's own client, bounded to a few seconds.
+fn probe_upstream(upstream: &UpstreamSettings) -> Result<(), String> {
+    let mut settings = upstream.clone();
+    settings.timeout_ms = settings.timeout_ms.clamp(1, 5_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // The gRPC channel is built lazily on the runtime it is created in.
+    let _inside = rt.enter();
+    let client = forward::Upstream::connect(&settings).map_err(|e| e.to_string())?;
+    let empty = crate::otlp::ExportRequest::Logs(Default::default());
+    rt.block_on(client.send(&empty))
+        .map(|_| ())
+        .map_err(|e| e.message)
+}
+
+/// The local stack, when it is the upstream: up, or why not (the last start's recorded cause).
+fn check_stack(loaded: &Loaded, report: &mut Report) {
+    let settings = &loaded.settings;
+    if !settings.upstream.is_active()
+        || !stack::is_local_collector(&settings.upstream.endpoint, &settings.stack.ports)
+    {
+        return;
+    }
+    let stack_settings = settings.stack.with_default_data_dir(&loaded.paths.data_dir);
+    if stack_settings.manage == Some(false) {
+        report.line(
+            Level::Ok,
+            "stack",
+            "not managed ([stack] manage = false): sessions never start it",
+        );
+        return;
+    }
+    let collector = &stack::SERVICES[0];
+    let ready = stack::readiness::probe_service(
+        collector,
+        &stack_settings.ports,
+        Duration::from_millis(500),
+    )
+    .is_ready();
+    if ready {
+        report.line(Level::Ok, "stack", "the collector answers: the stack is up");
+    } else if let Some(failure) = stack::commands::last_start_failure(&stack_settings) {
+        report.line(
+            Level::Warn,
+            "stack",
+            format!(
+                "not up: {}",
+                stack::commands::describe_start_failure(&failure)
+            ),
+        );
+    } else {
+        report.line(
+            Level::Warn,
+            "stack",
+            "not up; the next session starts it in the background (`claude-telemetry up` starts \
+             it and waits)",
+        );
+    }
 }
 
 fn check_relay_ports(loaded: &Loaded, report: &mut Report) {

@@ -11,7 +11,7 @@ use crate::claude::{self, Invocation, TelemetryTarget};
 use crate::relay::outbox::Outbox;
 use crate::relay::policy::{LaunchContext, Policy, PolicyError};
 use crate::relay::{self, DrainReport, RelayHandle, stats::RelayStats};
-use crate::settings::{Loaded, UpstreamSettings};
+use crate::settings::{Loaded, SettingsError, UpstreamSettings};
 use crate::stack;
 use crate::store::{Store, StoreBounds};
 use child::ChildSpec;
@@ -57,13 +57,92 @@ pub fn run(loaded: &Loaded, args: Vec<String>) -> anyhow::Result<i32> {
     }
 }
 
+/// Runs claude when our settings cannot be read: telemetry must never block claude, and a
+/// policy we could not read must never let telemetry leave the machine. A pass-through
+/// invocation (`--version`, claude's subcommands) is exec'd as if we were not there; a session
+/// runs with claude's telemetry switched off (env and an injected `--settings`), no relay and
+/// no stack start, after one loud line naming the bad setting (`file:line:col: key: problem`).
+pub fn run_without_settings(error: &SettingsError, args: Vec<String>) -> anyhow::Result<i32> {
+    if launched_by_ourselves() {
+        eprintln!(
+            "claude-telemetry: the `claude` this launcher started is claude-telemetry again (a \
+             wrapper or alias loops back). Set the real claude's path: CLAUDE_TELEMETRY_CLAUDE__PATH."
+        );
+        return Ok(EXIT_NOT_FOUND);
+    }
+    // Only the variable naming claude is read (raw, not validated): without it a user whose
+    // claude is off PATH would lose claude as well as telemetry.
+    let configured = std::env::var("CLAUDE_TELEMETRY_CLAUDE__PATH").unwrap_or_default();
+    let program = match find_claude_at(&configured) {
+        Ok(p) => p,
+        Err(not_found) => {
+            eprintln!("{not_found}");
+            eprintln!("claude-telemetry: (settings not read: {error})");
+            return Ok(EXIT_NOT_FOUND);
+        }
+    };
+    if claude::classify(&args) == Invocation::PassThrough {
+        return Err(exec(&program, &args).into());
+    }
+    // One line, whatever the error's own layout (a regex error spans three).
+    let one_line = error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!(
+        "claude-telemetry: TELEMETRY WITHHELD for this session, settings error: {one_line} \
+         (nothing is recorded or sent until it is fixed; `claude-telemetry config` checks it)"
+    );
+    let withheld = claude::withheld_variables();
+    let mut set_env = withheld.clone();
+    set_env.insert(LAUNCHER_PID_ENV.into(), std::process::id().to_string());
+    let spec = ChildSpec {
+        program: program.clone(),
+        args: match claude::inject_env(&args, &withheld) {
+            Ok(args) => args,
+            Err(e) => {
+                eprintln!("claude-telemetry: {e}");
+                return Ok(2);
+            }
+        },
+        set_env,
+        remove_env: Vec::new(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let interactive = terminal::is_tty(libc::STDIN_FILENO) && terminal::is_tty(libc::STDOUT_FILENO);
+    let outcome = if interactive {
+        child::run_pty(&spec, rt.handle())
+    } else {
+        child::run_direct(&spec, rt.handle()).map_err(anyhow::Error::from)
+    };
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!(
+                "claude-telemetry: cannot start {}: {e:#}",
+                program.display()
+            );
+            Ok(EXIT_NOT_FOUND - 1)
+        }
+    }
+}
+
 /// Finds claude per the settings, skipping ourselves.
 pub fn locate_claude(loaded: &Loaded) -> Result<PathBuf, claude::NotFound> {
+    find_claude_at(&loaded.settings.claude.path)
+}
+
+/// Finds claude at `configured` (empty: PATH, then the usual places), skipping ourselves.
+fn find_claude_at(configured: &str) -> Result<PathBuf, claude::NotFound> {
     let own = std::env::current_exe().ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let path_var = std::env::var("PATH").ok();
     claude::find_claude(
-        &loaded.settings.claude.path,
+        configured,
         path_var.as_deref(),
         home.as_deref(),
         own.as_deref(),
@@ -164,7 +243,9 @@ fn start_relay(
             Some(handle)
         }
         Err(e) => {
-            eprintln!("claude-telemetry: telemetry disabled for this session: {e}");
+            eprintln!(
+                "claude-telemetry: telemetry withheld for this session (claude's exporters are switched off): {e}"
+            );
             None
         }
     }
@@ -203,6 +284,12 @@ fn child_spec(
         );
         spec.remove_env = removed.into_iter().map(String::from).collect();
         spec.args = claude::inject_settings(args, &target)?;
+    } else {
+        // No relay, so no policy between claude and the network: claude's own exporters
+        // (from the user's environment or settings files) must not send around it.
+        let withheld = claude::withheld_variables();
+        spec.set_env.extend(withheld.clone());
+        spec.args = claude::inject_env(args, &withheld)?;
     }
     Ok(spec)
 }

@@ -198,7 +198,17 @@ async fn send_grpc(
             status.message(),
             retry_info(status.details()),
         ),
-        message: format!("gRPC {:?}: {}", status.code(), first_line(status.message())),
+        message: {
+            let detail = match std::error::Error::source(&status) {
+                Some(source) => format!("{}: {}", status.message(), error_chain(source)),
+                None => status.message().to_string(),
+            };
+            format!(
+                "gRPC {:?}: {}",
+                status.code(),
+                human_error(first_line(&detail))
+            )
+        },
     })
 }
 
@@ -290,7 +300,7 @@ async fn send_http(
         .await
         .map_err(|e| SendError {
             kind: Failure::Transient { retry_after: None },
-            message: format!("HTTP {url}: {}", error_chain(&e)),
+            message: format!("HTTP {url}: {}", human_error(&error_chain(&e))),
         })?;
     let status = response.status();
     if status.is_success() {
@@ -315,6 +325,104 @@ pub fn classify_http(status: u16, retry_after: Option<Duration>) -> Failure {
         413 => Failure::TooLarge,
         _ => Failure::Permanent,
     }
+}
+
+/// What kind of trouble a delivery error is, for `doctor`'s verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// The TLS handshake failed: the certificate was rejected or TLS is misconfigured.
+    Tls,
+    /// The host name does not resolve.
+    Dns,
+    /// Nothing listens, or no answer in time: the upstream is down or unreachable.
+    Unreachable,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a delivery error message (as [`human_error`] words it, or raw).
+pub fn trouble_of(message: &str) -> Trouble {
+    let m = message.to_lowercase();
+    if m.contains("tls") || m.contains("certificate") || m.contains("handshake") {
+        Trouble::Tls
+    } else if m.contains("does not resolve")
+        || m.contains("dns error")
+        || m.contains("failed to lookup address")
+        || m.contains("name or service not known")
+    {
+        Trouble::Dns
+    } else if m.contains("connection refused")
+        || m.contains("timed out")
+        || m.contains("deadline has elapsed")
+        || m.contains("no answer")
+        || m.contains("unreachable")
+    {
+        Trouble::Unreachable
+    } else {
+        Trouble::Other
+    }
+}
+
+/// Rewords the TLS and DNS failures of hyper/rustls (whose texts end in Rust debug output such
+/// as `invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`) into a sentence saying
+/// what is wrong and what to do; other messages are returned unchanged.
+pub fn human_error(raw: &str) -> String {
+    const CERT: &[(&str, &str)] = &[
+        (
+            "CaUsedAsEndEntity",
+            "the server presents a CA certificate as its own certificate; it needs a server \
+             (leaf) certificate signed by that CA",
+        ),
+        (
+            "UnknownIssuer",
+            "the server's certificate is not signed by a CA this machine trusts; add the CA to \
+             the system's roots (or point SSL_CERT_FILE at a bundle holding it)",
+        ),
+        (
+            "NotValidForName",
+            "the server's certificate is not valid for this host name",
+        ),
+        ("Expired", "the server's certificate has expired"),
+        ("NotValidYet", "the server's certificate is not valid yet"),
+        ("Revoked", "the server's certificate has been revoked"),
+        (
+            "BadSignature",
+            "the server's certificate has a bad signature",
+        ),
+        (
+            "UnhandledCriticalExtension",
+            "the server's certificate has a critical extension this client does not know",
+        ),
+        ("BadEncoding", "the server's certificate cannot be decoded"),
+    ];
+    if raw.contains("invalid peer certificate") || raw.contains("InvalidCertificate") {
+        let why = CERT
+            .iter()
+            .find(|(token, _)| raw.contains(token))
+            .map_or("the server's certificate was rejected", |(_, why)| *why);
+        return format!("TLS handshake failed: {why}");
+    }
+    if raw.contains("no native certs found") {
+        return "TLS cannot be set up: this machine has no trusted root certificates (install \
+                the system's CA bundle, or point SSL_CERT_FILE at one)"
+            .to_string();
+    }
+    if raw.contains("received fatal alert") || raw.contains("AlertReceived") {
+        return "TLS handshake failed: the server refused the connection's TLS parameters \
+                (it may require a client certificate)"
+            .to_string();
+    }
+    if raw.contains("InvalidContentType") || raw.contains("corrupt message") {
+        return "TLS handshake failed: the server does not speak TLS on this port (use http://?)"
+            .to_string();
+    }
+    if raw.contains("dns error") || raw.contains("failed to lookup address") {
+        return "the host name does not resolve (DNS lookup failed)".to_string();
+    }
+    if raw.contains("Connection refused") || raw.contains("connection refused") {
+        return "connection refused: nothing listens at that address and port".to_string();
+    }
+    raw.to_string()
 }
 
 fn first_line(s: &str) -> &str {
@@ -692,6 +800,22 @@ mod tests {
             row_delay(0, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn tls_and_dns_failures_are_worded_for_people() {
+        let raw = "transport error: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        let human = human_error(raw);
+        assert!(!human.contains("OtherError"), "{human}");
+        assert!(human.starts_with("TLS handshake failed"), "{human}");
+        assert_eq!(trouble_of(&human), Trouble::Tls);
+        let unknown = human_error("invalid peer certificate: UnknownIssuer");
+        assert!(unknown.contains("not signed by a CA"), "{unknown}");
+        let dns = human_error(
+            "error trying to connect: dns error: failed to lookup address information: Name or service not known",
+        );
+        assert_eq!(trouble_of(&dns), Trouble::Dns, "{dns}");
+        assert_eq!(human_error("HTTP 503"), "HTTP 503");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::settings::stack::StackSettings;
 
 use super::SERVICES;
+use super::background::{self, StartFiles, StartOutcome};
 use super::compose::Compose;
 use super::docker::{self, ContainerInfo, DockerError};
 use super::files;
@@ -65,6 +66,7 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
     /// One service (otel-collector, prometheus, loki, grafana); all when omitted.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(super::SERVICES.map(|s| s.name)))]
     pub service: Option<String>,
     /// Keep following new output.
     #[arg(short, long)]
@@ -171,15 +173,23 @@ pub fn run_up(args: &UpArgs, settings: &StackSettings) -> anyhow::Result<i32> {
         "Starting the telemetry stack ({})…",
         compose.file().display()
     );
-    let status = compose
-        .up((!args.no_wait).then_some(timeout))
+    let (status, output) = compose
+        .up_teed((!args.no_wait).then_some(timeout))
         .map_err(|e| anyhow!("{e}"))?;
+    let files = StartFiles::in_dir(&data_dir(settings)?);
     if !status.success() {
+        let code = status.code().unwrap_or(1).max(1);
+        let cause = background::classify(&output);
+        // Recorded like a background start's failure: sessions back off and say why,
+        // `status` and `doctor` name it.
+        files.record_failure(&output, code, std::time::SystemTime::now());
         eprintln!(
-            "claude-telemetry: `docker compose up` failed (see above); `claude-telemetry logs` shows the containers' output."
+            "claude-telemetry: the stack is not up: {}",
+            cause.describe()
         );
-        return Ok(status.code().unwrap_or(1).max(1));
+        return Ok(code);
     }
+    files.forget();
     if args.no_wait {
         print_urls(settings);
         return Ok(0);
@@ -370,11 +380,22 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
         }
     };
     let all_healthy = rows.iter().all(|r| r.healthy);
+    let failure = (!all_healthy)
+        .then(|| last_start_failure(settings))
+        .flatten();
     if args.json {
+        let now = std::time::SystemTime::now();
         let doc = serde_json::json!({
             "project": settings.project_name,
             "healthy": all_healthy,
             "services": rows,
+            "last_start_failure": failure.as_ref().map(|f| serde_json::json!({
+                "cause": f.cause.describe(),
+                "failures_in_a_row": f.failures,
+                "next_try_unix": f.next_try.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                "next_try": f.next_try_text(now),
+                "log": f.log,
+            })),
         });
         emit(&serde_json::to_string_pretty(&doc)?);
     } else {
@@ -396,7 +417,9 @@ pub fn run_status(args: &StatusArgs, settings: &StackSettings) -> anyhow::Result
             ]);
         }
         emit(&table.to_string());
-        if !all_healthy {
+        if let Some(failure) = &failure {
+            emit(&format!("stack: {}", describe_start_failure(failure)));
+        } else if !all_healthy {
             eprintln!(
                 "Not all services are healthy: `claude-telemetry up` starts them, `claude-telemetry logs <service>` shows why."
             );
@@ -433,9 +456,16 @@ pub fn run_logs(args: &LogsArgs, settings: &StackSettings) -> anyhow::Result<i32
     match result {
         Ok(true) => Ok(0),
         Ok(false) => {
-            eprintln!(
-                "claude-telemetry: no container of the stack exists; start it with `claude-telemetry up`."
-            );
+            match last_start_failure(settings) {
+                // No container because the last start failed: say why, not "start it".
+                Some(failure) => eprintln!(
+                    "claude-telemetry: no container of the stack exists: {}",
+                    describe_start_failure(&failure)
+                ),
+                None => eprintln!(
+                    "claude-telemetry: no container of the stack exists; start it with `claude-telemetry up`."
+                ),
+            }
             Ok(EXIT_UNHEALTHY)
         }
         Err(e) => Ok(report_docker_error(&e)),
@@ -548,9 +578,60 @@ pub fn run_setup(_args: &SetupArgs, settings: &StackSettings) -> anyhow::Result<
 
 /// `claude-telemetry completions <shell>`; `cmd` is the CLI's full clap command.
 pub fn run_completions(args: &CompletionsArgs, cmd: &mut clap::Command) -> anyhow::Result<i32> {
-    let name = cmd.get_name().to_string();
-    clap_complete::generate(args.shell, cmd, name, &mut std::io::stdout());
+    let script = completion_script(args.shell, cmd);
+    std::io::stdout().write_all(script.as_bytes())?;
     Ok(0)
+}
+
+/// clap_complete's fish generator offers no values for positional arguments (`logs <TAB>`
+/// would list files); one `complete` line per subcommand positional with known values adds
+/// them (the service names of `logs`).
+fn fish_positional_values(cmd: &clap::Command) -> String {
+    let name = cmd.get_name();
+    let helper = format!("__fish_{}_using_subcommand", name.replace('-', "_"));
+    let mut out = String::new();
+    for sub in cmd.get_subcommands() {
+        for arg in sub.get_positionals() {
+            let values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_string())
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "complete -c {name} -n \"{helper} {}\" -f -a \"{}\"\n",
+                sub.get_name(),
+                values.join(" ")
+            ));
+        }
+    }
+    out
+}
+
+/// The completion script for `shell`.
+///
+/// clap_complete's bash generator spells a hyphenated binary's command path two ways: the word
+/// loop sets `cmd="claude__telemetry__subcmd__report"` while the `case` arms that offer the
+/// options read `claude__subcmd__telemetry__subcmd__report` (the hyphen treated as a subcommand
+/// separator), so nothing below the top level ever completes. The arms are renamed to the
+/// spelling the loop uses.
+pub fn completion_script(shell: clap_complete::Shell, cmd: &mut clap::Command) -> String {
+    let name = cmd.get_name().to_string();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, cmd, name.clone(), &mut out);
+    let mut script = String::from_utf8_lossy(&out).into_owned();
+    if shell == clap_complete::Shell::Fish {
+        script.push_str(&fish_positional_values(cmd));
+    }
+    if shell != clap_complete::Shell::Bash || !name.contains('-') {
+        return script;
+    }
+    let loop_spelling = name.replace('-', "__");
+    let arm_spelling = name.replace('-', "__subcmd__");
+    script.replace(&arm_spelling, &loop_spelling)
 }
 
 /// What the run path did about the stack; [`StackNotice::message`] is the one line to show.
@@ -570,6 +651,13 @@ pub enum StackNotice {
         /// Why, in a few words.
         reason: String,
     },
+    /// The last background start failed and the back-off has not run out: nothing is started.
+    Failed {
+        /// The cause and the way out, one line.
+        cause: String,
+        /// When the next background start may happen.
+        next_try: String,
+    },
 }
 
 impl StackNotice {
@@ -580,6 +668,9 @@ impl StackNotice {
             StackNotice::Starting { log } => Some(format!(
                 "claude-telemetry: starting the telemetry stack in the background (log: {}); telemetry is kept locally until it is ready",
                 log.display()
+            )),
+            StackNotice::Failed { cause, next_try } => Some(format!(
+                "claude-telemetry: the telemetry stack is not up: {cause}; telemetry is kept locally, next start attempt after {next_try}"
             )),
             StackNotice::LocalOnly { reason } => Some(format!(
                 "claude-telemetry: local-only mode ({reason}); telemetry is stored locally, `claude-telemetry up` explains how to start the stack"
@@ -618,6 +709,16 @@ pub fn ensure_started_in_background(settings: &StackSettings) -> StackNotice {
     }
     let collector = &SERVICES[0];
     if readiness::probe_service(collector, &settings.ports, Duration::from_millis(300)).is_ready() {
+        if let Some(dir) = settings.resolved_data_dir() {
+            // Up: an old failure is history, the next one starts a fresh back-off.
+            let files = StartFiles::in_dir(&dir);
+            if matches!(
+                files.outcome(std::time::SystemTime::now()),
+                StartOutcome::Failed(_)
+            ) {
+                files.forget();
+            }
+        }
         return StackNotice::Ready;
     }
     if let Err(reason) = docker_quick_check() {
@@ -631,39 +732,69 @@ pub fn ensure_started_in_background(settings: &StackSettings) -> StackNotice {
     start_detached(&dir, settings)
 }
 
-/// How long after a background start another session leaves it alone instead of starting a
-/// second `docker compose up` next to it.
-const START_GRACE: Duration = Duration::from_secs(60);
-
 /// After `down`/`clean` the next session may start the stack again at once.
 fn forget_background_start(settings: &StackSettings) {
     if let Some(dir) = settings.resolved_data_dir() {
-        let _ = std::fs::remove_file(dir.join("compose-up.log"));
+        StartFiles::in_dir(&dir).forget();
     }
 }
 
-/// Whether a background start wrote its log within [`START_GRACE`] of `now`.
-fn start_in_progress(log: &Path, now: std::time::SystemTime) -> bool {
-    std::fs::metadata(log)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|modified| now.duration_since(modified).ok())
-        .is_some_and(|age| age < START_GRACE)
+/// The last background start's failure, if the stack is down because of it (for `status`,
+/// `doctor`).
+pub fn last_start_failure(settings: &StackSettings) -> Option<background::Failure> {
+    let dir = settings.resolved_data_dir()?;
+    match StartFiles::in_dir(&dir).outcome(std::time::SystemTime::now()) {
+        StartOutcome::Failed(f) => Some(f),
+        _ => None,
+    }
+}
+
+/// One line about the last background start's failure, for `status` and `doctor`.
+pub fn describe_start_failure(failure: &background::Failure) -> String {
+    let now = std::time::SystemTime::now();
+    let next = if failure.backing_off(now) {
+        format!(
+            "sessions start it again after {}",
+            failure.next_try_text(now)
+        )
+    } else {
+        "the next session starts it again".to_string()
+    };
+    format!(
+        "the background start failed ({} time(s) in a row): {}; {next} (log: {})",
+        failure.failures,
+        failure.cause.describe(),
+        failure.log.display()
+    )
 }
 
 fn start_detached(dir: &Path, settings: &StackSettings) -> StackNotice {
+    let files = StartFiles::in_dir(dir);
+    let now = std::time::SystemTime::now();
+    let failures_before = match files.outcome(now) {
+        // Another session started it moments ago: compose is still at work.
+        StartOutcome::Running => return StackNotice::Starting { log: files.log },
+        StartOutcome::Failed(failure) if failure.backing_off(now) => {
+            return StackNotice::Failed {
+                cause: failure.cause.describe(),
+                next_try: failure.next_try_text(now),
+            };
+        }
+        StartOutcome::Failed(failure) => failure.failures,
+        StartOutcome::None => 0,
+    };
     if let Err(e) = files::install(dir) {
         return StackNotice::LocalOnly {
             reason: format!("cannot write the stack files: {e}"),
         };
     }
-    let log = dir.join("compose-up.log");
-    if start_in_progress(&log, std::time::SystemTime::now()) {
-        // Another session started it moments ago: compose is still writing its log.
-        return StackNotice::Starting { log };
+    if let Err(e) = files.note_spawn(failures_before, now) {
+        return StackNotice::LocalOnly {
+            reason: format!("cannot write {}: {e}", files.record.display()),
+        };
     }
-    match Compose::new(dir, settings).spawn_up_detached(&log) {
-        Ok(()) => StackNotice::Starting { log },
+    match Compose::new(dir, settings).spawn_up_detached(&files.log, &files.exit) {
+        Ok(()) => StackNotice::Starting { log: files.log },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => StackNotice::LocalOnly {
             reason: "Docker is not installed".to_string(),
         },
@@ -699,17 +830,23 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_start_log_means_a_start_is_in_progress() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("compose-up.log");
-        let now = std::time::SystemTime::now();
-        assert!(!start_in_progress(&log, now), "no log: nothing in progress");
-        std::fs::write(&log, "starting").expect("write");
-        assert!(start_in_progress(&log, std::time::SystemTime::now()));
-        assert!(!start_in_progress(
-            &log,
-            now + START_GRACE + Duration::from_secs(1)
+    fn completion_scripts_use_one_spelling_and_offer_positional_values() {
+        use clap::{Arg, Command};
+        let mut cmd = Command::new("claude-telemetry").subcommand(Command::new("logs").arg(
+            Arg::new("service").value_parser(clap::builder::PossibleValuesParser::new([
+                "loki", "grafana",
+            ])),
         ));
+        let bash = completion_script(clap_complete::Shell::Bash, &mut cmd);
+        assert!(!bash.contains("claude__subcmd__telemetry"), "{bash}");
+        assert!(bash.contains("claude__telemetry__subcmd__logs)"), "{bash}");
+        let fish = completion_script(clap_complete::Shell::Fish, &mut cmd);
+        assert!(
+            fish.contains(
+                "complete -c claude-telemetry -n \"__fish_claude_telemetry_using_subcommand logs\" -f -a \"loki grafana\""
+            ),
+            "{fish}"
+        );
     }
 
     #[test]

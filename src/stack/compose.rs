@@ -122,15 +122,40 @@ impl Compose {
             })
     }
 
-    /// `up -d` (idempotent); with `wait`, also `--wait` for containers to be running/healthy.
-    pub fn up(&self, wait: Option<u64>) -> Result<ExitStatus, DockerError> {
-        let mut args = vec!["up", "--detach", "--remove-orphans"];
-        let timeout;
+    /// `up -d` (idempotent; with `wait`, also `--wait` for containers to be running/healthy),
+    /// with compose's stderr (its progress and errors) passed through to
+    /// ours and also returned, so `up` can name the cause of a failure in its summary.
+    pub fn up_teed(&self, wait: Option<u64>) -> Result<(ExitStatus, String), DockerError> {
+        use std::io::{BufRead, Write};
+        let mut args = vec![
+            "up".to_string(),
+            "--detach".into(),
+            "--remove-orphans".into(),
+        ];
         if let Some(secs) = wait {
-            timeout = secs.to_string();
-            args.extend(["--wait", "--wait-timeout", timeout.as_str()]);
+            args.extend(["--wait".into(), "--wait-timeout".into(), secs.to_string()]);
         }
-        self.run(&args)
+        let missing = |e: std::io::Error| DockerError::ComposeMissing {
+            detail: e.to_string(),
+        };
+        let mut child = self
+            .command(&args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(missing)?;
+        let mut seen = String::new();
+        if let Some(err) = child.stderr.take() {
+            let mut ours = std::io::stderr();
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(ours, "{line}");
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+        }
+        let status = child.wait().map_err(missing)?;
+        Ok((status, seen))
     }
 
     /// `down`; with `volumes`, also removes the named volumes (all stored telemetry).
@@ -142,19 +167,29 @@ impl Compose {
         }
     }
 
-    /// Starts `up -d` in the background and returns at once; its output goes to `log`.
+    /// Starts `up -d` in the background and returns at once; its output goes to `log` and,
+    /// when it ends, its exit status to `exit_file` (written by a `sh` wrapper, since the
+    /// launcher is usually gone by then).
     ///
     /// The child gets its own process group so a Ctrl-C meant for claude does not stop it,
     /// and a thread reaps it so it never lingers as a zombie.
-    pub fn spawn_up_detached(&self, log: &Path) -> std::io::Result<()> {
+    pub fn spawn_up_detached(&self, log: &Path, exit_file: &Path) -> std::io::Result<()> {
         use std::os::unix::process::CommandExt;
         if let Some(parent) = log.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let out = std::fs::File::create(log)?;
         let err = out.try_clone()?;
-        let mut child = self
-            .command(["up", "--detach", "--remove-orphans"])
+        let compose = self.command(["up", "--detach", "--remove-orphans"]);
+        let mut wrapper = Command::new("sh");
+        wrapper
+            .arg("-c")
+            .arg("\"$@\"; code=$?; echo \"$code\" > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"")
+            .arg(exit_file)
+            .arg(compose.get_program())
+            .args(compose.get_args())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut child = wrapper
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

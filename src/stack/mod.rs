@@ -4,6 +4,7 @@
 //! the configs it mounts) to the data dir, drives `docker compose` to start and stop it, and
 //! asks the Docker API (bollard) and each service's HTTP readiness endpoint how it is doing.
 
+pub mod background;
 pub mod commands;
 pub mod compose;
 pub mod docker;

@@ -3,7 +3,9 @@
 //!
 //! tmux rather than a raw PTY reader: claude redraws only changed cells, so the byte stream
 //! rarely contains an answer as one contiguous string; tmux renders it into a screen.
-//! Each session has its own server socket, so tests run in parallel without sharing state.
+//! Each session has its own server socket (a fresh path per server, never reused), so tests run
+//! in parallel and one after another without sharing state; dropping a session waits until its
+//! server is gone.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -23,10 +25,14 @@ pub struct PaneExit {
     pub signal: Option<i32>,
 }
 
-/// One program running in its own tmux server; killed on drop.
+/// One program running in its own tmux server; killed on drop (and waited for).
 pub struct Tmux {
     socket: PathBuf,
 }
+
+/// Numbers the servers of this test process: each gets a socket path of its own, so a new
+/// server never meets a dying one at the same path ("server exited unexpectedly").
+static NEXT_SERVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 const TARGET: &str = "t:0.0";
 
@@ -50,8 +56,9 @@ impl Tmux {
              set -g default-terminal xterm-256color\nset -g history-limit 5000\n",
         )
         .expect("write tmux.conf");
+        let n = NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmux = Tmux {
-            socket: work.join("sock"),
+            socket: work.join(format!("sock-{n}")),
         };
         let (w, h) = SIZE;
         let mut command = Command::new("tmux");
@@ -306,8 +313,38 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// The server's pid, asked from the server itself.
+    fn server_pid(&self) -> Option<i32> {
+        let out = self.run(&["display-message", "-p", "#{pid}"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+}
+
+/// Whether `pid` still names a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 impl Drop for Tmux {
+    /// `kill-server` returns before the server has exited: wait until it has (its processes
+    /// and socket gone), so nothing of this session outlives the test.
     fn drop(&mut self) {
+        let pid = self.server_pid();
         let _ = self.run(&["kill-server"]);
+        if let Some(pid) = pid {
+            let gone = super::wait_until(Duration::from_secs(10), || !alive(pid));
+            if !gone && !std::thread::panicking() {
+                panic!("tmux server {pid} still running 10 s after kill-server");
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
