@@ -42,7 +42,8 @@ pub use outbox::{Claimed, OutboxStats, Target};
 /// How long the check at open may take when nothing waits in the outbox (`PRAGMA
 /// quick_check`, cut short past it), so a normal launch stays inside its 10 ms start-up budget.
 /// The check walks the tables in schema order, the outbox first; the rest of a large file is
-/// checked fully by `doctor`. See README for the measured cost.
+/// checked fully by `doctor`. Measured (release, 46 MB file, loaded 2-core machine): 6–9 ms
+/// for the whole open against 0.5 ms without the check; see README.
 pub const OPEN_CHECK_BUDGET: Duration = Duration::from_millis(5);
 
 /// The budget when batches were waiting at the last exit (after an outage): those batches are
