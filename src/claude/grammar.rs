@@ -14,13 +14,13 @@
 //!    prints the top-level help, byte for byte, for a word claude takes as a prompt, and
 //!    something else for a subcommand. Probing is what decides; the strings only nominate.
 //!
-//! Step 1 costs one claude start (about 0.1 s) and runs in the foreground the first time a
-//! binary is seen; step 2 costs one start per candidate and runs in a niced background process
-//! (this executable, started with [`LEARN_ENV`]), so no launch waits for it. Until it is done, a
-//! bare first word that the help does not list is probed in the foreground, once (a positive
-//! answer is cached; a prompt word is never written anywhere). Probes run in an empty temporary
-//! HOME and working directory, with stdin closed and a timeout, so they touch nothing of the
-//! user's.
+//! Both steps run in a niced background process (this executable, started with [`LEARN_ENV`]
+//! once claude is no longer starting up), so a launch waits for neither: until they are done the
+//! built-in table decides, except for a bare first word it does not know (`claude logs`,
+//! `claude -p hello`), for which that launch reads the help and probes the word side by side
+//! (one claude start, about 0.1 s on a quiet machine, once per binary). A positive answer is
+//! cached; a prompt word is never written anywhere. Probes run in an empty temporary HOME and
+//! working directory, with stdin closed and a timeout, so they touch nothing of the user's.
 //!
 //! The cache is one small JSON file per binary, keyed by (path, size, mtime), in
 //! `<cache dir>/claude-grammar/`; a warm launch reads it and nothing else.
