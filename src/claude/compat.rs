@@ -81,8 +81,7 @@ pub fn check(version: &str, grammar: Option<&Grammar>) -> Finding {
         Finding {
             standing: Standing::Newer,
             message: format!(
-                "{version} is newer than any tested release ({range}). It still works: {routing}. \
-                 New telemetry fields it may send are handled by the privacy policy"
+                "{version} is newer than any tested release ({range}). It still works: {routing}"
             ),
         }
     } else if v < oldest {

@@ -14,13 +14,13 @@
 //!    prints the top-level help, byte for byte, for a word claude takes as a prompt, and
 //!    something else for a subcommand. Probing is what decides; the strings only nominate.
 //!
-//! Step 1 costs one claude start (about 0.1 s) and runs in the foreground the first time a
-//! binary is seen; step 2 costs one start per candidate and runs in a niced background process
-//! (this executable, started with [`LEARN_ENV`]), so no launch waits for it. Until it is done, a
-//! bare first word that the help does not list is probed in the foreground, once (a positive
-//! answer is cached; a prompt word is never written anywhere). Probes run in an empty temporary
-//! HOME and working directory, with stdin closed and a timeout, so they touch nothing of the
-//! user's.
+//! Both steps run in a niced background process (this executable, started with [`LEARN_ENV`]
+//! once claude is no longer starting up), so a launch waits for neither: until they are done the
+//! built-in table decides, except for a bare first word it does not know (`claude logs`,
+//! `claude -p hello`), for which that launch reads the help and probes the word side by side
+//! (one claude start, about 0.1 s on a quiet machine, once per binary). A positive answer is
+//! cached; a prompt word is never written anywhere. Probes run in an empty temporary HOME and
+//! working directory, with stdin closed and a timeout, so they touch nothing of the user's.
 //!
 //! The cache is one small JSON file per binary, keyed by (path, size, mtime), in
 //! `<cache dir>/claude-grammar/`; a warm launch reads it and nothing else.
@@ -176,40 +176,69 @@ pub fn route(program: &Path, args: &[String], cache_dir: &Path) -> Route {
         return Route::built_in(args, None);
     };
     let file = cache_dir.join("claude-grammar").join(key.file_name());
+    // A probe started while the help is read, for the word the built-in table found (a new
+    // binary's first launch then costs one claude start, not two in a row).
+    let mut early_probe = None;
     let mut grammar = match load(&file, &key) {
         Some(g) if !g.usable => return Route::built_in(args, None),
         Some(g) => g,
         None => {
-            if let Reading::Decided(invocation) = invocation::read_args(args, &invocation::BuiltIn)
-            {
-                return Route {
-                    invocation,
-                    learn: Some(pending(program, cache_dir, &file)),
-                };
-            }
+            let word = match invocation::read_args(args, &invocation::BuiltIn) {
+                Reading::Decided(invocation) => {
+                    return Route {
+                        invocation,
+                        learn: Some(pending(program, cache_dir, &file)),
+                    };
+                }
+                Reading::BareWord(word) => word,
+            };
+            let scratch = Scratch::new();
+            early_probe = spawn_probe(program, &[word.as_str(), "--help"], scratch.path())
+                .ok()
+                .map(|child| (word, child, scratch));
             match learn_listed(program, key.clone(), FOREGROUND_TIMEOUT) {
                 Ok(g) => {
                     let _ = save(&file, &g);
                     g
                 }
-                Err(LearnError::Unrecognised { .. }) => {
-                    // Not a claude whose help we can read (a wrapper, a stand-in): remembered,
-                    // so later launches do not ask again; the built-in table decides.
-                    let _ = save(&file, &Grammar::unusable(key));
+                Err(e) => {
+                    if let Some((_, child, _)) = early_probe {
+                        kill_probe(child);
+                    }
+                    if let LearnError::Unrecognised { .. } = e {
+                        // Not a claude whose help we can read (a wrapper, a stand-in):
+                        // remembered, so later launches do not ask again.
+                        let _ = save(&file, &Grammar::unusable(key));
+                    }
                     return Route::built_in(args, None);
                 }
-                Err(_) => return Route::built_in(args, None),
             }
         }
     };
     let learn = (!grammar.hidden_scan_done).then(|| pending(program, cache_dir, &file));
-    let invocation = match invocation::read_args(args, &grammar) {
+    let reading = invocation::read_args(args, &grammar);
+    let early = match early_probe {
+        Some((word, child, _scratch)) if reading == Reading::BareWord(word.clone()) => {
+            Some(wait_probe(child, FOREGROUND_TIMEOUT))
+        }
+        Some((_, child, _)) => {
+            kill_probe(child);
+            None
+        }
+        None => None,
+    };
+    let invocation = match reading {
         Reading::Decided(invocation) => invocation,
         Reading::BareWord(_) if grammar.hidden_scan_done && !grammar.probe_unknown => {
             Invocation::Session
         }
         Reading::BareWord(word) => {
-            if probe_is_subcommand(program, &word, &grammar.top_help, FOREGROUND_TIMEOUT) {
+            let subcommand = match early {
+                Some(Some(out)) => out.digest() != grammar.top_help,
+                Some(None) => true,
+                None => probe_is_subcommand(program, &word, &grammar.top_help, FOREGROUND_TIMEOUT),
+            };
+            if subcommand {
                 grammar.subcommands.insert(word.clone());
                 grammar.hidden.insert(word);
                 let _ = save(&file, &grammar);
