@@ -21,6 +21,8 @@ const STAND_IN: &str = r#"#!/usr/bin/env python3
 import json, os, sys, time, urllib.request
 if '--version' in sys.argv:
     print('0.0.0'); sys.exit(0)
+if '--help' in sys.argv:
+    sys.exit(0)  # the launcher learns a new binary's grammar from its help: nothing to learn
 url = os.environ['CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT'] + '/v1/logs'
 seqs = {}
 for step in json.loads(os.environ['PLAN']):
@@ -69,6 +71,12 @@ fn stand_in(s: &Sandbox) -> PathBuf {
 fn sandbox(api: &FakeAnthropic, upstream: &str, data: &Path) -> Sandbox {
     let mut s = Sandbox::for_launcher(api, upstream);
     s.set_env("CLAUDE_TELEMETRY_DATA_DIR", data.display().to_string());
+    // The numbered events carry keys claude never sends: let their text through the
+    // fail-closed privacy rule, or `tag` and `padding` would arrive as `<REDACTED>`.
+    s.set_env(
+        "CLAUDE_TELEMETRY_PRIVACY__ALLOW_ATTRIBUTES",
+        r#"["tag", "padding"]"#,
+    );
     let fake = stand_in(&s);
     s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
     s

@@ -38,6 +38,7 @@ fn holding_claude(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("holding-claude");
     let body = format!(
         "#!/bin/bash\n\
+         for a in \"$@\"; do case \"$a\" in --help|--version) exit 0;; esac; done\n\
          echo \"$OTEL_EXPORTER_OTLP_ENDPOINT $CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT\" > {ports}.tmp\n\
          mv {ports}.tmp {ports}\n\
          for _ in $(seq 1200); do [ -e {release} ] && exit 0; sleep 0.1; done\n\
@@ -165,6 +166,12 @@ fn half_sent_bodies_and_slowloris_neither_grow_memory_nor_hold_connections_and_v
         .set_env(
             "CLAUDE_TELEMETRY_CLAUDE__PATH",
             claude.display().to_string(),
+        )
+        // The valid requests are told apart by their free-text bodies, which the fail-closed
+        // privacy rule would otherwise withhold.
+        .set_env(
+            "CLAUDE_TELEMETRY_PRIVACY__ALLOW_ATTRIBUTES",
+            r#"["log.body"]"#,
         )
         .set_env(
             "CLAUDE_TELEMETRY_RELAY__HEADER_TIMEOUT_MS",

@@ -50,7 +50,7 @@ fn proto3_json_special_doubles_and_string_int64s_arrive_and_out_of_range_values_
     std::fs::write(
         &claude,
         format!(
-            "#!/bin/bash\necho \"$CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT\" > {p}.tmp; mv {p}.tmp {p}\n\
+            "#!/bin/bash\nfor a in \"$@\"; do case \"$a\" in --help|--version) exit 0;; esac; done\necho \"$CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT\" > {p}.tmp; mv {p}.tmp {p}\n\
              for _ in $(seq 600); do [ -e {r} ] && exit 0; sleep 0.1; done\nexit 3\n",
             p = scratch.join("ports").display(),
             r = scratch.join("release").display()
