@@ -238,47 +238,9 @@ pub fn classify_grpc(code: tonic::Code, message: &str, retry_after: Option<Durat
     }
 }
 
-/// `google.rpc.Status` as carried in `grpc-status-details-bin`, only as far as needed.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<ProtoAny>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-/// The delay of a `google.rpc.RetryInfo` in a status's details, if there is one.
+/// The delay of a `google.rpc.RetryInfo` in a status's details, if there is one, capped.
 fn retry_info(details: &[u8]) -> Option<Duration> {
-    use prost::Message;
-    let status = RpcStatus::decode(details).ok()?;
-    let any = status
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
-    let delay = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    let secs = u64::try_from(delay.seconds.max(0)).unwrap_or(0);
-    let nanos = u32::try_from(delay.nanos.max(0)).unwrap_or(0);
-    Some(Duration::new(secs, nanos).min(MAX_RETRY_AFTER))
+    super::rpc::retry_delay(details).map(|d| d.min(MAX_RETRY_AFTER))
 }
 
 /// An upstream asking for more than this is waited for this long (the row keeps its place).
@@ -770,24 +732,11 @@ mod tests {
     }
 
     #[test]
-    fn retry_info_delay_is_read_from_the_status_details() {
-        use prost::Message;
-        let info = RetryInfo {
-            retry_delay: Some(ProtoDuration {
-                seconds: 3,
-                nanos: 500_000_000,
-            }),
-        };
-        let status = RpcStatus {
-            details: vec![ProtoAny {
-                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-                value: info.encode_to_vec(),
-            }],
-        };
-        assert_eq!(
-            retry_info(&status.encode_to_vec()),
-            Some(Duration::from_millis(3500))
-        );
+    fn retry_info_delay_is_read_from_the_status_details_and_capped() {
+        let status = crate::relay::rpc::status_with_retry(14, "", Duration::from_millis(3500));
+        assert_eq!(retry_info(&status), Some(Duration::from_millis(3500)));
+        let long = crate::relay::rpc::status_with_retry(14, "", Duration::from_secs(3600));
+        assert_eq!(retry_info(&long), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_info(b""), None);
     }
 

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod outbox;
 pub mod policy;
 pub mod receive;
+mod rpc;
 pub mod split;
 pub mod stats;
 

@@ -6,10 +6,10 @@ use super::bounds::{BodyError, Bounds, RETRY_AFTER_SECS, Wire};
 use crate::otlp::{ExportRequest, Signal};
 use crate::relay::Intake;
 use bytes::{Buf, BufMut, Bytes};
-use prost::Message;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
@@ -149,63 +149,14 @@ fn body_status(e: BodyError) -> Status {
         BodyError::Broken(_) => Status::cancelled(e.to_string()),
         BodyError::Busy => {
             let message = e.to_string();
-            let retry = RetryInfo {
-                retry_delay: Some(ProtoDuration {
-                    seconds: RETRY_AFTER_SECS as i64,
-                    nanos: 0,
-                }),
-            };
-            let details = RpcStatus {
-                code: tonic::Code::Unavailable as i32,
-                message: message.clone(),
-                details: vec![Any {
-                    type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-                    value: retry.encode_to_vec(),
-                }],
-            };
-            Status::with_details(
-                tonic::Code::Unavailable,
-                message,
-                details.encode_to_vec().into(),
-            )
+            let details = crate::relay::rpc::status_with_retry(
+                tonic::Code::Unavailable as i32,
+                &message,
+                Duration::from_secs(RETRY_AFTER_SECS),
+            );
+            Status::with_details(tonic::Code::Unavailable, message, details.into())
         }
     }
-}
-
-/// `google.rpc.Status`, carried in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<Any>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Any {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
 }
 
 struct ExportMethod {

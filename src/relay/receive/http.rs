@@ -4,6 +4,7 @@
 use super::bounds::{BodyError, Bounds, RETRY_AFTER_SECS, Wire};
 use crate::otlp::{ExportRequest, Signal};
 use crate::relay::Intake;
+use crate::relay::rpc::RpcStatus;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -53,15 +54,6 @@ pub fn router(intake: Intake, bounds: Bounds) -> Router {
 enum Encoding {
     Protobuf,
     Json,
-}
-
-/// `google.rpc.Status`, the error body OTLP/HTTP prescribes.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 async fn export(
@@ -238,7 +230,11 @@ fn error(encoding: Encoding, status: StatusCode, message: String) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => 12,
         _ => 3,
     };
-    let rpc = RpcStatus { code, message };
+    let rpc = RpcStatus {
+        code,
+        message,
+        details: Vec::new(),
+    };
     match encoding {
         Encoding::Protobuf => (
             status,
