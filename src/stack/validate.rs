@@ -1052,36 +1052,53 @@ mod tests {
 
     #[test]
     fn edited_files_with_problems_are_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        super::super::files::install(dir.path()).expect("install");
-        let collector = dir.path().join("config/otel-collector.yaml");
-        let text = std::fs::read_to_string(&collector).expect("read");
-        std::fs::write(
-            &collector,
-            text.replace("convert_sum_to_gauge()", "keep_keys(attributes, [])"),
-        )
-        .expect("write");
-        let compose = dir.path().join(COMPOSE_FILE);
-        let text = std::fs::read_to_string(&compose).expect("read");
-        std::fs::write(
-            &compose,
-            text.replace(
+        let dir = installed_with_edits(&[
+            (
+                "config/otel-collector.yaml",
+                "convert_sum_to_gauge()",
+                "keep_keys(attributes, [])",
+            ),
+            (
+                COMPOSE_FILE,
                 "\"127.0.0.1:${CLAUDE_TELEMETRY_LOKI_PORT",
                 "\"${CLAUDE_TELEMETRY_LOKI_PORT",
             ),
-        )
-        .expect("write");
+        ]);
         std::fs::remove_file(dir.path().join("config/loki.yaml")).expect("remove");
-        let report = validate(&Source::Dir(dir.path().to_path_buf()));
-        let all = report
+        let all = findings_in(dir.path());
+        assert!(all.contains("convert_sum_to_gauge"), "{all}");
+        assert!(all.contains("beyond 127.0.0.1"), "{all}");
+        assert!(all.contains("../config/loki.yaml"), "{all}");
+    }
+
+    /// The embedded files installed in a temp dir with each `(file, from, to)` edit applied; an
+    /// edit whose `from` is not in the file fails the test, so a stale edit cannot quietly
+    /// validate the unedited files.
+    fn installed_with_edits(edits: &[(&str, &str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::files::install(dir.path()).expect("install");
+        for (file, from, to) in edits {
+            let path = dir.path().join(file);
+            let text = std::fs::read_to_string(&path).expect("read");
+            assert!(text.contains(from), "{file} no longer holds {from:?}");
+            std::fs::write(&path, text.replace(from, to)).expect("write");
+        }
+        dir
+    }
+
+    /// Every finding of `validate` on the files in `dir`, one per line.
+    fn findings_in(dir: &Path) -> String {
+        validate(&Source::Dir(dir.to_path_buf()))
             .findings
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join("\n");
-        assert!(all.contains("convert_sum_to_gauge"), "{all}");
-        assert!(all.contains("beyond 127.0.0.1"), "{all}");
-        assert!(all.contains("../config/loki.yaml"), "{all}");
+            .join("\n")
+    }
+
+    /// [`findings_in`] the embedded files after the edits.
+    fn findings_after_edits(edits: &[(&str, &str, &str)]) -> String {
+        findings_in(installed_with_edits(edits).path())
     }
 
     fn dashboard(panel: Value, vars: Value) -> Value {
@@ -1161,22 +1178,12 @@ mod tests {
             "{p:?}"
         );
         // A datasource renamed in provisioning makes the (unchanged) dashboards fail.
-        let dir = tempfile::tempdir().expect("tempdir");
-        super::super::files::install(dir.path()).expect("install");
-        let ds = dir
-            .path()
-            .join("config/grafana/provisioning/datasources/datasources.yaml");
-        let text = std::fs::read_to_string(&ds).expect("read");
-        std::fs::write(&ds, text.replace("uid: loki", "uid: loki-main")).expect("write");
-        let report = validate(&Source::Dir(dir.path().to_path_buf()));
-        assert!(
-            report
-                .findings
-                .iter()
-                .any(|f| f.message.contains("`loki`, which is not provisioned")),
-            "{:#?}",
-            report.findings
-        );
+        let all = findings_after_edits(&[(
+            "config/grafana/provisioning/datasources/datasources.yaml",
+            "uid: loki",
+            "uid: loki-main",
+        )]);
+        assert!(all.contains("`loki`, which is not provisioned"), "{all}");
     }
 
     #[test]
@@ -1208,57 +1215,28 @@ mod tests {
 
     #[test]
     fn prometheus_without_out_of_order_window_is_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        super::super::files::install(dir.path()).expect("install");
-        let prom = dir.path().join("config/prometheus.yml");
-        let text = std::fs::read_to_string(&prom).expect("read");
-        std::fs::write(
-            &prom,
-            text.replace(
-                "out_of_order_time_window: 30d",
-                "out_of_order_time_window: 10m",
-            ),
-        )
-        .expect("write");
-        let report = validate(&Source::Dir(dir.path().to_path_buf()));
-        assert!(
-            report
-                .findings
-                .iter()
-                .any(|f| f.message.contains("out_of_order_time_window")),
-            "{:#?}",
-            report.findings
-        );
+        let all = findings_after_edits(&[(
+            "config/prometheus.yml",
+            "out_of_order_time_window: 30d",
+            "out_of_order_time_window: 10m",
+        )]);
+        assert!(all.contains("out_of_order_time_window"), "{all}");
     }
 
     #[test]
     fn deprecated_resource_conversion_and_an_indexed_launch_id_are_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        super::super::files::install(dir.path()).expect("install");
-        let collector = dir.path().join("config/otel-collector.yaml");
-        let text = std::fs::read_to_string(&collector).expect("read");
-        std::fs::write(
-            &collector,
-            text.replace(
+        let all = findings_after_edits(&[
+            (
+                "config/otel-collector.yaml",
                 "    target_info:\n",
                 "    resource_to_telemetry_conversion:\n      enabled: true\n    target_info:\n",
             ),
-        )
-        .expect("write");
-        let loki = dir.path().join("config/loki.yaml");
-        let text = std::fs::read_to_string(&loki).expect("read");
-        std::fs::write(
-            &loki,
-            text.replace("ignore_defaults: true", "ignore_defaults: false"),
-        )
-        .expect("write");
-        let report = validate(&Source::Dir(dir.path().to_path_buf()));
-        let all = report
-            .findings
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+            (
+                "config/loki.yaml",
+                "ignore_defaults: true",
+                "ignore_defaults: false",
+            ),
+        ]);
         assert!(
             all.contains("`resource_to_telemetry_conversion` is deprecated"),
             "{all}"
@@ -1271,26 +1249,11 @@ mod tests {
 
     #[test]
     fn retention_that_differs_between_prometheus_and_loki_is_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        super::super::files::install(dir.path()).expect("install");
-        let loki = dir.path().join("config/loki.yaml");
-        let text = std::fs::read_to_string(&loki).expect("read");
-        std::fs::write(
-            &loki,
-            text.replace(
-                "retention_period: ${CLAUDE_TELEMETRY_RETENTION:-90d}",
-                "retention_period: 2160h",
-            ),
-        )
-        .expect("write");
-        let report = validate(&Source::Dir(dir.path().to_path_buf()));
-        assert!(
-            report
-                .findings
-                .iter()
-                .any(|f| f.message.contains("retention differs")),
-            "{:#?}",
-            report.findings
-        );
+        let all = findings_after_edits(&[(
+            "config/loki.yaml",
+            "retention_period: ${CLAUDE_TELEMETRY_RETENTION:-90d}",
+            "retention_period: 2160h",
+        )]);
+        assert!(all.contains("retention differs"), "{all}");
     }
 }
