@@ -437,16 +437,23 @@ fn a_new_binary_is_learned_in_the_background_without_the_launch_waiting() {
     assert_eq!(learned["version"], release.version);
 }
 
+/// `doctor` in sandbox `s`: its exit code, its whole report and the `claude release:` line.
+fn doctor_release_line(s: &Sandbox) -> (Option<i32>, String, String) {
+    let out = s.command(LAUNCHER).arg("doctor").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = report
+        .lines()
+        .find(|l| l.contains("claude release:"))
+        .unwrap_or_else(|| panic!("no release line: {report}"))
+        .to_string();
+    (out.status.code(), report, line)
+}
+
 fn doctor_places_the_installed_release_in_the_tested_range() {
     let release = current_release();
     let api = FakeAnthropic::start();
     let s = Sandbox::for_launcher(&api, "");
-    let out = s.command(LAUNCHER).arg("doctor").output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let line = report
-        .lines()
-        .find(|l| l.contains("claude release:"))
-        .unwrap_or_else(|| panic!("no release line: {report}"));
+    let (_, _, line) = doctor_release_line(&s);
     assert!(
         line.starts_with("[ ok ]")
             && line.contains(&format!(
@@ -471,23 +478,14 @@ fn doctor_says_plainly_when_claude_is_newer_than_any_tested_release() {
         .output()
         .unwrap();
     wait_for_learner(&cache, Duration::from_secs(120));
-    let out = s.command(LAUNCHER).arg("doctor").output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let line = report
-        .lines()
-        .find(|l| l.contains("claude release:"))
-        .unwrap_or_else(|| panic!("no release line: {report}"));
+    let (code, report, line) = doctor_release_line(&s);
     assert!(
         line.contains("2.2.0 is newer than any tested release (2.1.197–2.1.332)")
             && line.contains("It still works")
             && line.contains("learned from it"),
         "{line}"
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "newer is not a failure: {report}"
-    );
+    assert_eq!(code, Some(0), "newer is not a failure: {report}");
 }
 
 #[test]
