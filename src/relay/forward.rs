@@ -499,7 +499,11 @@ impl Forwarder {
         loop {
             let batch = tokio::select! {
                 batch = self.outbox.take() => batch,
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    // The take may have been cut off after the store claimed rows for it.
+                    self.outbox.release_unread_claims().await;
+                    return;
+                }
             };
             let Some(batch) = batch else { return };
             let size = batch.len();

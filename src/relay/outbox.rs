@@ -253,6 +253,15 @@ impl Outbox {
         }
     }
 
+    /// The forwarder stopped while waiting in [`Outbox::take`], which it cancelled: rows the
+    /// store claimed for that take, whose answer was never read, are given back at once, so
+    /// the next launch sends them without waiting for their lease. Nothing is in flight then.
+    pub async fn release_unread_claims(&self) {
+        if let Backend::Durable { store, owner, .. } = &self.backend {
+            let _ = store.release_owner(owner).await;
+        }
+    }
+
     /// Delivery failed in a way that may pass: the entry waits `delay` (its own back-off)
     /// while the entries behind it go on.
     pub async fn defer(&self, mut entry: Entry, delay: Duration, error: &str) {
@@ -474,6 +483,38 @@ mod tests {
         }
         assert_eq!(outbox.remaining().await.requests, 2);
         assert_eq!(outbox.dropped().await, 3);
+    }
+
+    #[tokio::test]
+    async fn claims_whose_answer_was_never_read_are_given_back_to_the_next_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path, StoreBounds::default()).unwrap();
+        let first = Outbox::durable(
+            store.clone(),
+            "a".into(),
+            Duration::from_secs(30),
+            false,
+            10,
+        );
+        first.push(req()).await.unwrap();
+        first.push(req()).await.unwrap();
+        // As a take cut off by the drain deadline leaves them: claimed in the store, the
+        // entries never handed to anyone.
+        drop(first.take().await.unwrap());
+        let second = Outbox::durable(store, "b".into(), Duration::from_secs(30), false, 10);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), second.take())
+                .await
+                .is_err(),
+            "still leased to the first owner"
+        );
+        first.release_unread_claims().await;
+        let rows = tokio::time::timeout(Duration::from_secs(5), second.take())
+            .await
+            .expect("given back now, not when the 30 s lease ends")
+            .unwrap();
+        assert_eq!(rows.len(), 2, "given back without waiting for the lease");
     }
 
     #[tokio::test]

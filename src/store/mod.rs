@@ -132,6 +132,7 @@ enum Command {
     DropUnreadable(Vec<outbox::Unreadable>, Reply<()>),
     Delivered(OutboxId, Reply<bool>),
     Release(OutboxId, String, Reply<bool>),
+    ReleaseOwner(String, Reply<u64>),
     Defer {
         id: OutboxId,
         owner: String,
@@ -395,6 +396,16 @@ impl Store {
     pub async fn release(&self, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
         let owner = owner.to_owned();
         self.call(|reply| Command::Release(id, owner, reply))?
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Gives back every row `owner` still holds. For a forwarder stopped while it waited for a
+    /// claim: the claim may have been taken in the store with its answer never read, and those
+    /// rows would otherwise wait for their lease to run out before anyone could send them.
+    pub async fn release_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_owned();
+        self.call(|reply| Command::ReleaseOwner(owner, reply))?
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -717,6 +728,9 @@ fn writer_loop(
             }
             Command::Release(id, owner, reply) => {
                 let _ = reply.send(outbox::release(&conn, id, &owner));
+            }
+            Command::ReleaseOwner(owner, reply) => {
+                let _ = reply.send(outbox::release_owner(&conn, &owner));
             }
             Command::Stats(reply) => {
                 let _ = reply.send(outbox::stats(&conn, now_ns()));

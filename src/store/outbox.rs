@@ -389,6 +389,16 @@ pub(super) fn release(conn: &Connection, id: OutboxId, owner: &str) -> Result<bo
     Ok(n == 1)
 }
 
+/// Every claim `owner` holds ends; returns how many rows it held.
+pub(super) fn release_owner(conn: &Connection, owner: &str) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET claim_owner = NULL, claim_until_ns = NULL WHERE claim_owner = ?1",
+        )?
+        .execute(params![owner])?;
+    Ok(n as u64)
+}
+
 /// A failed delivery: `owner`'s claim ends, the row's attempts and error are recorded, and it
 /// is not deliverable before `not_before_ns` (its back-off); rows behind it are.
 pub(super) fn defer(
