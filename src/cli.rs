@@ -27,6 +27,7 @@ pub const OUR_COMMANDS: &[&str] = &[
     "setup",
     "completions",
     "report",
+    "import",
     "version",
     "stack-check",
 ];
@@ -70,6 +71,9 @@ pub enum Command {
     Doctor(commands::doctor::DoctorArgs),
     /// What did I spend, on what, where: totals and breakdowns from the local store.
     Report(crate::report::ReportArgs),
+    /// Read Claude Code's transcripts into the local store: usage from before the launcher, and
+    /// requests telemetry missed (runs in the background at every launch too).
+    Import(commands::import::ImportArgs),
     /// Start the local observability stack (collector, Prometheus, Loki, Grafana) and wait until ready.
     Up(stack::UpArgs),
     /// Stop the stack (stored telemetry is kept).
@@ -209,6 +213,11 @@ pub fn main() -> i32 {
             let path = loaded.paths.store_file(&loaded.settings.store.path);
             crate::report::run(&args, &path, &mut std::io::stdout().lock())?;
             Ok(0)
+        }),
+        Command::Import(args) => with_settings(&[], |loaded| {
+            let code = commands::import::run(&args, loaded, &mut std::io::stdout().lock());
+            crate::history::background::release_background_lock();
+            code
         }),
         Command::Up(args) => with_stack(|s| stack::run_up(&args, s)),
         Command::Down(args) => with_stack(|s| stack::run_down(&args, s)),

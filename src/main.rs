@@ -4,6 +4,7 @@ mod claude;
 mod cli;
 mod commands;
 mod definitions;
+mod history;
 mod launcher;
 mod otlp;
 mod relay;

@@ -21,6 +21,7 @@
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod health;
+pub mod ledger;
 mod outbox;
 pub mod queries;
 mod schema;
@@ -51,6 +52,7 @@ pub const OPEN_CHECK_BUDGET: Duration = Duration::from_millis(5);
 pub const OPEN_CHECK_BUDGET_WAITING: Duration = Duration::from_millis(150);
 #[cfg_attr(not(test), allow(unused_imports))]
 pub use usage::PROJECT_ATTRIBUTE;
+pub(crate) use usage::parse_rfc3339_utc;
 
 /// How long a connection waits for another process's write transaction before giving up.
 /// Writers hold the lock for milliseconds; this only matters under pathological contention.
@@ -548,6 +550,21 @@ pub fn open_reader(path: &Path) -> Result<Option<Connection>, StoreError> {
     let mut conn = open_connection(path)?;
     schema::migrate(&mut conn)?;
     Ok(Some(conn))
+}
+
+/// Opens (creating and migrating when needed) a connection for a writer that is not the
+/// relay's writer thread: the history import. Its transactions are `BEGIN IMMEDIATE` and short,
+/// so a running launcher's appends wait milliseconds at most.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut conn = open_connection(path)?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
 }
 
 /// Opens a connection with the settings every connection to the store must share.

@@ -191,8 +191,75 @@ ALTER TABLE usage_hourly ADD COLUMN api_cache_creation_1h_tokens REAL NOT NULL D
 ALTER TABLE usage_hourly ADD COLUMN api_cache_split_requests REAL NOT NULL DEFAULT 0;
 "#;
 
+/// Version 4: the request ledger (see `ledger.rs`): one compact row per API request from
+/// telemetry or a transcript, its hourly rollup, the labels its integer ids name, and how far
+/// each transcript file has been read.
+const V4: &str = r#"
+-- kind: 0 session id, 1 model, 2 project, 3 git branch. Id 0 (never assigned) means none.
+CREATE TABLE labels (
+    id   INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    name TEXT    NOT NULL,
+    UNIQUE (kind, name)
+);
+-- key: the request id, else 'msg:' + message id. sources: 1 telemetry, 2 transcript, 3 both.
+-- cost_usd: claude's own (telemetry); NULL where only a transcript saw the request.
+CREATE TABLE requests (
+    key                   TEXT    PRIMARY KEY,
+    time_s                INTEGER NOT NULL,
+    session               INTEGER NOT NULL,
+    model                 INTEGER NOT NULL,
+    project               INTEGER NOT NULL,
+    branch                INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    cache_read_tokens     INTEGER NOT NULL,
+    cache_creation_tokens INTEGER NOT NULL,
+    cache_5m_tokens       INTEGER,
+    cache_1h_tokens       INTEGER,
+    cost_usd              REAL,
+    sources               INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Sums of `requests` per (UTC hour, session, model, project, branch, long-context tier).
+-- est_*: tokens of requests seen only in transcripts, priced by the report's price table.
+CREATE TABLE request_hourly (
+    hour    INTEGER NOT NULL,
+    session INTEGER NOT NULL,
+    model   INTEGER NOT NULL,
+    project INTEGER NOT NULL,
+    branch  INTEGER NOT NULL,
+    long    INTEGER NOT NULL,
+    requests              INTEGER NOT NULL DEFAULT 0,
+    telemetry_only        INTEGER NOT NULL DEFAULT 0,
+    transcript_only       INTEGER NOT NULL DEFAULT 0,
+    both                  INTEGER NOT NULL DEFAULT 0,
+    input_tokens          INTEGER NOT NULL DEFAULT 0,
+    output_tokens         INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens     INTEGER NOT NULL DEFAULT 0,
+    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_1h_tokens       INTEGER NOT NULL DEFAULT 0,
+    est_input_tokens      INTEGER NOT NULL DEFAULT 0,
+    est_output_tokens     INTEGER NOT NULL DEFAULT 0,
+    est_cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    est_cache_5m_tokens   INTEGER NOT NULL DEFAULT 0,
+    est_cache_1h_tokens   INTEGER NOT NULL DEFAULT 0,
+    cost_usd_micros       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, session, model, project, branch, long)
+) WITHOUT ROWID;
+-- How far each transcript file has been read (see ledger::FileState).
+CREATE TABLE transcript_files (
+    path     TEXT PRIMARY KEY,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode    INTEGER NOT NULL,
+    offset   INTEGER NOT NULL,
+    lines    INTEGER NOT NULL,
+    tail     BLOB    NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -642,6 +642,35 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
             ])?;
         }
     }
+    // The same requests into the ledger, where a transcript copy of each is merged with it.
+    let with_ids: Vec<&ApiRow> = d.api.iter().filter(|a| a.request_id.is_some()).collect();
+    if !with_ids.is_empty() {
+        let mut labels = HashMap::new();
+        let mut ledger = super::ledger::LedgerTx::new(tx, &mut labels);
+        for a in with_ids {
+            let t = a.tokens.map(|t| t.map_or(0, |v| v.max(0.0) as u64));
+            let split = a.cache_split.map(|t| t.map(|v| v.max(0.0) as u64));
+            ledger.apply(&super::ledger::Record {
+                key: a.request_id.clone().unwrap_or_default(),
+                time_ns: a.time_ns,
+                session: a.session.clone().unwrap_or_default(),
+                model: a.model.clone().unwrap_or_default(),
+                project: a.project.clone(),
+                branch: None,
+                tokens: super::ledger::Tokens {
+                    input: t[0],
+                    output: t[1],
+                    cache_read: t[2],
+                    cache_creation: t[3],
+                    cache_5m: split[0],
+                    cache_1h: split[1],
+                },
+                cost_usd: a.cost_usd,
+                source: super::ledger::Source::Telemetry,
+            })?;
+        }
+        ledger.finish()?;
+    }
     if !d.tools.is_empty() {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO tool_events(time_ns, kind, session, project, tool_name, decision,

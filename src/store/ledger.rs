@@ -1,0 +1,569 @@
+//! The request ledger: one compact row per API request Claude Code made, whichever source saw
+//! it — the relay (`api_request` events, keyed by their `request_id`) or a transcript
+//! (`requestId`, else the message id). A request seen by both is one row whose `sources` says
+//! so; the report adds what only transcripts saw to the telemetry figures, so every request is
+//! counted once.
+//!
+//! Rows are small on purpose (a million of them are expected): the key is the request id in
+//! a `WITHOUT ROWID` table (no second index), session, model, project and branch are integer
+//! ids into `labels`, tokens are integers. `request_hourly` sums them per (UTC hour, session,
+//! model, project, branch, context tier) and is kept exact at every write: a change to a row
+//! takes the row's old contribution out and puts its new one in, in the same transaction.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+/// Bit of `requests.sources`: seen by the relay (an `api_request` event).
+pub const TELEMETRY: i64 = 1;
+/// Bit of `requests.sources`: read from a transcript.
+pub const TRANSCRIPT: i64 = 2;
+
+/// Requests whose prompt (input + cache read + cache write) exceeds this are billed at a
+/// model's long-context rates, where it has them.
+pub const LONG_CONTEXT_TOKENS: u64 = 200_000;
+
+/// Which source a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An `api_request` event received by the relay.
+    Telemetry,
+    /// A line of a Claude Code transcript.
+    Transcript,
+}
+
+impl Source {
+    fn bit(self) -> i64 {
+        match self {
+            Source::Telemetry => TELEMETRY,
+            Source::Transcript => TRANSCRIPT,
+        }
+    }
+}
+
+/// Token counts of one request, as the Messages API reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tokens {
+    /// `input_tokens`
+    pub input: u64,
+    /// `output_tokens`
+    pub output: u64,
+    /// `cache_read_input_tokens`
+    pub cache_read: u64,
+    /// `cache_creation_input_tokens` (the total of the 5m and 1h writes)
+    pub cache_creation: u64,
+    /// `cache_creation.ephemeral_5m_input_tokens`, where reported consistently
+    pub cache_5m: Option<u64>,
+    /// `cache_creation.ephemeral_1h_input_tokens`, where reported consistently
+    pub cache_1h: Option<u64>,
+}
+
+impl Tokens {
+    /// Every token of the request, the four kinds (the split is inside `cache_creation`).
+    pub fn total(&self) -> u64 {
+        self.input + self.output + self.cache_read + self.cache_creation
+    }
+
+    /// The 1-hour part of the cache write; 0 where unknown (writes default to 5 minutes).
+    fn one_hour(&self) -> u64 {
+        match (self.cache_5m, self.cache_1h) {
+            (Some(m5), Some(h1)) if m5 + h1 == self.cache_creation => h1,
+            (None, Some(h1)) if h1 <= self.cache_creation => h1,
+            _ => 0,
+        }
+    }
+
+    /// Whether the prompt is in the long-context tier.
+    pub fn long_context(&self) -> bool {
+        self.input + self.cache_read + self.cache_creation > LONG_CONTEXT_TOKENS
+    }
+}
+
+/// One request as a source reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The request id (`req_…`), else `msg:<message id>`, else a key stable for that line.
+    pub key: String,
+    /// When the response was recorded (Unix nanoseconds).
+    pub time_ns: i64,
+    /// Claude Code session id ('' when unknown).
+    pub session: String,
+    /// Model id ('' when unknown).
+    pub model: String,
+    /// Project name ('' when unknown).
+    pub project: String,
+    /// Git branch, where the source records it.
+    pub branch: Option<String>,
+    /// Token counts.
+    pub tokens: Tokens,
+    /// Claude's own cost for the request (telemetry only).
+    pub cost_usd: Option<f64>,
+    /// Who reported it.
+    pub source: Source,
+}
+
+/// What writing a record did to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A request not seen before.
+    Added,
+    /// A request already known from the other source (now `both`), or a larger copy of one
+    /// already read from a transcript.
+    Merged,
+    /// Nothing new (the same copy again, or a smaller one).
+    Unchanged,
+}
+
+/// Kinds of `labels` rows.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Session = 0,
+    Model = 1,
+    Project = 2,
+    Branch = 3,
+}
+
+/// A row of `requests`, with label ids.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stored {
+    time_s: i64,
+    session: i64,
+    model: i64,
+    project: i64,
+    branch: i64,
+    tokens: Tokens,
+    cost_usd: Option<f64>,
+    sources: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RollKey {
+    hour: i64,
+    session: i64,
+    model: i64,
+    project: i64,
+    branch: i64,
+    long: i64,
+}
+
+/// Columns of `request_hourly` after the key, in this order in every statement.
+pub(crate) const ROLL_COLUMNS: [&str; 15] = [
+    "requests",
+    "telemetry_only",
+    "transcript_only",
+    "both",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cache_1h_tokens",
+    "est_input_tokens",
+    "est_output_tokens",
+    "est_cache_read_tokens",
+    "est_cache_5m_tokens",
+    "est_cache_1h_tokens",
+    "cost_usd_micros",
+];
+
+type Sums = [i64; 15];
+
+fn contribution(s: &Stored) -> (RollKey, Sums) {
+    let t = &s.tokens;
+    let h1 = t.one_hour() as i64;
+    let mut v: Sums = [0; 15];
+    v[0] = 1;
+    match s.sources {
+        TELEMETRY => v[1] = 1,
+        TRANSCRIPT => v[2] = 1,
+        _ => v[3] = 1,
+    }
+    v[4] = t.input as i64;
+    v[5] = t.output as i64;
+    v[6] = t.cache_read as i64;
+    v[7] = t.cache_creation as i64;
+    v[8] = h1;
+    if s.sources == TRANSCRIPT {
+        // Seen only in a transcript: no cost from claude; the report estimates it from
+        // these, per model, and adds them to the telemetry figures.
+        v[9] = t.input as i64;
+        v[10] = t.output as i64;
+        v[11] = t.cache_read as i64;
+        v[12] = t.cache_creation as i64 - h1;
+        v[13] = h1;
+    }
+    v[14] = s
+        .cost_usd
+        .filter(|_| s.sources != TRANSCRIPT)
+        .map_or(0, |c| (c * 1e6).round() as i64);
+    (
+        RollKey {
+            hour: s.time_s.div_euclid(3600) * 3600,
+            session: s.session,
+            model: s.model,
+            project: s.project,
+            branch: s.branch,
+            long: i64::from(t.long_context()),
+        },
+        v,
+    )
+}
+
+/// Writes records inside one transaction; [`LedgerTx::finish`] folds the rollup changes in.
+pub struct LedgerTx<'a, 't> {
+    tx: &'a Transaction<'t>,
+    labels: &'a mut HashMap<(u8, String), i64>,
+    rollup: HashMap<RollKey, Sums>,
+}
+
+impl<'a, 't> LedgerTx<'a, 't> {
+    /// Starts writing in `tx`; `labels` caches label ids across transactions of one writer.
+    pub fn new(tx: &'a Transaction<'t>, labels: &'a mut HashMap<(u8, String), i64>) -> Self {
+        LedgerTx {
+            tx,
+            labels,
+            rollup: HashMap::new(),
+        }
+    }
+
+    fn label(&mut self, kind: Kind, name: &str) -> rusqlite::Result<i64> {
+        if name.is_empty() {
+            return Ok(0);
+        }
+        let k = (kind as u8, name.to_owned());
+        if let Some(id) = self.labels.get(&k) {
+            return Ok(*id);
+        }
+        let mut ins = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO labels(kind, name) VALUES (?1, ?2)")?;
+        ins.execute(params![kind as u8, name])?;
+        let mut sel = self
+            .tx
+            .prepare_cached("SELECT id FROM labels WHERE kind = ?1 AND name = ?2")?;
+        let id: i64 = sel.query_row(params![kind as u8, name], |r| r.get(0))?;
+        self.labels.insert(k, id);
+        Ok(id)
+    }
+
+    fn account(&mut self, s: &Stored, sign: i64) {
+        let (key, v) = contribution(s);
+        let sums = self.rollup.entry(key).or_insert([0; 15]);
+        for (a, b) in sums.iter_mut().zip(v) {
+            *a += sign * b;
+        }
+    }
+
+    /// Adds one record, merging it with what the ledger already holds for its key.
+    pub fn apply(&mut self, r: &Record) -> rusqlite::Result<Change> {
+        let old: Option<Stored> = self
+            .tx
+            .prepare_cached(
+                "SELECT time_s, session, model, project, branch, input_tokens, output_tokens,
+                        cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+                        cache_1h_tokens, cost_usd, sources
+                 FROM requests WHERE key = ?1",
+            )?
+            .query_row([&r.key], |row| {
+                Ok(Stored {
+                    time_s: row.get(0)?,
+                    session: row.get(1)?,
+                    model: row.get(2)?,
+                    project: row.get(3)?,
+                    branch: row.get(4)?,
+                    tokens: Tokens {
+                        input: row.get::<_, i64>(5)? as u64,
+                        output: row.get::<_, i64>(6)? as u64,
+                        cache_read: row.get::<_, i64>(7)? as u64,
+                        cache_creation: row.get::<_, i64>(8)? as u64,
+                        cache_5m: row.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                        cache_1h: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                    },
+                    cost_usd: row.get(11)?,
+                    sources: row.get(12)?,
+                })
+            })
+            .optional()?;
+        let incoming = Stored {
+            time_s: r.time_ns.div_euclid(1_000_000_000),
+            session: self.label(Kind::Session, &r.session)?,
+            model: self.label(Kind::Model, &r.model)?,
+            project: self.label(Kind::Project, &r.project)?,
+            branch: match &r.branch {
+                Some(b) => self.label(Kind::Branch, b)?,
+                None => 0,
+            },
+            tokens: r.tokens,
+            cost_usd: r.cost_usd,
+            sources: r.source.bit(),
+        };
+        let (new, change) = match old {
+            None => (incoming, Change::Added),
+            Some(old) => match merge(&old, &incoming) {
+                Some(new) => (new, Change::Merged),
+                None => return Ok(Change::Unchanged),
+            },
+        };
+        if let Some(old) = &old {
+            self.account(old, -1);
+        }
+        self.account(&new, 1);
+        let t = &new.tokens;
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO requests(key, time_s, session, model, project, branch,
+                     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+                     cache_5m_tokens, cache_1h_tokens, cost_usd, sources)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                r.key,
+                new.time_s,
+                new.session,
+                new.model,
+                new.project,
+                new.branch,
+                t.input as i64,
+                t.output as i64,
+                t.cache_read as i64,
+                t.cache_creation as i64,
+                t.cache_5m.map(|v| v as i64),
+                t.cache_1h.map(|v| v as i64),
+                new.cost_usd,
+                new.sources
+            ])?;
+        Ok(change)
+    }
+
+    /// Writes the rollup changes of every record applied.
+    pub fn finish(self) -> rusqlite::Result<()> {
+        if self.rollup.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = self.tx.prepare_cached(rollup_upsert_sql())?;
+        for (k, v) in &self.rollup {
+            if v.iter().all(|x| *x == 0) {
+                continue;
+            }
+            let mut values: Vec<&dyn rusqlite::ToSql> = vec![
+                &k.hour, &k.session, &k.model, &k.project, &k.branch, &k.long,
+            ];
+            values.extend(v.iter().map(|x| x as &dyn rusqlite::ToSql));
+            stmt.execute(values.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// The row after `incoming` meets `old`; `None` when nothing changes.
+///
+/// Telemetry's figures win (they carry claude's cost); a transcript adds its branch and its
+/// provenance. Between two transcript copies the larger token total wins (claude writes a
+/// response's usage once per content block, and early copies can be partial).
+fn merge(old: &Stored, incoming: &Stored) -> Option<Stored> {
+    let from_telemetry = incoming.sources == TELEMETRY;
+    if from_telemetry {
+        if old.sources & TELEMETRY != 0 {
+            return None;
+        }
+        return Some(Stored {
+            branch: if incoming.branch != 0 {
+                incoming.branch
+            } else {
+                old.branch
+            },
+            sources: old.sources | TELEMETRY,
+            ..*incoming
+        });
+    }
+    if old.sources & TELEMETRY != 0 {
+        let branch = if old.branch != 0 {
+            old.branch
+        } else {
+            incoming.branch
+        };
+        if old.sources & TRANSCRIPT != 0 && branch == old.branch {
+            return None;
+        }
+        return Some(Stored {
+            branch,
+            sources: old.sources | TRANSCRIPT,
+            ..*old
+        });
+    }
+    (incoming.tokens.total() > old.tokens.total()).then_some(*incoming)
+}
+
+fn rollup_upsert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols = ROLL_COLUMNS.join(", ");
+        let placeholders: Vec<String> = (1..=ROLL_COLUMNS.len() + 6)
+            .map(|i| format!("?{i}"))
+            .collect();
+        let updates: Vec<String> = ROLL_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = {c} + excluded.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO request_hourly(hour, session, model, project, branch, long, {cols})
+             VALUES ({}) ON CONFLICT(hour, session, model, project, branch, long)
+             DO UPDATE SET {}",
+            placeholders.join(", "),
+            updates.join(", ")
+        )
+    })
+}
+
+/// How far one transcript file has been read, so an unchanged file costs one `stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    /// Size when last read.
+    pub size: u64,
+    /// Modification time when last read (Unix nanoseconds).
+    pub mtime_ns: i64,
+    /// Inode when last read: another inode at the same path is another file.
+    pub inode: u64,
+    /// Bytes consumed (whole lines only).
+    pub offset: u64,
+    /// Lines consumed, for error messages that name a line.
+    pub lines: u64,
+    /// Up to 64 bytes ending at `offset`: differing bytes there mean the file was rewritten.
+    pub tail: Vec<u8>,
+}
+
+/// Every file's read state, keyed by path.
+pub fn file_states(
+    conn: &rusqlite::Connection,
+) -> rusqlite::Result<HashMap<String, FileState>> {
+    let mut stmt = conn.prepare(
+        "SELECT path, size, mtime_ns, inode, offset, lines, tail FROM transcript_files",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            FileState {
+                size: r.get::<_, i64>(1)? as u64,
+                mtime_ns: r.get(2)?,
+                inode: r.get::<_, i64>(3)? as u64,
+                offset: r.get::<_, i64>(4)? as u64,
+                lines: r.get::<_, i64>(5)? as u64,
+                tail: r.get(6)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Records how far `path` has been read, in the transaction that wrote its rows.
+pub fn save_file_state(tx: &Transaction<'_>, path: &str, s: &FileState) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO transcript_files(path, size, mtime_ns, inode, offset, lines, tail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        path,
+        s.size as i64,
+        s.mtime_ns,
+        s.inode as i64,
+        s.offset as i64,
+        s.lines as i64,
+        s.tail
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    fn rec(key: &str, source: Source, input: u64) -> Record {
+        Record {
+            key: key.to_owned(),
+            time_ns: 1_800_000_000_000_000_000,
+            session: "s".into(),
+            model: "claude-sonnet-4-6".into(),
+            project: "p".into(),
+            branch: (source == Source::Transcript).then(|| "main".to_owned()),
+            tokens: Tokens {
+                input,
+                output: 10,
+                ..Tokens::default()
+            },
+            cost_usd: (source == Source::Telemetry).then_some(0.5),
+            source,
+        }
+    }
+
+    fn apply(conn: &mut rusqlite::Connection, recs: &[Record]) -> Vec<Change> {
+        let mut labels = HashMap::new();
+        let tx = conn.transaction().unwrap();
+        let mut l = LedgerTx::new(&tx, &mut labels);
+        let out = recs.iter().map(|r| l.apply(r).unwrap()).collect();
+        l.finish().unwrap();
+        tx.commit().unwrap();
+        out
+    }
+
+    fn sums(conn: &rusqlite::Connection) -> Vec<i64> {
+        let list: Vec<String> = ROLL_COLUMNS.iter().map(|c| format!("sum({c})")).collect();
+        conn.query_row(
+            &format!("SELECT {} FROM request_hourly", list.join(", ")),
+            [],
+            |r| (0..ROLL_COLUMNS.len()).map(|i| r.get(i)).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_request_seen_by_both_sources_is_one_row_either_order() {
+        for order in [
+            [Source::Telemetry, Source::Transcript],
+            [Source::Transcript, Source::Telemetry],
+        ] {
+            let mut conn = store();
+            let changes = apply(
+                &mut conn,
+                &[rec("req_1", order[0], 100), rec("req_1", order[1], 100)],
+            );
+            assert_eq!(changes, [Change::Added, Change::Merged]);
+            let s = sums(&conn);
+            assert_eq!(&s[..4], &[1, 0, 0, 1], "one request, both sources");
+            assert_eq!(s[4], 100, "tokens counted once");
+            assert_eq!(s[9], 0, "nothing left to estimate: claude's cost is known");
+            assert_eq!(s[14], 500_000);
+            let branch: String = conn
+                .query_row(
+                    "SELECT l.name FROM requests r JOIN labels l ON l.id = r.branch",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(branch, "main", "the transcript's branch is kept");
+        }
+    }
+
+    #[test]
+    fn transcript_copies_keep_the_largest_and_repeats_change_nothing() {
+        let mut conn = store();
+        let changes = apply(
+            &mut conn,
+            &[
+                rec("req_1", Source::Transcript, 5),
+                rec("req_1", Source::Transcript, 100),
+                rec("req_1", Source::Transcript, 50),
+            ],
+        );
+        assert_eq!(changes, [Change::Added, Change::Merged, Change::Unchanged]);
+        let s = sums(&conn);
+        assert_eq!(&s[..4], &[1, 0, 1, 0]);
+        assert_eq!((s[4], s[9]), (100, 100));
+        apply(&mut conn, &[rec("req_1", Source::Transcript, 100)]);
+        assert_eq!(sums(&conn), s);
+    }
+}
