@@ -388,6 +388,28 @@ fn check_relay_ports(loaded: &Loaded, report: &mut Report) {
 fn check_store(loaded: &Loaded, report: &mut Report) {
     let (level, text) = store_summary(loaded);
     report.line(level, "local store", text);
+    if let Some((level, text)) = reconciliation_summary(loaded) {
+        report.line(level, "telemetry vs transcripts", text);
+    }
+}
+
+/// One line from `report --check`: how many requests each source saw; a warning when
+/// telemetry missed some that transcripts hold. `None` without a store file.
+fn reconciliation_summary(loaded: &Loaded) -> Option<(Level, String)> {
+    let path = loaded.paths.store_file(&loaded.settings.store.path);
+    let conn = crate::store::open_reader(&path).ok()??;
+    let filter = crate::store::queries::Filter::default();
+    match crate::report::check::compute(&conn, &filter, crate::store::queries::Zone::Utc) {
+        Ok(c) => {
+            let level = if c.transcript_only > 0 {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
+            Some((level, crate::report::check::one_line(&c)))
+        }
+        Err(e) => Some((Level::Fail, format!("{}: {e:#}", path.display()))),
+    }
 }
 
 /// One line about the local store's outbox: what waits for the upstream and what its bounds

@@ -4,6 +4,7 @@
 //! The report only reads: it never blocks running launchers (WAL readers do not take the
 //! write lock) and it never prints prompt text, which the usage tables do not hold.
 
+pub mod check;
 pub mod figures;
 mod render;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::store::ledger;
 use crate::store::queries::{self, Filter, GroupBy, Zone};
 
 /// Arguments of `claude-telemetry report`.
@@ -34,8 +36,15 @@ pub struct ReportArgs {
     #[arg(long, value_name = "NAME")]
     pub project: Option<String>,
     /// Print JSON (stable schema, `schema_version` 1) instead of tables.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     pub json: bool,
+    /// Print the breakdown (or the total) as CSV, with a Total row.
+    #[arg(long)]
+    pub csv: bool,
+    /// Compare, per day and session, what telemetry saw with what transcripts hold, and name
+    /// the gaps (import transcripts first: `claude-telemetry import`).
+    #[arg(long, conflicts_with = "csv")]
+    pub check: bool,
     /// Cut days, weeks and months in UTC instead of the local time zone.
     #[arg(long)]
     pub utc: bool,
@@ -81,6 +90,21 @@ struct Report {
     filter: FilterOut,
     summary: render::Figures,
     breakdown: Option<Breakdown>,
+}
+
+/// Prices the transcript-only token sums of one (model, tier).
+fn estimate(model: &str, long: bool, t: [f64; 5]) -> Option<f64> {
+    crate::history::prices::estimate(
+        model,
+        long,
+        &crate::history::prices::Priced {
+            input: t[0],
+            output: t[1],
+            cache_read: t[2],
+            cache_5m: t[3],
+            cache_1h: t[4],
+        },
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,19 +169,20 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         until: resolve(&conn, args.until.as_ref(), zone, now, 1, "--until")?,
         project: args.project.clone(),
     };
+    if args.check {
+        return check::run(&conn, &filter, zone, args.json, out);
+    }
     let totals = queries::totals(&conn, &filter)?;
+    let ledger_total = ledger::ledger_groups(&conn, &filter, None, zone, &estimate)?
+        .into_iter()
+        .next()
+        .map(|g| g.sums);
+    let summary = render::Figures::combined(&totals, ledger_total.as_ref());
     let breakdown = match args.by {
-        Some(by) => {
-            let groups = queries::breakdown(&conn, &filter, by, zone)?;
-            let rows = groups
-                .iter()
-                .map(|g| {
-                    let started = queries::format_time(&conn, g.first_hour, zone)?;
-                    Ok(render::Row::from_group(g, started))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Some(Breakdown { by, rows })
-        }
+        Some(by) => Some(Breakdown {
+            by,
+            rows: breakdown_rows(&conn, &filter, by, zone)?,
+        }),
         None => None,
     };
     let report = Report {
@@ -169,7 +194,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
             until: filter.until,
             project: filter.project.clone(),
         },
-        summary: render::Figures::from_totals(&totals),
+        summary,
         breakdown,
     };
     if args.json {
@@ -177,15 +202,84 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         writeln!(out)?;
         return Ok(());
     }
+    // The Total row: the summary, or for branches (the ledger alone) the ledger's total.
+    let total = match (args.by, &ledger_total) {
+        (Some(GroupBy::Branch), Some(l)) => render::Figures::from_ledger(l),
+        _ => report.summary.clone(),
+    };
+    let total_row = render::Row::new("Total".to_owned(), 0, String::new(), total);
+    let mut rows = report
+        .breakdown
+        .as_ref()
+        .map(|b| b.rows.clone())
+        .unwrap_or_default();
+    if args.csv {
+        rows.push(total_row);
+        return render::csv(args.by, &rows, out);
+    }
+    if !rows.is_empty() {
+        rows.push(total_row);
+    }
     let span = queries::usage_span(&conn, &filter)?;
     let header = render::header(&conn, &filter, span, zone)?;
     render::text(
         &report.summary,
-        report.breakdown.as_ref().map(|b| (b.by, b.rows.as_slice())),
+        report.breakdown.as_ref().map(|b| (b.by, rows.as_slice())),
         &header,
         args.width,
         out,
     )
+}
+
+/// Breakdown rows: telemetry's buckets plus what only transcripts saw in each (buckets only
+/// transcripts know are added), or for `branch` the ledger alone; ordered as the dimension is.
+fn breakdown_rows(
+    conn: &rusqlite::Connection,
+    filter: &Filter,
+    by: GroupBy,
+    zone: Zone,
+) -> anyhow::Result<Vec<render::Row>> {
+    let mut ledger: std::collections::HashMap<String, ledger::LedgerGroup> =
+        ledger::ledger_groups(conn, filter, Some(by), zone, &estimate)?
+            .into_iter()
+            .map(|g| (g.key.clone(), g))
+            .collect();
+    let mut rows = Vec::new();
+    if by != GroupBy::Branch {
+        for g in queries::breakdown(conn, filter, by, zone)? {
+            let l = ledger.remove(&g.key);
+            let first = l.as_ref().map_or(g.first_hour, |l| l.first_hour.min(g.first_hour));
+            let started = queries::format_time(conn, first, zone)?;
+            let figures = render::Figures::combined(&g.totals, l.as_ref().map(|l| &l.sums));
+            rows.push(render::Row::new(g.key, first, started, figures));
+        }
+    }
+    for (_, l) in ledger {
+        let started = queries::format_time(conn, l.first_hour, zone)?;
+        let figures = if by == GroupBy::Branch {
+            render::Figures::from_ledger(&l.sums)
+        } else {
+            if l.sums.transcript_only <= 0.0 {
+                continue;
+            }
+            render::Figures::combined(&Default::default(), Some(&l.sums))
+        };
+        rows.push(render::Row::new(l.key, l.first_hour, started, figures));
+    }
+    match by {
+        GroupBy::Day | GroupBy::Week | GroupBy::Month => {
+            rows.sort_by(|a, b| a.key().cmp(b.key()))
+        }
+        GroupBy::Session => rows.sort_by(|a, b| {
+            (a.first_hour(), a.key()).cmp(&(b.first_hour(), b.key()))
+        }),
+        GroupBy::Model | GroupBy::Project | GroupBy::Branch => rows.sort_by(|a, b| {
+            b.cost()
+                .total_cmp(&a.cost())
+                .then_with(|| a.key().cmp(b.key()))
+        }),
+    }
+    Ok(rows)
 }
 
 /// Turns a time spec into Unix seconds. Dates are midnights in `zone`; an `--until` date

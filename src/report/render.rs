@@ -7,7 +7,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::figures;
-use crate::store::queries::{self, Filter, Group, GroupBy, Totals, Zone};
+use crate::history::prices::PRICE_TABLE_VERSION;
+use crate::store::ledger::LedgerSums;
+use crate::store::queries::{self, Filter, GroupBy, Totals, Zone};
 
 /// The figures of a summary or of one breakdown row (JSON field names are the schema).
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +33,25 @@ pub(super) struct Figures {
     edit_decisions: Decisions,
     /// Sums of `api_request` event fields, kept to cross-check the metric-based totals.
     events: EventSums,
+    /// The part of `cost_usd` estimated from the price table (requests seen only in
+    /// transcripts, where claude reported no cost); 0 when all of it is claude's own.
+    cost_estimated_usd: f64,
+    /// `telemetry` (all of the cost is claude's own), `estimated` or `mixed`.
+    cost_basis: &'static str,
+    /// The embedded price table estimates come from.
+    price_table: &'static str,
+    /// Requests seen only in transcripts whose model the price table does not know (their
+    /// cost is missing from `cost_usd`).
+    unpriced_requests: u64,
+    /// The request ledger's provenance counts: each request once, by who saw it.
+    requests_by_source: Sources,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct Sources {
+    telemetry: u64,
+    transcript: u64,
+    both: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,7 +175,64 @@ impl Figures {
                 cache_creation_1h_tokens: (t.api_cache_split_requests > 0.0)
                     .then(|| count(t.api_cache_creation_1h_tokens)),
             },
+            cost_estimated_usd: 0.0,
+            cost_basis: "telemetry",
+            price_table: PRICE_TABLE_VERSION,
+            unpriced_requests: 0,
+            requests_by_source: Sources::default(),
         }
+    }
+
+    /// Telemetry's figures plus the requests only transcripts saw (each request once).
+    pub(super) fn combined(t: &Totals, ledger: Option<&LedgerSums>) -> Figures {
+        let Some(l) = ledger else {
+            return Figures::from_totals(t);
+        };
+        let mut t = *t;
+        t.sessions += l.sessions_only_in_transcripts;
+        t.api_requests += l.transcript_only;
+        t.input_tokens += l.transcript_tokens[0];
+        t.output_tokens += l.transcript_tokens[1];
+        t.cache_read_tokens += l.transcript_tokens[2];
+        t.cache_creation_tokens += l.transcript_tokens[3];
+        t.cost_usd += l.estimated_cost_usd;
+        let mut f = Figures::from_totals(&t);
+        f.mark(l, t.cost_usd);
+        f
+    }
+
+    /// The ledger alone (the `--by branch` view: telemetry's metrics carry no branch).
+    pub(super) fn from_ledger(l: &LedgerSums) -> Figures {
+        let t = Totals {
+            sessions: l.sessions,
+            cost_usd: l.known_cost_usd + l.estimated_cost_usd,
+            input_tokens: l.tokens[0],
+            output_tokens: l.tokens[1],
+            cache_read_tokens: l.tokens[2],
+            cache_creation_tokens: l.tokens[3],
+            api_requests: l.requests,
+            ..Totals::default()
+        };
+        let mut f = Figures::from_totals(&t);
+        f.mark(l, t.cost_usd);
+        f
+    }
+
+    fn mark(&mut self, l: &LedgerSums, cost: f64) {
+        self.cost_estimated_usd = l.estimated_cost_usd;
+        self.cost_basis = if l.estimated_cost_usd <= 0.0 {
+            "telemetry"
+        } else if l.estimated_cost_usd >= cost {
+            "estimated"
+        } else {
+            "mixed"
+        };
+        self.unpriced_requests = count(l.unpriced_requests);
+        self.requests_by_source = Sources {
+            telemetry: count(l.telemetry_only),
+            transcript: count(l.transcript_only),
+            both: count(l.both),
+        };
     }
 }
 
@@ -173,13 +251,28 @@ pub(super) struct Row {
 }
 
 impl Row {
-    pub(super) fn from_group(g: &Group, started: String) -> Row {
+    pub(super) fn new(key: String, first_hour: i64, started: String, figures: Figures) -> Row {
         Row {
-            key: g.key.clone(),
-            first_hour: g.first_hour,
+            key,
+            first_hour,
             started,
-            figures: Figures::from_totals(&g.totals),
+            figures,
         }
+    }
+
+    /// The bucket's cost, for ordering.
+    pub(super) fn cost(&self) -> f64 {
+        self.figures.cost_usd
+    }
+
+    /// The bucket key.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Start of the bucket's first hour.
+    pub(super) fn first_hour(&self) -> i64 {
+        self.first_hour
     }
 }
 
@@ -229,9 +322,65 @@ pub(super) fn text(
             writeln!(out, "No rows for this breakdown.")?;
         } else {
             writeln!(out, "{}", breakdown_table(by, rows, width))?;
+            if rows.iter().any(|r| r.figures.cost_estimated_usd > 0.0) {
+                writeln!(
+                    out,
+                    "* partly estimated from the price table ({PRICE_TABLE_VERSION}): requests \
+                     seen only in transcripts, where claude reported no cost"
+                )?;
+            }
         }
     }
     Ok(())
+}
+
+/// The breakdown rows (or, without `--by`, the total alone) as CSV, a header first.
+pub(super) fn csv(by: Option<GroupBy>, rows: &[Row], out: &mut dyn Write) -> anyhow::Result<()> {
+    let key = by.map_or("range", |b| match b {
+        GroupBy::Day => "day",
+        GroupBy::Week => "week",
+        GroupBy::Month => "month",
+        GroupBy::Session => "session",
+        GroupBy::Model => "model",
+        GroupBy::Project => "project",
+        GroupBy::Branch => "branch",
+    });
+    writeln!(
+        out,
+        "{key},sessions,requests,cost_usd,cost_estimated_usd,input_tokens,output_tokens,\
+         cache_read_tokens,cache_creation_tokens,total_tokens,requests_telemetry_only,\
+         requests_transcript_only,requests_both"
+    )?;
+    for r in rows {
+        let f = &r.figures;
+        writeln!(
+            out,
+            "{},{},{},{:.6},{:.6},{},{},{},{},{},{},{},{}",
+            csv_field(&r.key),
+            f.sessions,
+            f.api.requests,
+            f.cost_usd,
+            f.cost_estimated_usd,
+            f.tokens.input,
+            f.tokens.output,
+            f.tokens.cache_read,
+            f.tokens.cache_creation,
+            f.tokens.total,
+            f.requests_by_source.telemetry,
+            f.requests_by_source.transcript,
+            f.requests_by_source.both
+        )?;
+    }
+    Ok(())
+}
+
+/// RFC 4180 quoting where a field needs it.
+fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_owned()
+    }
 }
 
 fn summary_table(f: &Figures, width: Option<u16>) -> Table {
@@ -249,7 +398,16 @@ fn summary_table(f: &Figures, width: Option<u16>) -> Table {
         .cost_per_1k_output_usd
         .map(|c| format!(" ({} per 1K output tokens)", money(c)))
         .unwrap_or_default();
-    row("Cost", format!("{}{per_1k}", money(f.cost_usd)));
+    let estimated = if f.cost_estimated_usd > 0.0 {
+        format!(
+            "; {} of it estimated from the price table ({}) for requests seen only in transcripts",
+            money(f.cost_estimated_usd),
+            f.price_table
+        )
+    } else {
+        String::new()
+    };
+    row("Cost", format!("{}{per_1k}{estimated}", money(f.cost_usd)));
     row(
         "Tokens",
         format!(
@@ -275,6 +433,18 @@ fn summary_table(f: &Figures, width: Option<u16>) -> Table {
             int(f.api.errors)
         ),
     );
+    let s = &f.requests_by_source;
+    if s.transcript + s.both + s.telemetry > 0 {
+        row(
+            "Seen by",
+            format!(
+                "telemetry and transcript {} · telemetry only {} · transcript only {}",
+                int(s.both),
+                int(s.telemetry),
+                int(s.transcript)
+            ),
+        );
+    }
     row("Prompts", int(f.prompts));
     row(
         "Lines of code",
@@ -329,6 +499,7 @@ fn breakdown_columns(by: GroupBy) -> Vec<Column> {
         GroupBy::Session => "Session",
         GroupBy::Model => "Model",
         GroupBy::Project => "Project",
+        GroupBy::Branch => "Branch",
     };
     let mut cols = vec![Column {
         header: key_header,
@@ -366,7 +537,15 @@ fn breakdown_columns(by: GroupBy) -> Vec<Column> {
         Column {
             header: "Cost",
             keep: 250,
-            cell: |r| money(r.figures.cost_usd),
+            // `*`: partly estimated from the price table (said under the table).
+            cell: |r| {
+                let star = if r.figures.cost_estimated_usd > 0.0 {
+                    "*"
+                } else {
+                    ""
+                };
+                format!("{}{star}", money(r.figures.cost_usd))
+            },
         },
         Column {
             header: "Input",

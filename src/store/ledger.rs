@@ -567,3 +567,213 @@ mod tests {
         assert_eq!(sums(&conn), s);
     }
 }
+
+/// Sums over ledger rollup rows of one bucket, with the estimated cost already priced.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct LedgerSums {
+    /// Requests in the ledger.
+    pub requests: f64,
+    /// Seen only by telemetry.
+    pub telemetry_only: f64,
+    /// Seen only in transcripts.
+    pub transcript_only: f64,
+    /// Seen by both.
+    pub both: f64,
+    /// Tokens of every request: input, output, cache read, cache creation.
+    pub tokens: [f64; 4],
+    /// Claude's own cost of the requests telemetry saw (USD).
+    pub known_cost_usd: f64,
+    /// Tokens of the requests seen only in transcripts: input, output, cache read, cache
+    /// creation (5m + 1h).
+    pub transcript_tokens: [f64; 4],
+    /// Their cost from the price table (USD).
+    pub estimated_cost_usd: f64,
+    /// Transcript-only requests whose model the price table does not know (cost 0).
+    pub unpriced_requests: f64,
+    /// Distinct sessions with ledger rows.
+    pub sessions: f64,
+    /// Distinct sessions with transcript-only requests that telemetry never saw at all.
+    pub sessions_only_in_transcripts: f64,
+}
+
+/// One bucket of a ledger breakdown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerGroup {
+    /// Bucket key (same forms as `queries::breakdown`'s).
+    pub key: String,
+    /// Start of the earliest hour in the bucket (Unix seconds).
+    pub first_hour: i64,
+    /// Its sums.
+    pub sums: LedgerSums,
+}
+
+/// The key expression of a ledger bucket; `None` for the whole range.
+fn ledger_key(by: Option<super::queries::GroupBy>, zone: super::queries::Zone) -> String {
+    use super::queries::{GroupBy, Zone};
+    let local = if zone == Zone::Local {
+        ", 'localtime'"
+    } else {
+        ""
+    };
+    match by {
+        None => "''".to_owned(),
+        Some(GroupBy::Day) => format!("strftime('%Y-%m-%d', r.hour, 'unixepoch'{local})"),
+        Some(GroupBy::Week) => {
+            format!("date(r.hour, 'unixepoch'{local}, 'weekday 0', '-6 days')")
+        }
+        Some(GroupBy::Month) => format!("strftime('%Y-%m', r.hour, 'unixepoch'{local})"),
+        Some(GroupBy::Session) => "coalesce(s.name, '')".to_owned(),
+        Some(GroupBy::Model) => "coalesce(m.name, '')".to_owned(),
+        Some(GroupBy::Project) => "coalesce(p.name, '')".to_owned(),
+        Some(GroupBy::Branch) => "coalesce(b.name, '')".to_owned(),
+    }
+}
+
+fn ledger_where(filter: &super::queries::Filter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    if let Some(since) = filter.since {
+        params.push(Value::Integer(since.div_euclid(3600) * 3600));
+        conds.push(format!("r.hour >= ?{}", params.len()));
+    }
+    if let Some(until) = filter.until {
+        params.push(Value::Integer(until));
+        conds.push(format!("r.hour < ?{}", params.len()));
+    }
+    if let Some(project) = &filter.project {
+        params.push(Value::Text(project.clone()));
+        conds.push(format!("coalesce(p.name, '') = ?{}", params.len()));
+    }
+    if conds.is_empty() {
+        (String::new(), params)
+    } else {
+        (format!("WHERE {}", conds.join(" AND ")), params)
+    }
+}
+
+const LEDGER_JOINS: &str = "FROM request_hourly r
+     LEFT JOIN labels s ON s.id = r.session
+     LEFT JOIN labels m ON m.id = r.model
+     LEFT JOIN labels p ON p.id = r.project
+     LEFT JOIN labels b ON b.id = r.branch";
+
+/// Ledger sums per bucket (one bucket when `by` is `None`), in no particular order. The
+/// transcript-only tokens are priced per (model, context tier) with `price`.
+pub fn ledger_groups(
+    conn: &rusqlite::Connection,
+    filter: &super::queries::Filter,
+    by: Option<super::queries::GroupBy>,
+    zone: super::queries::Zone,
+    price: &dyn Fn(&str, bool, [f64; 5]) -> Option<f64>,
+) -> Result<Vec<LedgerGroup>, super::StoreError> {
+    let key = ledger_key(by, zone);
+    let (where_sql, params) = ledger_where(filter);
+    let sql = format!(
+        "SELECT {key} AS k, min(r.hour), coalesce(m.name, ''), r.long,
+                sum(requests), sum(telemetry_only), sum(transcript_only), sum(both),
+                sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
+                sum(cache_creation_tokens), sum(cost_usd_micros),
+                sum(est_input_tokens), sum(est_output_tokens), sum(est_cache_read_tokens),
+                sum(est_cache_5m_tokens), sum(est_cache_1h_tokens)
+         {LEDGER_JOINS} {where_sql} GROUP BY k, r.model, r.long"
+    );
+    let mut groups: HashMap<String, LedgerGroup> = HashMap::new();
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    while let Some(row) = rows.next()? {
+        let k: String = row.get::<_, Option<String>>(0)?.unwrap_or_default();
+        let first: i64 = row.get(1)?;
+        let model: String = row.get(2)?;
+        let long: i64 = row.get(3)?;
+        let v: Vec<f64> = (4..18)
+            .map(|i| row.get::<_, Option<f64>>(i).map(|v| v.unwrap_or(0.0)))
+            .collect::<rusqlite::Result<_>>()?;
+        let g = groups.entry(k.clone()).or_insert_with(|| LedgerGroup {
+            key: k,
+            first_hour: first,
+            sums: LedgerSums::default(),
+        });
+        g.first_hour = g.first_hour.min(first);
+        let s = &mut g.sums;
+        s.requests += v[0];
+        s.telemetry_only += v[1];
+        s.transcript_only += v[2];
+        s.both += v[3];
+        for i in 0..4 {
+            s.tokens[i] += v[4 + i];
+        }
+        s.known_cost_usd += v[8] / 1e6;
+        let est = [v[9], v[10], v[11], v[12], v[13]];
+        s.transcript_tokens[0] += est[0];
+        s.transcript_tokens[1] += est[1];
+        s.transcript_tokens[2] += est[2];
+        s.transcript_tokens[3] += est[3] + est[4];
+        if est.iter().any(|x| *x > 0.0) {
+            match price(&model, long != 0, est) {
+                Some(c) => s.estimated_cost_usd += c,
+                None => s.unpriced_requests += v[2],
+            }
+        }
+    }
+    drop(rows);
+    let sql = format!(
+        "SELECT {key} AS k, count(DISTINCT nullif(r.session, 0)),
+                count(DISTINCT CASE WHEN r.transcript_only > 0 AND r.session != 0
+                    AND NOT EXISTS (SELECT 1 FROM usage_hourly u WHERE u.session_id = s.name)
+                    THEN r.session END)
+         {LEDGER_JOINS} {where_sql} GROUP BY k"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    while let Some(row) = rows.next()? {
+        let k: String = row.get::<_, Option<String>>(0)?.unwrap_or_default();
+        if let Some(g) = groups.get_mut(&k) {
+            g.sums.sessions = row.get(1)?;
+            g.sums.sessions_only_in_transcripts = row.get(2)?;
+        }
+    }
+    Ok(groups.into_values().collect())
+}
+
+/// Requests per (day, session) by provenance, for `report --check`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckRow {
+    /// Calendar day (`YYYY-MM-DD`) in the report's zone.
+    pub day: String,
+    /// Session id ('' when unknown).
+    pub session: String,
+    /// Requests seen only by telemetry.
+    pub telemetry_only: u64,
+    /// Requests seen only in transcripts.
+    pub transcript_only: u64,
+    /// Requests seen by both.
+    pub both: u64,
+}
+
+/// Provenance per (day, session), in day then session order.
+pub fn check_rows(
+    conn: &rusqlite::Connection,
+    filter: &super::queries::Filter,
+    zone: super::queries::Zone,
+) -> Result<Vec<CheckRow>, super::StoreError> {
+    let day = ledger_key(Some(super::queries::GroupBy::Day), zone);
+    let (where_sql, params) = ledger_where(filter);
+    let sql = format!(
+        "SELECT {day} AS d, coalesce(s.name, ''), sum(telemetry_only), sum(transcript_only),
+                sum(both)
+         {LEDGER_JOINS} {where_sql} GROUP BY d, r.session ORDER BY d, min(r.hour), 2"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+        Ok(CheckRow {
+            day: r.get(0)?,
+            session: r.get(1)?,
+            telemetry_only: r.get::<_, i64>(2)?.max(0) as u64,
+            transcript_only: r.get::<_, i64>(3)?.max(0) as u64,
+            both: r.get::<_, i64>(4)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+

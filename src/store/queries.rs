@@ -48,6 +48,8 @@ pub enum GroupBy {
     Model,
     /// `project` attribute.
     Project,
+    /// Git branch, where a transcript recorded it (requests telemetry alone saw have none).
+    Branch,
 }
 
 /// Raw sums over a set of rollup rows; derived figures are computed in `report::figures`.
@@ -171,11 +173,11 @@ pub struct Group {
 
 /// Whether any usage has been recorded at all (the report's "nothing yet" check).
 pub fn has_usage(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(
-        conn.query_row("SELECT EXISTS(SELECT 1 FROM usage_hourly)", [], |r| {
-            r.get(0)
-        })?,
-    )
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM usage_hourly) OR EXISTS(SELECT 1 FROM request_hourly)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Sums over every row the filter selects.
@@ -209,11 +211,13 @@ pub fn breakdown(
         GroupBy::Session => "session_id".to_owned(),
         GroupBy::Model => "model".to_owned(),
         GroupBy::Project => "project".to_owned(),
+        // Telemetry carries no branch: every telemetry row is in the '' bucket.
+        GroupBy::Branch => "''".to_owned(),
     };
     let order = match by {
         GroupBy::Day | GroupBy::Week | GroupBy::Month => "k",
         GroupBy::Session => "first_hour, k",
-        GroupBy::Model | GroupBy::Project => "cost DESC, k",
+        GroupBy::Model | GroupBy::Project | GroupBy::Branch => "cost DESC, k",
     };
     let (where_sql, params) = where_clause(filter);
     let sql = format!(
@@ -280,7 +284,12 @@ pub fn outbox_stats(conn: &Connection) -> Result<OutboxStats, StoreError> {
 /// Earliest and latest hour with usage, for the report header.
 pub fn usage_span(conn: &Connection, filter: &Filter) -> Result<Option<(i64, i64)>, StoreError> {
     let (where_sql, params) = where_clause(filter);
-    let sql = format!("SELECT min(hour), max(hour) FROM usage_hourly {where_sql}");
+    // The ledger's hours too: imported history may reach back before any telemetry.
+    let ledger_where = where_sql.replace("project =", "(SELECT name FROM labels WHERE id = project) =");
+    let sql = format!(
+        "SELECT min(h), max(h) FROM (SELECT hour AS h FROM usage_hourly {where_sql}
+         UNION ALL SELECT hour AS h FROM request_hourly {ledger_where})"
+    );
     let span: Option<(Option<i64>, Option<i64>)> = conn
         .query_row(&sql, params_from_iter(params.iter()), |r| {
             Ok((r.get(0)?, r.get(1)?))
