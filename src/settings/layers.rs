@@ -21,6 +21,9 @@ const RESERVED_ENV: &[&str] = &[
     "POLICY_FILE",
     "LAUNCHER_PID",
     "OTLP_HTTP_ENDPOINT",
+    // The background history import (src/history/background.rs).
+    "AUTO_IMPORT",
+    "IMPORT_LOCK",
 ];
 
 pub(super) fn file_layer(path: &Path, source: Source) -> Result<Layer, SettingsError> {

@@ -188,7 +188,10 @@ impl Sandbox {
             .set_env(
                 "CLAUDE_TELEMETRY_POLICY_FILE",
                 scratch.join("no-managed-policy.toml").display().to_string(),
-            );
+            )
+            // No background history import unless a test asks (tests/history.rs): what a test
+            // counts is then what telemetry alone stored, and no import outlives the test.
+            .set_env("CLAUDE_TELEMETRY_AUTO_IMPORT", "0");
         sandbox
     }
 
