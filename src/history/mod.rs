@@ -146,7 +146,7 @@ pub fn import(conn: &mut Connection, roots: &[PathBuf]) -> Result<Summary, Impor
     files.sort();
     summary.files = files.len() as u64;
     let states = ledger::file_states(conn)?;
-    let mut labels = HashMap::new();
+    let mut labels = ledger::Labels::default();
     let mut pending: Vec<(String, FileState, Vec<Record>)> = Vec::new();
     let mut pending_rows = 0usize;
     for path in &files {
@@ -196,7 +196,7 @@ pub fn import(conn: &mut Connection, roots: &[PathBuf]) -> Result<Summary, Impor
 /// Writes the records and file states gathered so far in one transaction.
 fn write(
     conn: &mut Connection,
-    labels: &mut HashMap<(u8, String), i64>,
+    labels: &mut ledger::Labels,
     pending: &mut Vec<(String, FileState, Vec<Record>)>,
     summary: &mut Summary,
 ) -> Result<(), ImportError> {
@@ -302,4 +302,84 @@ fn read_file(
     state.lines = line_no;
     state.tail = tail;
     Ok((state, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(request: &str, output: u64) -> String {
+        format!(
+            r#"{{"type":"assistant","sessionId":"s1","cwd":"/w/proj","gitBranch":"dev","timestamp":"2026-11-30T10:00:00Z","requestId":"{request}","message":{{"id":"m-{request}","model":"claude-sonnet-4-6","content":[{{"type":"text","text":"…"}}],"usage":{{"input_tokens":10,"output_tokens":{output},"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}}}}}"#
+        )
+    }
+
+    fn requests(conn: &Connection) -> (i64, i64) {
+        conn.query_row(
+            "SELECT count(*), coalesce(sum(output_tokens), 0) FROM requests",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn files_are_read_once_resumed_where_they_grew_and_reread_when_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("projects");
+        std::fs::create_dir_all(root.join("p")).unwrap();
+        let file = root.join("p").join("s1.jsonl");
+        let mut conn = crate::store::open_writer(&dir.path().join("store.db")).unwrap();
+        let roots = [root.clone()];
+        // Two copies of one response (one per content block), a partial copy first.
+        let text = format!("{}\n{}\n{{\"type\":\"user\"}}\n", line("r1", 3), line("r1", 30));
+        std::fs::write(&file, &text).unwrap();
+        let s = import(&mut conn, &roots).unwrap();
+        assert_eq!((s.requests_added, s.duplicates, s.other_lines), (1, 1, 1));
+        assert_eq!(requests(&conn), (1, 30), "the largest copy is kept");
+
+        let s = import(&mut conn, &roots).unwrap();
+        assert_eq!((s.files_unchanged, s.bytes_read), (1, 0));
+
+        // Growth: a new request, a garbage line and a line still being written.
+        let grown = format!("{text}{}\nnot json\n{}", line("r2", 5), &line("r3", 1)[..20]);
+        std::fs::write(&file, &grown).unwrap();
+        let s = import(&mut conn, &roots).unwrap();
+        assert_eq!((s.lines, s.requests_added, s.malformed_lines), (2, 1, 1));
+        assert!(s.problems[0].ends_with("s1.jsonl:5: not a JSON object"), "{s:?}");
+        assert_eq!(requests(&conn), (2, 35));
+
+        // The half line completes: only it is read.
+        std::fs::write(&file, format!("{text}{}\nnot json\n{}\n", line("r2", 5), line("r3", 1)))
+            .unwrap();
+        let s = import(&mut conn, &roots).unwrap();
+        assert_eq!((s.lines, s.requests_added), (1, 1));
+
+        // Rewritten with other content of the same length and more: read from the start.
+        std::fs::write(&file, format!("{}\n{}\n", line("r9", 7), line("r1", 30))).unwrap();
+        let s = import(&mut conn, &roots).unwrap();
+        assert_eq!((s.files_restarted, s.requests_added), (1, 1));
+        assert_eq!(requests(&conn), (4, 43));
+    }
+
+    #[test]
+    fn transcripts_are_found_under_claude_config_dir_else_both_home_locations() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            default_roots(&env(&[("CLAUDE_CONFIG_DIR", "/c1,/c2"), ("HOME", "/h")])),
+            [PathBuf::from("/c1/projects"), PathBuf::from("/c2/projects")]
+        );
+        assert_eq!(
+            default_roots(&env(&[("HOME", "/h")])),
+            [
+                PathBuf::from("/h/.claude/projects"),
+                PathBuf::from("/h/.config/claude/projects")
+            ]
+        );
+    }
 }

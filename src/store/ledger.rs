@@ -211,13 +211,16 @@ fn contribution(s: &Stored) -> (RollKey, Sums) {
 /// Writes records inside one transaction; [`LedgerTx::finish`] folds the rollup changes in.
 pub struct LedgerTx<'a, 't> {
     tx: &'a Transaction<'t>,
-    labels: &'a mut HashMap<(u8, String), i64>,
+    labels: &'a mut Labels,
     rollup: HashMap<RollKey, Sums>,
 }
 
+/// Label ids already looked up, per kind (kept across the transactions of one writer).
+pub type Labels = [HashMap<String, i64>; 4];
+
 impl<'a, 't> LedgerTx<'a, 't> {
     /// Starts writing in `tx`; `labels` caches label ids across transactions of one writer.
-    pub fn new(tx: &'a Transaction<'t>, labels: &'a mut HashMap<(u8, String), i64>) -> Self {
+    pub fn new(tx: &'a Transaction<'t>, labels: &'a mut Labels) -> Self {
         LedgerTx {
             tx,
             labels,
@@ -229,8 +232,7 @@ impl<'a, 't> LedgerTx<'a, 't> {
         if name.is_empty() {
             return Ok(0);
         }
-        let k = (kind as u8, name.to_owned());
-        if let Some(id) = self.labels.get(&k) {
+        if let Some(id) = self.labels[kind as usize].get(name) {
             return Ok(*id);
         }
         let mut ins = self
@@ -241,7 +243,7 @@ impl<'a, 't> LedgerTx<'a, 't> {
             .tx
             .prepare_cached("SELECT id FROM labels WHERE kind = ?1 AND name = ?2")?;
         let id: i64 = sel.query_row(params![kind as u8, name], |r| r.get(0))?;
-        self.labels.insert(k, id);
+        self.labels[kind as usize].insert(name.to_owned(), id);
         Ok(id)
     }
 
@@ -501,7 +503,7 @@ mod tests {
     }
 
     fn apply(conn: &mut rusqlite::Connection, recs: &[Record]) -> Vec<Change> {
-        let mut labels = HashMap::new();
+        let mut labels = Labels::default();
         let tx = conn.transaction().unwrap();
         let mut l = LedgerTx::new(&tx, &mut labels);
         let out = recs.iter().map(|r| l.apply(r).unwrap()).collect();

@@ -645,7 +645,7 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
     // The same requests into the ledger, where a transcript copy of each is merged with it.
     let with_ids: Vec<&ApiRow> = d.api.iter().filter(|a| a.request_id.is_some()).collect();
     if !with_ids.is_empty() {
-        let mut labels = HashMap::new();
+        let mut labels = super::ledger::Labels::default();
         let mut ledger = super::ledger::LedgerTx::new(tx, &mut labels);
         for a in with_ids {
             let t = a.tokens.map(|t| t.map_or(0, |v| v.max(0.0) as u64));
