@@ -183,10 +183,13 @@ fn run_session(
     };
 
     // History import in the background, from a thread: the fork never delays claude's start.
-    let data_dir = loaded.paths.data_dir.clone();
-    let _ = std::thread::Builder::new()
-        .name("history-import".to_owned())
-        .spawn(move || crate::history::background::start_in_background(&data_dir));
+    // With the store disabled there is nowhere to import to.
+    if settings.store.enabled {
+        let data_dir = loaded.paths.data_dir.clone();
+        let _ = std::thread::Builder::new()
+            .name("history-import".to_owned())
+            .spawn(move || crate::history::background::start_in_background(&data_dir));
+    }
     let interactive = terminal::is_tty(libc::STDIN_FILENO) && terminal::is_tty(libc::STDOUT_FILENO);
     let outcome = if interactive {
         child::run_pty(&spec, rt.handle())
