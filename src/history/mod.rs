@@ -99,6 +99,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds one file's counts (from a parsing thread).
+    fn absorb(&mut self, o: Summary) {
+        self.files_restarted += o.files_restarted;
+        self.bytes_read += o.bytes_read;
+        self.lines += o.lines;
+        self.usage_lines += o.usage_lines;
+        self.duplicates += o.duplicates;
+        self.other_lines += o.other_lines;
+        self.synthetic_lines += o.synthetic_lines;
+        self.malformed_lines += o.malformed_lines;
+        for p in o.problems {
+            self.problem(p);
+        }
+    }
+
     fn problem(&mut self, text: String) {
         if self.problems.len() < MAX_EXAMPLES {
             self.problems.push(text);
@@ -146,9 +161,8 @@ pub fn import(conn: &mut Connection, roots: &[PathBuf]) -> Result<Summary, Impor
     files.sort();
     summary.files = files.len() as u64;
     let states = ledger::file_states(conn)?;
-    let mut labels = ledger::Labels::default();
-    let mut pending: Vec<(String, FileState, Vec<Record>)> = Vec::new();
-    let mut pending_rows = 0usize;
+    // Which files changed: a `stat` each, on this thread.
+    let mut work: Vec<(String, &PathBuf, FileState)> = Vec::new();
     for path in &files {
         let key = path.display().to_string();
         let Ok(meta) = std::fs::metadata(path) else {
@@ -164,8 +178,7 @@ pub fn import(conn: &mut Connection, roots: &[PathBuf]) -> Result<Summary, Impor
             lines: 0,
             tail: Vec::new(),
         };
-        let old = states.get(&key);
-        if let Some(old) = old
+        if let Some(old) = states.get(&key)
             && old.size == now.size
             && old.mtime_ns == now.mtime_ns
             && old.inode == now.inode
@@ -173,25 +186,65 @@ pub fn import(conn: &mut Connection, roots: &[PathBuf]) -> Result<Summary, Impor
             summary.files_unchanged += 1;
             continue;
         }
-        match read_file(path, &key, old, now, &mut summary) {
-            Ok((state, records)) => {
-                pending_rows += records.len();
-                pending.push((key, state, records));
-            }
-            Err(e) => {
-                summary.unreadable_files += 1;
-                summary.problem(format!("{key}: {e}"));
-            }
-        }
-        if pending_rows >= ROWS_PER_TRANSACTION {
-            write(conn, &mut labels, &mut pending, &mut summary)?;
-            pending_rows = 0;
-        }
+        work.push((key, path, now));
     }
-    write(conn, &mut labels, &mut pending, &mut summary)?;
+    // Parsing runs on every core but one's share, the writer on this thread: files are
+    // independent (the ledger's merge does not depend on the order records arrive in).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(work.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (send, receive) = std::sync::mpsc::sync_channel::<Parsed>(threads * 4);
+    let mut labels = ledger::Labels::default();
+    let result = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let send = send.clone();
+            let (work, next, states) = (&work, &next, &states);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((key, path, now)) = work.get(i) else {
+                        break;
+                    };
+                    let mut part = Summary::default();
+                    let read = read_file(path, key, states.get(key), now.clone(), &mut part);
+                    if send.send((key.clone(), read, part)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(send);
+        let mut pending: Vec<(String, FileState, Vec<Record>)> = Vec::new();
+        let mut pending_rows = 0usize;
+        for (key, read, part) in receive {
+            summary.absorb(part);
+            match read {
+                Ok((state, records)) => {
+                    pending_rows += records.len();
+                    pending.push((key, state, records));
+                }
+                Err(e) => {
+                    summary.unreadable_files += 1;
+                    summary.problem(format!("{key}: {e}"));
+                }
+            }
+            if pending_rows >= ROWS_PER_TRANSACTION {
+                write(conn, &mut labels, &mut pending, &mut summary)?;
+                pending_rows = 0;
+            }
+        }
+        write(conn, &mut labels, &mut pending, &mut summary)
+    });
+    result?;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }
+
+/// One file's outcome from a parsing thread: its key, its new state and records (or why it
+/// could not be read), and its counts.
+type Parsed = (String, std::io::Result<(FileState, Vec<Record>)>, Summary);
 
 /// Writes the records and file states gathered so far in one transaction.
 fn write(

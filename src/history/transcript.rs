@@ -83,7 +83,9 @@ const USAGE_MARK: &[u8] = b"\"usage\"";
 /// Parses one line (without its newline). `file_key` makes the key of a record that has
 /// neither a request id nor a message id unique and stable across re-reads.
 pub fn parse(line: &[u8], file_key: &str) -> Result<Record, Skip> {
-    if memchr::memmem::find(line, USAGE_MARK).is_none() {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(USAGE_MARK));
+    if FINDER.find(line).is_none() {
         // Still reject what is plainly not a JSON object, so damage is counted.
         let trimmed = line.trim_ascii();
         if trimmed.is_empty() {
