@@ -45,8 +45,7 @@ fn sandbox(api: &FakeAnthropic, branch: &str) -> Sandbox {
 
 /// One `-p` turn of the real claude, through the launcher or directly.
 fn turn(s: &Sandbox, program: impl AsRef<std::ffi::OsStr>, prompt: &str) {
-    ok(s
-        .command(program)
+    ok(s.command(program)
         .args(["-p", prompt, "--allowedTools", "Bash", "--model", MODEL])
         .output()
         .unwrap());
@@ -108,7 +107,10 @@ fn assert_tokens(summary: &serde_json::Value, u: Usage) {
         ("cache_read", u.cache_read),
         ("cache_creation", u.cache_creation),
     ] {
-        assert_eq!(summary["tokens"][field], expected, "tokens.{field}: {summary}");
+        assert_eq!(
+            summary["tokens"][field], expected,
+            "tokens.{field}: {summary}"
+        );
     }
 }
 
@@ -140,10 +142,22 @@ fn imported_usage_equals_what_the_api_answered_and_importing_twice_changes_nothi
     let api = FakeAnthropic::with_usage(split_usage);
     let s = sandbox(&api, "feat/history");
     // claude itself, not the launcher: no telemetry at all, the transcript is all there is.
-    turn(&s, support::current_release().bin(), "first: RUN_BASH: echo imported");
+    turn(
+        &s,
+        support::current_release().bin(),
+        "first: RUN_BASH: echo imported",
+    );
     let main = api.total_usage(Some(QueryKind::Main));
-    let main_calls = api.calls().iter().filter(|c| c.query == QueryKind::Main).count();
-    assert!(main_calls >= 2, "a tool turn makes two main calls: {:?}", api.calls());
+    let main_calls = api
+        .calls()
+        .iter()
+        .filter(|c| c.query == QueryKind::Main)
+        .count();
+    assert!(
+        main_calls >= 2,
+        "a tool turn makes two main calls: {:?}",
+        api.calls()
+    );
 
     let first = import(&s, &[]);
     assert_eq!(first["requests_added"], main_calls, "{first}");
@@ -165,7 +179,10 @@ fn imported_usage_equals_what_the_api_answered_and_importing_twice_changes_nothi
     // Again: nothing read, nothing changed.
     let again = import(&s, &[]);
     assert_eq!(again["requests_added"], 0, "{again}");
-    assert_eq!(again["bytes_read"], 0, "unchanged files are not read: {again}");
+    assert_eq!(
+        again["bytes_read"], 0,
+        "unchanged files are not read: {again}"
+    );
     assert_eq!(again["files_unchanged"], again["files"], "{again}");
     assert_eq!(report(&s, &[])["summary"], summary);
 
@@ -183,20 +200,34 @@ fn imported_usage_equals_what_the_api_answered_and_importing_twice_changes_nothi
     )
     .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert!(lines[0].starts_with("branch,sessions,requests,cost_usd"), "{csv}");
-    assert!(lines[1].starts_with(&format!("feat/history,1,{main_calls},")), "{csv}");
-    assert!(lines[2].starts_with(&format!("Total,1,{main_calls},")), "{csv}");
+    assert!(
+        lines[0].starts_with("branch,sessions,requests,cost_usd"),
+        "{csv}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("feat/history,1,{main_calls},")),
+        "{csv}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("Total,1,{main_calls},")),
+        "{csv}"
+    );
 
     // Damage after the import: a garbage line and a half-written one. The garbage is named
     // by file and line and skipped; the half line waits; nothing is counted twice.
-    let file = transcripts(&projects_dir(&s)).pop().expect("claude wrote a transcript");
+    let file = transcripts(&projects_dir(&s))
+        .pop()
+        .expect("claude wrote a transcript");
     let lines_before = std::fs::read_to_string(&file).unwrap().lines().count();
     let mut text = std::fs::read(&file).unwrap();
     text.extend_from_slice(b"this is not json\n{\"type\":\"assistant\",\"usage\"");
     std::fs::write(&file, &text).unwrap();
     let damaged = import(&s, &[]);
     assert_eq!(damaged["malformed_lines"], 1, "{damaged}");
-    assert_eq!(damaged["lines"], 1, "only the new complete line is read: {damaged}");
+    assert_eq!(
+        damaged["lines"], 1,
+        "only the new complete line is read: {damaged}"
+    );
     let problem = damaged["problems"][0].as_str().unwrap();
     assert!(
         problem.contains(&format!("{}:{}:", file.display(), lines_before + 1)),
@@ -205,7 +236,8 @@ fn imported_usage_equals_what_the_api_answered_and_importing_twice_changes_nothi
     assert_eq!(report(&s, &[])["summary"], summary);
 
     // A rewritten file (shorter: truncated) is read again from its start, still once.
-    let original = &text[..text.len() - b"this is not json\n{\"type\":\"assistant\",\"usage\"".len()];
+    let original =
+        &text[..text.len() - b"this is not json\n{\"type\":\"assistant\",\"usage\"".len()];
     std::fs::write(&file, &original[..original.len() / 2]).unwrap();
     std::fs::write(&file, original).unwrap();
     let rewritten = import(&s, &[]);
@@ -223,7 +255,11 @@ fn a_request_seen_by_telemetry_and_a_transcript_counts_once() {
     turn(&s, LAUNCHER, "first: RUN_BASH: echo both");
     let before = report(&s, &[])["summary"].clone();
     let imported = import(&s, &[]);
-    let main_calls = api.calls().iter().filter(|c| c.query == QueryKind::Main).count();
+    let main_calls = api
+        .calls()
+        .iter()
+        .filter(|c| c.query == QueryKind::Main)
+        .count();
     let aux_calls = api.calls().len() - main_calls;
     assert_eq!(imported["requests_added"], 0, "{imported}");
     assert_eq!(imported["requests_merged"], main_calls, "{imported}");
@@ -231,14 +267,26 @@ fn a_request_seen_by_telemetry_and_a_transcript_counts_once() {
     assert_tokens(&summary, api.total_usage(None));
     let cost = summary["cost_usd"].as_f64().unwrap();
     assert!((cost - api.expected_cost_usd(None)).abs() < 1e-9, "{cost}");
-    assert_eq!(summary["cost_basis"], "telemetry", "claude's own cost: {summary}");
+    assert_eq!(
+        summary["cost_basis"], "telemetry",
+        "claude's own cost: {summary}"
+    );
     assert_eq!(summary["api"]["requests"], api.calls().len());
     assert_eq!(summary["sessions"], 1);
-    assert_eq!(summary["requests_by_source"]["both"], main_calls, "{summary}");
-    assert_eq!(summary["requests_by_source"]["telemetry"], aux_calls, "{summary}");
+    assert_eq!(
+        summary["requests_by_source"]["both"], main_calls,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["requests_by_source"]["telemetry"], aux_calls,
+        "{summary}"
+    );
     assert_eq!(summary["requests_by_source"]["transcript"], 0, "{summary}");
     for field in ["tokens", "cost_usd", "api", "sessions"] {
-        assert_eq!(summary[field], before[field], "{field} unchanged by the import");
+        assert_eq!(
+            summary[field], before[field],
+            "{field} unchanged by the import"
+        );
     }
     // The session appears once per breakdown.
     let by_session = report(&s, &["--by", "session"]);
@@ -257,9 +305,14 @@ fn a_session_whose_telemetry_was_lost_is_filled_from_its_transcript_and_named_by
     s.remove_env("CLAUDE_TELEMETRY_STORE__ENABLED");
     let lost: Vec<_> = api.calls()[kept_calls..].to_vec();
     let lost_main: Vec<_> = lost.iter().filter(|c| c.query == QueryKind::Main).collect();
-    let lost_usage = lost_main.iter().fold(Usage::default(), |a, c| a.add(c.usage));
+    let lost_usage = lost_main
+        .iter()
+        .fold(Usage::default(), |a, c| a.add(c.usage));
     let before = report(&s, &[])["summary"].clone();
-    assert_eq!(before["sessions"], 1, "the lost session is not in the store: {before}");
+    assert_eq!(
+        before["sessions"], 1,
+        "the lost session is not in the store: {before}"
+    );
 
     import(&s, &[]);
     let summary = report(&s, &[])["summary"].clone();
@@ -268,7 +321,10 @@ fn a_session_whose_telemetry_was_lost_is_filled_from_its_transcript_and_named_by
     assert_eq!(summary["api"]["requests"], kept_calls + lost_main.len());
     assert_eq!(summary["cost_basis"], "mixed", "{summary}");
     let estimated = summary["cost_estimated_usd"].as_f64().unwrap();
-    assert!((estimated - sonnet_cost(lost_usage)).abs() < 1e-9, "{estimated}");
+    assert!(
+        (estimated - sonnet_cost(lost_usage)).abs() < 1e-9,
+        "{estimated}"
+    );
 
     let check = report(&s, &["--check"]);
     assert_eq!(check["transcript_only"], lost_main.len(), "{check}");
@@ -282,7 +338,11 @@ fn a_session_whose_telemetry_was_lost_is_filled_from_its_transcript_and_named_by
     assert_eq!(gaps[0]["sessions"], 1, "{check}");
     assert_eq!(gaps[0]["requests"], lost_main.len(), "{check}");
     let text = String::from_utf8(
-        ok(s.command(LAUNCHER).args(["report", "--check"]).output().unwrap()).stdout,
+        ok(s.command(LAUNCHER)
+            .args(["report", "--check"])
+            .output()
+            .unwrap())
+        .stdout,
     )
     .unwrap();
     let day = gaps[0]["day"].as_str().unwrap();
@@ -291,8 +351,9 @@ fn a_session_whose_telemetry_was_lost_is_filled_from_its_transcript_and_named_by
         lost_main.len()
     );
     assert!(text.contains(&named), "{named:?} in:\n{text}");
-    let doctor = String::from_utf8_lossy(&s.command(LAUNCHER).arg("doctor").output().unwrap().stdout)
-        .into_owned();
+    let doctor =
+        String::from_utf8_lossy(&s.command(LAUNCHER).arg("doctor").output().unwrap().stdout)
+            .into_owned();
     assert!(
         doctor.contains(&format!("{} only in transcripts", lost_main.len())),
         "{doctor}"
@@ -311,7 +372,11 @@ fn the_launcher_imports_history_in_the_background_at_launch() {
     let mut s = sandbox(&api, "main");
     // A session run without the launcher: only its transcript knows it.
     turn(&s, support::current_release().bin(), "before the launcher");
-    let main_calls = api.calls().iter().filter(|c| c.query == QueryKind::Main).count();
+    let main_calls = api
+        .calls()
+        .iter()
+        .filter(|c| c.query == QueryKind::Main)
+        .count();
     s.set_env("CLAUDE_TELEMETRY_AUTO_IMPORT", "1");
     turn(&s, LAUNCHER, "with the launcher");
     let data = PathBuf::from(&s.env()["CLAUDE_TELEMETRY_DATA_DIR"]);

@@ -72,11 +72,14 @@ pub fn run(args: &ImportArgs, loaded: &Loaded, out: &mut dyn Write) -> anyhow::R
         summary.malformed_lines
     )?;
     if summary.files == 0 {
-        writeln!(out, "No transcripts found under: {}", summary.roots.join(", "))?;
+        writeln!(
+            out,
+            "No transcripts found under: {}",
+            summary.roots.join(", ")
+        )?;
     }
     for p in &summary.problems {
         writeln!(out, "  skipped {p}")?;
     }
     Ok(0)
 }
-

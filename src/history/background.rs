@@ -17,8 +17,7 @@ const STALE_LOCK: Duration = Duration::from_secs(10 * 60);
 /// terminal), unless one is already running or [`AUTO_IMPORT_ENV`] turns it off. Returns at
 /// once: the session never waits for it. Best effort: any failure only skips this import.
 pub fn start_in_background(data_dir: &Path) {
-    if std::env::var(AUTO_IMPORT_ENV).is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
-    {
+    if std::env::var(AUTO_IMPORT_ENV).is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false")) {
         return;
     }
     let lock = data_dir.join("import.lock");

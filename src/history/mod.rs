@@ -38,7 +38,10 @@ const MAX_EXAMPLES: usize = 10;
 /// may list several directories, comma-separated), else `~/.claude/projects` and
 /// `~/.config/claude/projects` (newer releases), those that exist.
 pub fn default_roots(env: &std::collections::BTreeMap<String, String>) -> Vec<PathBuf> {
-    if let Some(dirs) = env.get("CLAUDE_CONFIG_DIR").filter(|d| !d.trim().is_empty()) {
+    if let Some(dirs) = env
+        .get("CLAUDE_CONFIG_DIR")
+        .filter(|d| !d.trim().is_empty())
+    {
         return dirs
             .split(',')
             .map(str::trim)
@@ -385,7 +388,11 @@ mod tests {
         let mut conn = crate::store::open_writer(&dir.path().join("store.db")).unwrap();
         let roots = [root.clone()];
         // Two copies of one response (one per content block), a partial copy first.
-        let text = format!("{}\n{}\n{{\"type\":\"user\"}}\n", line("r1", 3), line("r1", 30));
+        let text = format!(
+            "{}\n{}\n{{\"type\":\"user\"}}\n",
+            line("r1", 3),
+            line("r1", 30)
+        );
         std::fs::write(&file, &text).unwrap();
         let s = import(&mut conn, &roots).unwrap();
         assert_eq!((s.requests_added, s.duplicates, s.other_lines), (1, 1, 1));
@@ -395,16 +402,26 @@ mod tests {
         assert_eq!((s.files_unchanged, s.bytes_read), (1, 0));
 
         // Growth: a new request, a garbage line and a line still being written.
-        let grown = format!("{text}{}\nnot json\n{}", line("r2", 5), &line("r3", 1)[..20]);
+        let grown = format!(
+            "{text}{}\nnot json\n{}",
+            line("r2", 5),
+            &line("r3", 1)[..20]
+        );
         std::fs::write(&file, &grown).unwrap();
         let s = import(&mut conn, &roots).unwrap();
         assert_eq!((s.lines, s.requests_added, s.malformed_lines), (2, 1, 1));
-        assert!(s.problems[0].ends_with("s1.jsonl:5: not a JSON object"), "{s:?}");
+        assert!(
+            s.problems[0].ends_with("s1.jsonl:5: not a JSON object"),
+            "{s:?}"
+        );
         assert_eq!(requests(&conn), (2, 35));
 
         // The half line completes: only it is read.
-        std::fs::write(&file, format!("{text}{}\nnot json\n{}\n", line("r2", 5), line("r3", 1)))
-            .unwrap();
+        std::fs::write(
+            &file,
+            format!("{text}{}\nnot json\n{}\n", line("r2", 5), line("r3", 1)),
+        )
+        .unwrap();
         let s = import(&mut conn, &roots).unwrap();
         assert_eq!((s.lines, s.requests_added), (1, 1));
 

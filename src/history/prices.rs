@@ -76,7 +76,11 @@ pub fn price(model: &str, long_context: bool) -> Option<Price> {
         .iter()
         .filter(|(prefix, _, _)| bare.starts_with(prefix))
         .max_by_key(|(prefix, _, _)| prefix.len())?;
-    Some(if long_context && *has_long { p.long() } else { *p })
+    Some(if long_context && *has_long {
+        p.long()
+    } else {
+        *p
+    })
 }
 
 /// Token sums to price: input, output, cache read, 5-minute and 1-hour cache writes.
@@ -133,7 +137,10 @@ mod tests {
 
     #[test]
     fn the_longest_prefix_wins_and_long_context_doubles_input() {
-        assert_eq!(price("claude-opus-4-1-20250805", false).unwrap().input, 15.0);
+        assert_eq!(
+            price("claude-opus-4-1-20250805", false).unwrap().input,
+            15.0
+        );
         assert_eq!(price("claude-opus-4-5-20251101", false).unwrap().input, 5.0);
         let long = price("claude-sonnet-4-5-20250929[1m]", true).unwrap();
         assert_eq!((long.input, long.output), (6.0, 22.5));

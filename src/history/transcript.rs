@@ -198,13 +198,19 @@ mod tests {
         ));
         assert!(matches!(parse(b"garbage", "f"), Err(Skip::Malformed(_))));
         let wrong = r#"{"type":"assistant","timestamp":"2026-11-30T10:00:00Z","message":{"usage":{"input_tokens":"many"}}}"#;
-        assert!(matches!(parse(wrong.as_bytes(), "f"), Err(Skip::Malformed(_))));
+        assert!(matches!(
+            parse(wrong.as_bytes(), "f"),
+            Err(Skip::Malformed(_))
+        ));
     }
 
     #[test]
     fn synthetic_replies_are_no_requests_and_missing_ids_fall_back() {
         let synthetic = LINE.replace("claude-sonnet-4-6", "<synthetic>");
-        assert_eq!(parse(synthetic.as_bytes(), "f").unwrap_err(), Skip::Synthetic);
+        assert_eq!(
+            parse(synthetic.as_bytes(), "f").unwrap_err(),
+            Skip::Synthetic
+        );
         let no_request = LINE.replace(r#""requestId":"req_1","#, "");
         assert_eq!(parse(no_request.as_bytes(), "f").unwrap().key, "msg:msg_1");
     }

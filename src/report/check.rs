@@ -47,11 +47,7 @@ pub struct Check {
 }
 
 /// Computes the check over the ledger.
-pub fn compute(
-    conn: &rusqlite::Connection,
-    filter: &Filter,
-    zone: Zone,
-) -> anyhow::Result<Check> {
+pub fn compute(conn: &rusqlite::Connection, filter: &Filter, zone: Zone) -> anyhow::Result<Check> {
     let rows = ledger::check_rows(conn, filter, zone)?;
     let mut c = Check::default();
     let mut days: BTreeMap<(String, &'static str), (u64, u64)> = BTreeMap::new();
@@ -92,7 +88,11 @@ pub fn one_line(c: &Check) -> String {
     if c.requests == 0 {
         return "no requests in the ledger yet (run claude through the launcher, or `claude-telemetry import`)".to_owned();
     }
-    let transcript_days = c.gaps.iter().filter(|g| g.seen_only_in == "transcript").count();
+    let transcript_days = c
+        .gaps
+        .iter()
+        .filter(|g| g.seen_only_in == "transcript")
+        .count();
     format!(
         "{} request(s): {} seen by telemetry and transcripts, {} only by telemetry, {} only in \
          transcripts ({} day(s) where telemetry missed requests; `report --check` names them)",
@@ -128,7 +128,9 @@ pub fn run(
     for g in &c.gaps {
         let why = match g.seen_only_in {
             "transcript" => "seen only in transcripts (telemetry missed them)",
-            _ => "seen only by telemetry (no transcript holds them: auxiliary calls, or transcripts deleted or not imported)",
+            _ => {
+                "seen only by telemetry (no transcript holds them: auxiliary calls, or transcripts deleted or not imported)"
+            }
         };
         writeln!(
             out,

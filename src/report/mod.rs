@@ -248,7 +248,9 @@ fn breakdown_rows(
     if by != GroupBy::Branch {
         for g in queries::breakdown(conn, filter, by, zone)? {
             let l = ledger.remove(&g.key);
-            let first = l.as_ref().map_or(g.first_hour, |l| l.first_hour.min(g.first_hour));
+            let first = l
+                .as_ref()
+                .map_or(g.first_hour, |l| l.first_hour.min(g.first_hour));
             let started = queries::format_time(conn, first, zone)?;
             let figures = render::Figures::combined(&g.totals, l.as_ref().map(|l| &l.sums));
             rows.push(render::Row::new(g.key, first, started, figures));
@@ -267,12 +269,10 @@ fn breakdown_rows(
         rows.push(render::Row::new(l.key, l.first_hour, started, figures));
     }
     match by {
-        GroupBy::Day | GroupBy::Week | GroupBy::Month => {
-            rows.sort_by(|a, b| a.key().cmp(b.key()))
+        GroupBy::Day | GroupBy::Week | GroupBy::Month => rows.sort_by(|a, b| a.key().cmp(b.key())),
+        GroupBy::Session => {
+            rows.sort_by(|a, b| (a.first_hour(), a.key()).cmp(&(b.first_hour(), b.key())))
         }
-        GroupBy::Session => rows.sort_by(|a, b| {
-            (a.first_hour(), a.key()).cmp(&(b.first_hour(), b.key()))
-        }),
         GroupBy::Model | GroupBy::Project | GroupBy::Branch => rows.sort_by(|a, b| {
             b.cost()
                 .total_cmp(&a.cost())

@@ -434,12 +434,9 @@ pub struct FileState {
 }
 
 /// Every file's read state, keyed by path.
-pub fn file_states(
-    conn: &rusqlite::Connection,
-) -> rusqlite::Result<HashMap<String, FileState>> {
-    let mut stmt = conn.prepare(
-        "SELECT path, size, mtime_ns, inode, offset, lines, tail FROM transcript_files",
-    )?;
+pub fn file_states(conn: &rusqlite::Connection) -> rusqlite::Result<HashMap<String, FileState>> {
+    let mut stmt = conn
+        .prepare("SELECT path, size, mtime_ns, inode, offset, lines, tail FROM transcript_files")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -660,6 +657,10 @@ const LEDGER_JOINS: &str = "FROM request_hourly r
      LEFT JOIN labels p ON p.id = r.project
      LEFT JOIN labels b ON b.id = r.branch";
 
+/// Prices transcript-only token sums (input, output, cache read, 5m and 1h writes) of one
+/// model and context tier; `None` for a model without a price. The report passes the table.
+pub type PriceFn = dyn Fn(&str, bool, [f64; 5]) -> Option<f64>;
+
 /// Ledger sums per bucket (one bucket when `by` is `None`), in no particular order. The
 /// transcript-only tokens are priced per (model, context tier) with `price`.
 pub fn ledger_groups(
@@ -667,7 +668,7 @@ pub fn ledger_groups(
     filter: &super::queries::Filter,
     by: Option<super::queries::GroupBy>,
     zone: super::queries::Zone,
-    price: &dyn Fn(&str, bool, [f64; 5]) -> Option<f64>,
+    price: &PriceFn,
 ) -> Result<Vec<LedgerGroup>, super::StoreError> {
     let key = ledger_key(by, zone);
     let (where_sql, params) = ledger_where(filter);
@@ -722,7 +723,7 @@ pub fn ledger_groups(
     let sql = format!(
         "SELECT {key} AS k, count(DISTINCT nullif(r.session, 0)),
                 count(DISTINCT CASE WHEN r.transcript_only > 0 AND r.session != 0
-                    AND NOT EXISTS (SELECT 1 FROM usage_hourly u WHERE u.session_id = s.name)
+                    AND s.name NOT IN (SELECT session_id FROM usage_hourly)
                     THEN r.session END)
          {LEDGER_JOINS} {where_sql} GROUP BY k"
     );
@@ -778,4 +779,3 @@ pub fn check_rows(
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
-

@@ -285,7 +285,10 @@ pub fn outbox_stats(conn: &Connection) -> Result<OutboxStats, StoreError> {
 pub fn usage_span(conn: &Connection, filter: &Filter) -> Result<Option<(i64, i64)>, StoreError> {
     let (where_sql, params) = where_clause(filter);
     // The ledger's hours too: imported history may reach back before any telemetry.
-    let ledger_where = where_sql.replace("project =", "(SELECT name FROM labels WHERE id = project) =");
+    let ledger_where = where_sql.replace(
+        "project =",
+        "(SELECT name FROM labels WHERE id = project) =",
+    );
     let sql = format!(
         "SELECT min(h), max(h) FROM (SELECT hour AS h FROM usage_hourly {where_sql}
          UNION ALL SELECT hour AS h FROM request_hourly {ledger_where})"
