@@ -188,6 +188,7 @@ impl Figures {
         let Some(l) = ledger else {
             return Figures::from_totals(t);
         };
+        let telemetry = *t;
         let mut t = *t;
         t.sessions += l.sessions_only_in_transcripts;
         t.api_requests += l.transcript_only;
@@ -197,6 +198,8 @@ impl Figures {
         t.cache_creation_tokens += l.transcript_tokens[3];
         t.cost_usd += l.estimated_cost_usd;
         let mut f = Figures::from_totals(&t);
+        // Transcripts record no duration: the mean stays over the requests telemetry timed.
+        f.api.mean_duration_ms = figures::mean_api_duration_ms(&telemetry);
         f.mark(l, t.cost_usd);
         f
     }
