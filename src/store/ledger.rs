@@ -651,11 +651,24 @@ fn ledger_where(filter: &super::queries::Filter) -> (String, Vec<rusqlite::types
     }
 }
 
-const LEDGER_JOINS: &str = "FROM request_hourly r
-     LEFT JOIN labels s ON s.id = r.session
-     LEFT JOIN labels m ON m.id = r.model
-     LEFT JOIN labels p ON p.id = r.project
-     LEFT JOIN labels b ON b.id = r.branch";
+/// `FROM request_hourly r` with only the label joins the statement names (each join is a
+/// lookup per rollup row): `s` session, `m` model, `p` project, `b` branch.
+fn ledger_from(sql_using: &str) -> String {
+    let mut from = "FROM request_hourly r".to_owned();
+    for (alias, column) in [
+        ("s", "session"),
+        ("m", "model"),
+        ("p", "project"),
+        ("b", "branch"),
+    ] {
+        if sql_using.contains(&format!("{alias}.name")) {
+            from.push_str(&format!(
+                " LEFT JOIN labels {alias} ON {alias}.id = r.{column}"
+            ));
+        }
+    }
+    from
+}
 
 /// Prices transcript-only token sums (input, output, cache read, 5m and 1h writes) of one
 /// model and context tier; `None` for a model without a price. The report passes the table.
@@ -672,6 +685,26 @@ pub fn ledger_groups(
 ) -> Result<Vec<LedgerGroup>, super::StoreError> {
     let key = ledger_key(by, zone);
     let (where_sql, params) = ledger_where(filter);
+    // Pre-aggregated on integer columns first (the filter applied), so the key's label
+    // lookups and calendar arithmetic run once per (hour, model, tier[, dimension]), not per
+    // rollup row.
+    let dimension = match by {
+        Some(super::queries::GroupBy::Session) => ", r.session AS session",
+        Some(super::queries::GroupBy::Project) => ", r.project AS project",
+        Some(super::queries::GroupBy::Branch) => ", r.branch AS branch",
+        _ => "",
+    };
+    let sums: Vec<String> = ROLL_COLUMNS
+        .iter()
+        .map(|c| format!("sum(r.{c}) AS {c}"))
+        .collect();
+    let inner_from = ledger_from(&where_sql);
+    let grouped = dimension.split(" AS ").next().unwrap_or("");
+    let inner = format!(
+        "SELECT r.hour AS hour, r.model AS model, r.long AS long{dimension}, {}
+         {inner_from} {where_sql} GROUP BY r.hour, r.model, r.long{grouped}",
+        sums.join(", ")
+    );
     let sql = format!(
         "SELECT {key} AS k, min(r.hour), coalesce(m.name, ''), r.long,
                 sum(requests), sum(telemetry_only), sum(transcript_only), sum(both),
@@ -679,7 +712,11 @@ pub fn ledger_groups(
                 sum(cache_creation_tokens), sum(cost_usd_micros),
                 sum(est_input_tokens), sum(est_output_tokens), sum(est_cache_read_tokens),
                 sum(est_cache_5m_tokens), sum(est_cache_1h_tokens)
-         {LEDGER_JOINS} {where_sql} GROUP BY k, r.model, r.long"
+         {{FROM}} GROUP BY k, r.model, r.long"
+    );
+    let sql = sql.replace(
+        "{FROM}",
+        &ledger_from(&sql).replace("FROM request_hourly r", &format!("FROM ({inner}) r")),
     );
     let mut groups: HashMap<String, LedgerGroup> = HashMap::new();
     let mut stmt = conn.prepare(&sql)?;
@@ -725,8 +762,9 @@ pub fn ledger_groups(
                 count(DISTINCT CASE WHEN r.transcript_only > 0 AND r.session != 0
                     AND s.name NOT IN (SELECT session_id FROM usage_hourly)
                     THEN r.session END)
-         {LEDGER_JOINS} {where_sql} GROUP BY k"
+         {{FROM}} {where_sql} GROUP BY k"
     );
+    let sql = sql.replace("{FROM}", &ledger_from(&sql));
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
     while let Some(row) = rows.next()? {
@@ -765,8 +803,9 @@ pub fn check_rows(
     let sql = format!(
         "SELECT {day} AS d, coalesce(s.name, ''), sum(telemetry_only), sum(transcript_only),
                 sum(both)
-         {LEDGER_JOINS} {where_sql} GROUP BY d, r.session ORDER BY d, min(r.hour), 2"
+         {{FROM}} {where_sql} GROUP BY d, r.session ORDER BY d, min(r.hour), 2"
     );
+    let sql = sql.replace("{FROM}", &ledger_from(&sql));
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
         Ok(CheckRow {
