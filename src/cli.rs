@@ -207,7 +207,9 @@ pub fn main() -> i32 {
         }),
         Command::Report(args) => with_settings(&[], |loaded| {
             let path = loaded.paths.store_file(&loaded.settings.store.path);
-            crate::report::run(&args, &path, &mut std::io::stdout().lock())?;
+            let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+            let budgets = crate::budget::current(loaded, &cwd)?;
+            crate::report::run_with_budgets(&args, &path, &budgets, &mut std::io::stdout().lock())?;
             Ok(0)
         }),
         Command::Up(args) => with_stack(|s| stack::run_up(&args, s)),

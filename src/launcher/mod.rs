@@ -169,6 +169,7 @@ fn run_session(
         .enable_all()
         .build()?;
     report_loosening(loaded);
+    say_budget(loaded);
     let upstream = upstream_for_this_run(loaded);
     let relay = start_relay(loaded, &upstream, &rt);
     let spec = match child_spec(loaded, &program, &args, relay.as_ref()) {
@@ -400,6 +401,20 @@ pub fn prepare_policy(loaded: &Loaded) -> Result<std::sync::Arc<Policy>, PolicyE
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let ctx = LaunchContext::detect(&policy_settings, &cwd, &loaded.paths.data_dir)?;
     Ok(std::sync::Arc::new(Policy::new(&policy_settings, &ctx)?))
+}
+
+/// One line before claude starts when spend is near (>= 80 %) or over a `[budget]` limit.
+/// A store that cannot be read degrades to a warning: budgets never stop a session.
+fn say_budget(loaded: &Loaded) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    match crate::budget::current(loaded, &cwd) {
+        Ok(standings) => {
+            if let Some(line) = standings.launch_line() {
+                eprintln!("{line}");
+            }
+        }
+        Err(e) => eprintln!("claude-telemetry: budgets not checked: {e}"),
+    }
 }
 
 /// A user or project setting that the administrator's policy overrode is said, not ignored.

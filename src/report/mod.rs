@@ -4,6 +4,7 @@
 //! The report only reads: it never blocks running launchers (WAL readers do not take the
 //! write lock) and it never prints prompt text, which the usage tables do not hold.
 
+mod budget;
 pub mod figures;
 mod render;
 
@@ -81,6 +82,9 @@ struct Report {
     filter: FilterOut,
     summary: render::Figures,
     breakdown: Option<Breakdown>,
+    /// Spend against each configured budget now (absent without `[budget]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budgets: Option<crate::budget::Standings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +102,19 @@ struct Breakdown {
 
 /// Runs the report over the store at `db_path`, writing tables or JSON to `out`.
 /// A missing or empty store is not an error: it prints a short explanation.
+#[allow(dead_code)] // callers without budgets (the report's tests)
 pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    run_with_budgets(args, db_path, &Default::default(), out)
+}
+
+/// [`run`], plus spend against the configured budgets (`budgets`, from `crate::budget`).
+pub fn run_with_budgets(
+    args: &ReportArgs,
+    db_path: &Path,
+    budgets: &crate::budget::Standings,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let budgets_out = (!budgets.0.is_empty()).then(|| budgets.clone());
     let zone = if args.utc { Zone::Utc } else { Zone::Local };
     let conn = crate::store::open_reader(db_path)
         .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
@@ -122,6 +138,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
                     by,
                     rows: Vec::new(),
                 }),
+                budgets: budgets_out,
             };
             serde_json::to_writer_pretty(&mut *out, &report)?;
             writeln!(out)?;
@@ -171,6 +188,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         },
         summary: render::Figures::from_totals(&totals),
         breakdown,
+        budgets: budgets_out,
     };
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
@@ -185,7 +203,9 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         &header,
         args.width,
         out,
-    )
+    )?;
+    budget::text(budgets, out)?;
+    Ok(())
 }
 
 /// Turns a time spec into Unix seconds. Dates are midnights in `zone`; an `--until` date
