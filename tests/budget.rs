@@ -253,3 +253,46 @@ fn a_bad_budget_names_the_file_line_and_key_and_claude_still_runs() {
     let before = before_claude(&out).join("\n");
     assert!(before.contains("budget.weekly"), "{before}");
 }
+
+#[test]
+fn the_budgets_reach_the_upstream_as_a_gauge_for_the_alert_rules() {
+    use support::OtlpSink;
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let mut s = Sandbox::for_launcher(&api, &sink.grpc_endpoint());
+    let fake = stand_in_claude(&s.scratch());
+    s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let project = s.project().to_path_buf();
+    std::fs::write(
+        project.join(".claude-telemetry.toml"),
+        "[budget]\nweekly = 40\n",
+    )
+    .unwrap();
+    launch(&s, &project, &[("CLAUDE_TELEMETRY_BUDGET__DAILY", "12.5")]);
+    let points = sink.points("claude_telemetry.budget");
+    let of = |period: &str| {
+        points
+            .iter()
+            .find(|p| p.attributes.get("budget.period").map(String::as_str) == Some(period))
+            .unwrap_or_else(|| panic!("a {period} point in {points:?}"))
+    };
+    let day = of("day");
+    assert_eq!(day.value, 12.5);
+    assert_eq!(day.attributes["budget.scope"], "machine");
+    let week = of("week");
+    assert_eq!(week.value, 40.0);
+    assert_eq!(week.attributes["budget.scope"], "project");
+    let name = project.file_name().unwrap().to_str().unwrap();
+    assert_eq!(week.resource["project.name"], name, "stamped by the relay");
+    assert_eq!(
+        week.resource["service.instance.id"],
+        "claude-telemetry-budget"
+    );
+    assert!(
+        !points
+            .iter()
+            .any(|p| p.attributes.contains_key("budget.period")
+                && p.attributes["budget.period"] == "month"),
+        "no monthly limit, no monthly point"
+    );
+}

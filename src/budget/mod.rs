@@ -7,6 +7,8 @@
 //! that project only (the `project.name` the relay stamps); a limit from the user file, the
 //! environment, a flag or a team budget (managed policy) counts everything on this machine.
 
+pub mod export;
+
 use std::fmt;
 use std::path::Path;
 
