@@ -6,6 +6,7 @@
 
 mod budget;
 pub mod figures;
+pub use budget::BudgetLine;
 mod render;
 
 use std::io::Write;
@@ -84,7 +85,7 @@ struct Report {
     breakdown: Option<Breakdown>,
     /// Spend against each configured budget now (absent without `[budget]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    budgets: Option<crate::budget::Standings>,
+    budgets: Option<Vec<BudgetLine>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,17 +105,17 @@ struct Breakdown {
 /// A missing or empty store is not an error: it prints a short explanation.
 #[allow(dead_code)] // callers without budgets (the report's tests)
 pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    run_with_budgets(args, db_path, &Default::default(), out)
+    run_with_budgets(args, db_path, &[], out)
 }
 
-/// [`run`], plus spend against the configured budgets (`budgets`, from `crate::budget`).
+/// [`run`], plus spend against the configured budgets (computed by the caller).
 pub fn run_with_budgets(
     args: &ReportArgs,
     db_path: &Path,
-    budgets: &crate::budget::Standings,
+    budgets: &[BudgetLine],
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let budgets_out = (!budgets.0.is_empty()).then(|| budgets.clone());
+    let budgets_out = (!budgets.is_empty()).then(|| budgets.to_vec());
     let zone = if args.utc { Zone::Utc } else { Zone::Local };
     let conn = crate::store::open_reader(db_path)
         .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
