@@ -14,6 +14,7 @@ mod otlp;
 
 #[path = "../src/settings"]
 mod settings {
+    pub mod budget;
     pub mod policy;
 }
 

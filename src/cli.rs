@@ -211,7 +211,9 @@ pub fn main() -> i32 {
         }),
         Command::Report(args) => with_settings(&[], |loaded| {
             let path = loaded.paths.store_file(&loaded.settings.store.path);
-            crate::report::run(&args, &path, &mut std::io::stdout().lock())?;
+            let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+            let budgets = budget_lines(&crate::budget::current(loaded, &cwd)?)?;
+            crate::report::run_with_budgets(&args, &path, &budgets, &mut std::io::stdout().lock())?;
             Ok(0)
         }),
         Command::Import(args) => with_settings(&[], |loaded| {
@@ -302,6 +304,31 @@ fn run_claude(claude_args: Vec<String>, flags: &[FlagOverride]) -> i32 {
         eprintln!("claude-telemetry: {e:#}");
         1
     })
+}
+
+/// The budget standings as rows of `report`'s budget section (text, and JSON with `level`).
+fn budget_lines(
+    standings: &crate::budget::Standings,
+) -> serde_json::Result<Vec<crate::report::BudgetLine>> {
+    use crate::budget::Level;
+    standings
+        .0
+        .iter()
+        .map(|s| {
+            let level = match s.level() {
+                Level::Under => "under",
+                Level::Near => "near",
+                Level::Over => "over",
+            };
+            let mut json = serde_json::to_value(s)?;
+            json["level"] = serde_json::Value::from(level);
+            Ok(crate::report::BudgetLine {
+                json,
+                text: s.to_string(),
+                level,
+            })
+        })
+        .collect()
 }
 
 fn with_settings(

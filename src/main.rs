@@ -1,5 +1,6 @@
 //! claude-telemetry: run Claude Code with its telemetry relayed through a local OTLP relay.
 
+mod budget;
 mod claude;
 mod cli;
 mod commands;

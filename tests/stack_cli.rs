@@ -57,7 +57,7 @@ fn validate_accepts_the_repository_and_the_embedded_files() {
         stdout(&out),
         stderr(&out)
     );
-    assert!(stdout(&out).contains("ok: 11 files"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ok: 12 files"), "{}", stdout(&out));
     let out = run(bin().args(["validate", "--embedded"]));
     assert_eq!(
         out.status.code(),

@@ -169,8 +169,10 @@ fn run_session(
         .enable_all()
         .build()?;
     report_loosening(loaded);
+    say_budget(loaded);
     let upstream = upstream_for_this_run(loaded);
     let relay = start_relay(loaded, &upstream, &rt);
+    let budget_export = relay.as_ref().and_then(|h| export_budgets(loaded, h, &rt));
     let spec = match child_spec(loaded, &program, &args, relay.as_ref()) {
         Ok(spec) => spec,
         Err(e) => {
@@ -213,6 +215,9 @@ fn run_session(
         }
     };
 
+    if let Some(task) = budget_export {
+        task.abort();
+    }
     if let Some(handle) = relay {
         let stats = handle.stats.clone();
         let deadline = Duration::from_millis(settings.relay.drain_timeout_ms);
@@ -408,6 +413,48 @@ pub fn prepare_policy(loaded: &Loaded) -> Result<std::sync::Arc<Policy>, PolicyE
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let ctx = LaunchContext::detect(&policy_settings, &cwd, &loaded.paths.data_dir)?;
     Ok(std::sync::Arc::new(Policy::new(&policy_settings, &ctx)?))
+}
+
+/// One line before claude starts when spend is near (>= 80 %) or over a `[budget]` limit.
+/// A store that cannot be read degrades to a warning: budgets never stop a session.
+fn say_budget(loaded: &Loaded) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    match crate::budget::current(loaded, &cwd) {
+        Ok(standings) => {
+            if let Some(line) = standings.launch_line() {
+                eprintln!("{line}");
+            }
+        }
+        Err(e) => eprintln!("claude-telemetry: budgets not checked: {e}"),
+    }
+}
+
+/// While the session runs, the configured budgets go through the relay as a gauge once per
+/// metrics interval, for the stack's alert rules (see `budget::export`).
+fn export_budgets(
+    loaded: &Loaded,
+    relay: &RelayHandle,
+    rt: &tokio::runtime::Runtime,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let plan = crate::budget::Plan::from_settings(loaded, &cwd);
+    if plan.is_empty() {
+        return None;
+    }
+    let intake = relay.intake.clone();
+    let every = Duration::from_millis(loaded.settings.export.metrics_interval_ms);
+    Some(rt.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            if let Some(request) = crate::budget::export::budget_gauges(&plan, now) {
+                intake.accept(request).await;
+            }
+        }
+    }))
 }
 
 /// A user or project setting that the administrator's policy overrode is said, not ignored.

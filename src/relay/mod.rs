@@ -67,6 +67,8 @@ pub struct RelayHandle {
     /// Why the upstream could not be set up, when it could not (nothing is forwarded then).
     pub upstream_problem: Option<String>,
     pub stats: Arc<RelayStats>,
+    /// The pipeline's entry, for telemetry the launcher itself produces (budget gauges).
+    pub intake: Intake,
     outbox: Arc<Outbox>,
     stop_receiving: CancellationToken,
     stop_forwarding: CancellationToken,
@@ -131,7 +133,7 @@ pub async fn start(
         )),
         tokio::spawn(receive::http::serve(
             http_listener,
-            intake,
+            intake.clone(),
             bounds,
             stop_receiving.clone(),
         )),
@@ -161,6 +163,7 @@ pub async fn start(
         http_addr,
         upstream_problem,
         stats,
+        intake,
         outbox,
         stop_receiving,
         stop_forwarding,

@@ -4,8 +4,10 @@
 //! The report only reads: it never blocks running launchers (WAL readers do not take the
 //! write lock) and it never prints prompt text, which the usage tables do not hold.
 
+mod budget;
 pub mod check;
 pub mod figures;
+pub use budget::BudgetLine;
 mod render;
 
 use std::io::Write;
@@ -90,6 +92,9 @@ struct Report {
     filter: FilterOut,
     summary: render::Figures,
     breakdown: Option<Breakdown>,
+    /// Spend against each configured budget now (absent without `[budget]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budgets: Option<Vec<BudgetLine>>,
 }
 
 /// Prices the transcript-only token sums of one (model, tier).
@@ -122,7 +127,19 @@ struct Breakdown {
 
 /// Runs the report over the store at `db_path`, writing tables or JSON to `out`.
 /// A missing or empty store is not an error: it prints a short explanation.
+#[allow(dead_code)] // callers without budgets (the report's tests)
 pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    run_with_budgets(args, db_path, &[], out)
+}
+
+/// [`run`], plus spend against the configured budgets (computed by the caller).
+pub fn run_with_budgets(
+    args: &ReportArgs,
+    db_path: &Path,
+    budgets: &[BudgetLine],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let budgets_out = (!budgets.is_empty()).then(|| budgets.to_vec());
     let zone = if args.utc { Zone::Utc } else { Zone::Local };
     let conn = crate::store::open_reader(db_path)
         .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
@@ -146,6 +163,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
                     by,
                     rows: Vec::new(),
                 }),
+                budgets: budgets_out,
             };
             serde_json::to_writer_pretty(&mut *out, &report)?;
             writeln!(out)?;
@@ -196,6 +214,7 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         },
         summary,
         breakdown,
+        budgets: budgets_out,
     };
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
@@ -228,7 +247,9 @@ pub fn run(args: &ReportArgs, db_path: &Path, out: &mut dyn Write) -> anyhow::Re
         &header,
         args.width,
         out,
-    )
+    )?;
+    budget::text(budgets, out)?;
+    Ok(())
 }
 
 /// Breakdown rows: telemetry's buckets plus what only transcripts saw in each (buckets only

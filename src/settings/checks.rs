@@ -51,9 +51,29 @@ pub(super) fn validate_policy(
     policy: &policy::PolicySettings,
     provenance: &BTreeMap<String, Source>,
 ) -> Result<(), SettingsError> {
-    let Some(issue) = policy.validate().into_iter().next() else {
-        return Ok(());
-    };
+    match policy.validate().into_iter().next() {
+        Some(issue) => Err(locate_in_layer(&issue, provenance)),
+        None => Ok(()),
+    }
+}
+
+/// `[budget]` amounts (above zero, finite), located like the policy checks.
+pub(super) fn validate_budget(
+    budget: &super::budget::BudgetSettings,
+    provenance: &BTreeMap<String, Source>,
+) -> Result<(), SettingsError> {
+    match budget.validate().into_iter().next() {
+        Some(issue) => Err(locate_in_layer(&issue, provenance)),
+        None => Ok(()),
+    }
+}
+
+/// The error for `issue` at `file:line:col` of the file that set its key, else naming the
+/// variable or flag.
+fn locate_in_layer(
+    issue: &policy::PolicyIssue,
+    provenance: &BTreeMap<String, Source>,
+) -> SettingsError {
     let base = base_key(&issue.key);
     let source = provenance.get(&base).cloned().unwrap_or(Source::Default);
     let file = match &source {
@@ -63,14 +83,14 @@ pub(super) fn validate_policy(
     if let Some(path) = file
         && let Ok(text) = std::fs::read_to_string(&path)
     {
-        return Err(locate_issue(&issue, &text, &path.display().to_string()));
+        return locate_issue(issue, &text, &path.display().to_string());
     }
-    Err(SettingsError {
+    SettingsError {
         location: source.to_string(),
         key: issue.key.clone(),
         message: issue.message.clone(),
         suggestion: None,
-    })
+    }
 }
 
 /// `privacy.redact[2]` → `privacy.redact`; `resource.attributes."team.id"` → the table key.

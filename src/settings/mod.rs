@@ -4,6 +4,7 @@
 //! variable, or the flag) it came from. The merged result remembers which layer set each value,
 //! which `claude-telemetry config` prints.
 
+pub mod budget;
 mod checks;
 mod error;
 mod layers;
@@ -16,7 +17,7 @@ pub use error::SettingsError;
 pub use model::*;
 pub use paths::Paths;
 
-use checks::{load_managed, validate, validate_policy};
+use checks::{load_managed, validate, validate_budget, validate_policy};
 use layers::{env_layers, file_layer, flag_layer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +32,8 @@ pub enum Source {
     ProjectFile(PathBuf),
     Env(String),
     Flag(String),
+    /// The administrator's managed policy file (team budgets).
+    Managed(PathBuf),
 }
 
 impl fmt::Display for Source {
@@ -41,6 +44,7 @@ impl fmt::Display for Source {
             Source::ProjectFile(p) => write!(f, "project file {}", p.display()),
             Source::Env(v) => write!(f, "env {v}"),
             Source::Flag(v) => write!(f, "flag {v}"),
+            Source::Managed(p) => write!(f, "managed policy {}", p.display()),
         }
     }
 }
@@ -113,6 +117,8 @@ pub fn load(
     let (mut settings, provenance) = merge(&layers)?;
     validate(&settings, &provenance)?;
     validate_policy(&settings.policy(), &provenance)?;
+    validate_budget(&settings.budget, &provenance)?;
+    let mut provenance = provenance;
     let managed = match load_managed(env)? {
         Some((path, policy_file)) => {
             let user_set = |key: &str| {
@@ -122,10 +128,20 @@ pub fn load(
             };
             let merged = policy::merge_managed(&policy_file, &settings.policy(), &user_set);
             settings.set_policy(merged.effective);
+            let mut loosening = merged.loosening;
+            let (budget, over_ceiling, from_managed) =
+                budget::merge_managed_budget(&policy_file.budget, &settings.budget);
+            settings.budget = budget;
+            loosening.extend(over_ceiling);
+            for (key, managed) in budget::BUDGET_KEYS.iter().zip(from_managed) {
+                if managed {
+                    provenance.insert((*key).to_string(), Source::Managed(path.clone()));
+                }
+            }
             Some(Managed {
                 path,
                 locked: policy_file.locked_keys(),
-                loosening: merged.loosening,
+                loosening,
             })
         }
         None => None,

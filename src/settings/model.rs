@@ -20,6 +20,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// `[stack]`: the local observability stack (compose, images, ports, run-path start).
     pub stack: super::stack::StackSettings,
+    /// `[budget]`: daily / weekly / monthly spending limits (USD, local calendar periods).
+    pub budget: super::budget::BudgetSettings,
 }
 
 impl Settings {

@@ -427,7 +427,7 @@ pub struct ManagedResource {
 
 /// The policy sections of the administrator's file (e.g. `/etc/claude-telemetry/policy.toml`).
 /// Only keys present are locked; absent keys leave the user free.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct ManagedPolicy {
     /// `[privacy]`.
@@ -436,6 +436,8 @@ pub struct ManagedPolicy {
     pub cardinality: ManagedCardinality,
     /// `[resource]`.
     pub resource: ManagedResource,
+    /// `[budget]`: team budgets, each a ceiling a user or project may only lower.
+    pub budget: super::budget::BudgetSettings,
 }
 
 impl ManagedPolicy {
@@ -469,6 +471,7 @@ impl ManagedPolicy {
         for key in r.attributes.iter().flat_map(|a| a.keys()) {
             keys.push(format!("resource.attributes.{}", key_segment(key)));
         }
+        keys.extend(self.budget.set_keys());
         keys
     }
 
@@ -494,6 +497,7 @@ impl ManagedPolicy {
         if let Some(attrs) = &self.resource.attributes {
             check_resource_attributes(attrs, &mut issues);
         }
+        issues.extend(self.budget.validate());
         issues
     }
 }

@@ -228,3 +228,89 @@ fn nested_keys_from_the_environment_use_double_underscores() {
     .unwrap();
     assert_eq!(loaded.settings.claude.env["MY_VAR"], "x");
 }
+
+#[test]
+fn budgets_layer_user_project_env_and_name_their_source() {
+    let f = fixture(
+        Some("[budget]\ndaily = 10\nweekly = 50.5\n"),
+        Some("[budget]\ndaily = 4\n"),
+    );
+    let env = env(
+        &[("CLAUDE_TELEMETRY_BUDGET__MONTHLY", "200")],
+        &f.config_dir,
+    );
+    let loaded = load(&f.project, &env, &[]).unwrap();
+    let b = loaded.settings.budget;
+    assert_eq!(
+        (b.daily, b.weekly, b.monthly),
+        (Some(4.0), Some(50.5), Some(200.0))
+    );
+    assert!(matches!(
+        loaded.provenance.get("budget.daily"),
+        Some(Source::ProjectFile(_))
+    ));
+    assert!(matches!(
+        loaded.provenance.get("budget.weekly"),
+        Some(Source::UserFile(_))
+    ));
+    assert_eq!(
+        loaded.provenance.get("budget.monthly"),
+        Some(&Source::Env("CLAUDE_TELEMETRY_BUDGET__MONTHLY".into()))
+    );
+}
+
+#[test]
+fn a_bad_budget_names_file_line_and_key() {
+    let f = fixture(
+        None,
+        Some("[resource]\nproject_name = true\n[budget]\nweekly = -5\n"),
+    );
+    let err = load(&f.project, &env(&[], &f.config_dir), &[]).unwrap_err();
+    assert!(
+        err.location.ends_with(".claude-telemetry.toml:4:1"),
+        "{err}"
+    );
+    assert_eq!(err.key, "budget.weekly");
+    assert!(err.message.contains("above 0"), "{err}");
+    let f = fixture(Some("[budget]\ndaily = \"ten\"\n"), None);
+    let err = load(&f.project, &env(&[], &f.config_dir), &[]).unwrap_err();
+    assert!(err.location.ends_with("config.toml:2:9"), "{err}");
+    assert_eq!(err.key, "budget.daily");
+    let f = fixture(None, None);
+    let env = env(&[("CLAUDE_TELEMETRY_BUDGET__DAILY", "0")], &f.config_dir);
+    let err = load(&f.project, &env, &[]).unwrap_err();
+    assert_eq!(err.location, "env CLAUDE_TELEMETRY_BUDGET__DAILY");
+    assert_eq!(err.key, "budget.daily");
+}
+
+#[test]
+fn a_team_budget_in_the_managed_policy_caps_the_user_budget() {
+    let f = fixture(Some("[budget]\ndaily = 50\nweekly = 20\n"), None);
+    let policy = f.config_dir.join("policy.toml");
+    std::fs::write(&policy, "[budget]\ndaily = 25\nmonthly = 300\n").unwrap();
+    let env = env(
+        &[("CLAUDE_TELEMETRY_POLICY_FILE", policy.to_str().unwrap())],
+        &f.config_dir,
+    );
+    let loaded = load(&f.project, &env, &[]).unwrap();
+    let b = loaded.settings.budget;
+    assert_eq!(
+        (b.daily, b.weekly, b.monthly),
+        (Some(25.0), Some(20.0), Some(300.0))
+    );
+    assert_eq!(
+        loaded.provenance.get("budget.daily"),
+        Some(&Source::Managed(policy.clone()))
+    );
+    assert!(matches!(
+        loaded.provenance.get("budget.weekly"),
+        Some(Source::UserFile(_))
+    ));
+    let managed = loaded.managed.unwrap();
+    assert!(managed.locked.contains(&"budget.daily".to_string()));
+    assert_eq!(managed.loosening.len(), 1, "{:?}", managed.loosening);
+    assert_eq!(managed.loosening[0].key, "budget.daily");
+    std::fs::write(&policy, "[budget]\ndaily = 0\n").unwrap();
+    let err = load(&f.project, &env, &[]).unwrap_err();
+    assert!(err.location.ends_with("policy.toml:2:1"), "{err}");
+}

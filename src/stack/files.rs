@@ -46,6 +46,7 @@ pub const FILES: &[EmbeddedFile] = &[
     embed!("compose/docker-compose.yml"),
     embed!("config/otel-collector.yaml"),
     embed!("config/prometheus.yml"),
+    embed!("config/prometheus-rules.yml"),
     embed!("config/loki.yaml"),
     embed!("config/grafana/provisioning/datasources/datasources.yaml"),
     embed!("config/grafana/provisioning/dashboards/dashboards.yaml"),

@@ -337,7 +337,10 @@ fn check_collector(c: &mut Checker<'_>) {
             ("exporters", "exporters"),
         ] {
             for component in p[kind].as_vec().into_iter().flatten().filter_map(str_of) {
-                if doc[section][component].is_badvalue() {
+                // A connector (e.g. `count`) is an exporter of one pipeline and a receiver
+                // of another, defined under `connectors`.
+                let connector = kind != "processors" && !doc["connectors"][component].is_badvalue();
+                if doc[section][component].is_badvalue() && !connector {
                     c.fail(
                         rel,
                         format!("pipeline `{pipeline}` uses undefined {section} `{component}`"),
@@ -402,6 +405,48 @@ fn check_prometheus(c: &mut Checker<'_>) {
             rel,
             "`storage.tsdb.out_of_order_time_window` must be at least 1d: launches the relay replays late are otherwise rejected as out of bounds",
         );
+    }
+    check_prometheus_rules(c, rel, &doc);
+}
+
+/// Every `rule_files` entry of the Prometheus config is a stack file the compose file mounts
+/// beside it, and holds rule groups whose rules each have an `expr` and a name (promtool
+/// checks the expressions: tests/alerts.rs).
+fn check_prometheus_rules(c: &mut Checker<'_>, rel: &str, doc: &Yaml) {
+    let compose = c
+        .source
+        .read(COMPOSE_FILE)
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .unwrap_or_default();
+    for entry in doc["rule_files"].as_vec().into_iter().flatten() {
+        let Some(name) = str_of(entry) else {
+            c.fail(rel, "a `rule_files` entry is not a string");
+            continue;
+        };
+        let file = format!("config/{name}");
+        let mount = format!("../{file}:/etc/prometheus/{name}");
+        if !compose.contains(&mount) {
+            c.fail(
+                COMPOSE_FILE,
+                format!("Prometheus loads `{name}` but the compose file does not mount `{mount}`"),
+            );
+        }
+        let Some(rules) = c.yaml(&file) else { continue };
+        let groups = rules["groups"].as_vec().cloned().unwrap_or_default();
+        if groups.is_empty() {
+            c.fail(&file, "no rule `groups`");
+        }
+        for (g, group) in groups.iter().enumerate() {
+            for (r, rule) in group["rules"].as_vec().into_iter().flatten().enumerate() {
+                let named = str_of(&rule["alert"]).or_else(|| str_of(&rule["record"]));
+                if named.is_none() || str_of(&rule["expr"]).is_none() {
+                    c.fail(
+                        &file,
+                        format!("groups[{g}].rules[{r}] needs `alert` (or `record`) and `expr`"),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -1211,6 +1256,44 @@ mod tests {
             loki_index_resource_attributes(&ignored),
             vec!["service.name"]
         );
+    }
+
+    #[test]
+    fn an_unmounted_rules_file_and_a_rule_without_expr_are_reported() {
+        let all = findings_after_edits(&[
+            (
+                COMPOSE_FILE,
+                "      - ../config/prometheus-rules.yml:/etc/prometheus/prometheus-rules.yml:ro\n",
+                "",
+            ),
+            (
+                "config/prometheus-rules.yml",
+                "        expr: max by (window)",
+                "        exp: max by (window)",
+            ),
+        ]);
+        assert!(
+            all.contains("does not mount `../config/prometheus-rules.yml"),
+            "{all}"
+        );
+        assert!(
+            all.contains("groups[1].rules[0] needs `alert` (or `record`) and `expr`"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_through_a_defined_connector_is_valid_and_an_undefined_one_is_not() {
+        let all = findings_after_edits(&[(
+            "config/otel-collector.yaml",
+            "exporters: [otlp_http/loki, count]",
+            "exporters: [otlp_http/loki, count/missing]",
+        )]);
+        assert!(
+            all.contains("uses undefined exporters `count/missing`"),
+            "{all}"
+        );
+        assert!(!all.contains("`count`"), "{all}");
     }
 
     #[test]

@@ -333,3 +333,22 @@ fn where_clause(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         (format!("WHERE {}", conds.join(" AND ")), params)
     }
 }
+
+/// Unix seconds of the local midnights that start the day, the week (Monday) and the month
+/// containing `now`, for budgets. SQLite does the zone arithmetic (DST included).
+pub fn local_period_starts(conn: &Connection, now: i64) -> Result<[i64; 3], StoreError> {
+    let sql = "SELECT
+        CAST(strftime('%s', ?1, 'unixepoch', 'localtime', 'start of day', 'utc') AS INTEGER),
+        CAST(strftime('%s', ?1, 'unixepoch', 'localtime', 'start of day', 'weekday 0', '-6 days',
+                      'utc') AS INTEGER),
+        CAST(strftime('%s', ?1, 'unixepoch', 'localtime', 'start of month', 'utc') AS INTEGER)";
+    Ok(conn.query_row(sql, [now], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]))?)
+}
+
+/// `claude_code.cost.usage` (USD) over the rows the filter selects: the one figure a budget
+/// needs, without summing every rollup column.
+pub fn cost_usd(conn: &Connection, filter: &Filter) -> Result<f64, StoreError> {
+    let (where_sql, params) = where_clause(filter);
+    let sql = format!("SELECT total(cost_usd) FROM usage_hourly {where_sql}");
+    Ok(conn.query_row(&sql, params_from_iter(params.iter()), |r| r.get(0))?)
+}

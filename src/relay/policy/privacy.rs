@@ -81,6 +81,9 @@ const KEYS: &[(&str, Class)] = &[
     ("body", Class::Conversation),
     ("body_length", Class::Known),
     ("body_truncated", Class::Known),
+    // The launcher's own `claude_telemetry.budget` gauge (src/budget/export.rs).
+    ("budget.period", Class::Known),
+    ("budget.scope", Class::Known),
     ("cache_creation_1h_tokens", Class::Known),
     ("cache_creation_5m_tokens", Class::Known),
     ("cache_creation_tokens", Class::Known),
