@@ -243,12 +243,30 @@ impl Plan {
                 period: *period,
                 scope: scope.clone(),
                 limit_usd: *limit_usd,
-                spent_usd: queries::cost_usd(conn, &filter)?,
+                spent_usd: spent_usd(conn, &filter)?,
                 since,
             });
         }
         Ok(Standings(out))
     }
+}
+
+/// What was spent in `filter`'s range: claude's own cost from telemetry, plus the estimated
+/// cost of requests only Claude Code's transcripts saw (imported history), each request once,
+/// the same sum `report` shows.
+fn spent_usd(conn: &Connection, filter: &Filter) -> Result<f64, StoreError> {
+    let telemetry = queries::cost_usd(conn, filter)?;
+    let transcripts_only = crate::store::ledger::ledger_groups(
+        conn,
+        filter,
+        None,
+        queries::Zone::Local,
+        &crate::history::prices::estimate_parts,
+    )?
+    .into_iter()
+    .map(|g| g.sums.estimated_cost_usd)
+    .sum::<f64>();
+    Ok(telemetry + transcripts_only)
 }
 
 /// The current standing of every configured budget for a session in `cwd`, read from the

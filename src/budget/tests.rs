@@ -122,3 +122,59 @@ fn under_every_limit_there_is_no_launch_line() {
     assert_eq!(s.0[0].segment(), "day $4.50/$12.50");
     assert_eq!(s.most_pressing().map(|s| s.period), Some(Period::Day));
 }
+
+/// A request only a transcript saw (imported history) is spend too, priced as `report`
+/// prices it; one telemetry also saw is not counted a second time.
+#[test]
+fn imported_history_counts_toward_the_budget_once() {
+    use crate::store::ledger::{Labels, LedgerTx, Record, Source, Tokens};
+    let now = super::now_secs();
+    let (dir, conn) = seeded(now);
+    let [day, _, _] = queries::local_period_starts(&conn, now).unwrap();
+    let record = |key: &str, source: Source| Record {
+        key: key.to_owned(),
+        time_ns: ((day + 2 * 3600) as i64) * 1_000_000_000,
+        session: "s-imported".into(),
+        model: "claude-sonnet-4-6".into(),
+        project: "web".into(),
+        branch: None,
+        tokens: Tokens {
+            input: 100_000,
+            output: 0,
+            ..Tokens::default()
+        },
+        cost_usd: (source == Source::Telemetry).then_some(0.0),
+        source,
+    };
+    let mut writer = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let tx = writer.transaction().unwrap();
+    let mut labels = Labels::default();
+    let mut ledger = LedgerTx::new(&tx, &mut labels);
+    ledger
+        .apply(&record("req_only_transcript", Source::Transcript))
+        .unwrap();
+    ledger
+        .apply(&record("req_both", Source::Telemetry))
+        .unwrap();
+    ledger
+        .apply(&record("req_both", Source::Transcript))
+        .unwrap();
+    ledger.finish().unwrap();
+    tx.commit().unwrap();
+    let priced = crate::history::prices::estimate_parts(
+        "claude-sonnet-4-6",
+        false,
+        [100_000.0, 0.0, 0.0, 0.0, 0.0],
+    )
+    .expect("the price table knows sonnet 4.6");
+    assert!(priced > 0.0);
+    let plan = Plan {
+        limits: vec![(Period::Day, 100.0, Scope::Machine)],
+    };
+    let s = plan.standings(&conn, now).unwrap();
+    assert!(
+        (s.0[0].spent_usd - (4.5 + priced)).abs() < 1e-9,
+        "{} != 4.5 + {priced}",
+        s.0[0].spent_usd
+    );
+}

@@ -98,6 +98,23 @@ pub struct Priced {
     pub cache_1h: f64,
 }
 
+/// [`estimate`] over token sums in the order the store's ledger keeps them (input, output,
+/// cache read, 5m writes, 1h writes): the report and the budgets price transcript-only
+/// requests with this one function, so both say the same spend.
+pub fn estimate_parts(model: &str, long_context: bool, t: [f64; 5]) -> Option<f64> {
+    estimate(
+        model,
+        long_context,
+        &Priced {
+            input: t[0],
+            output: t[1],
+            cache_read: t[2],
+            cache_5m: t[3],
+            cache_1h: t[4],
+        },
+    )
+}
+
 /// The estimated cost in USD; `None` when the model is not in the table.
 pub fn estimate(model: &str, long_context: bool, t: &Priced) -> Option<f64> {
     let p = price(model, long_context)?;

@@ -97,21 +97,6 @@ struct Report {
     budgets: Option<Vec<BudgetLine>>,
 }
 
-/// Prices the transcript-only token sums of one (model, tier).
-fn estimate(model: &str, long: bool, t: [f64; 5]) -> Option<f64> {
-    crate::history::prices::estimate(
-        model,
-        long,
-        &crate::history::prices::Priced {
-            input: t[0],
-            output: t[1],
-            cache_read: t[2],
-            cache_5m: t[3],
-            cache_1h: t[4],
-        },
-    )
-}
-
 #[derive(Debug, Clone, Serialize)]
 struct FilterOut {
     since: Option<i64>,
@@ -191,10 +176,16 @@ pub fn run_with_budgets(
         return check::run(&conn, &filter, zone, args.json, out);
     }
     let totals = queries::totals(&conn, &filter)?;
-    let ledger_total = ledger::ledger_groups(&conn, &filter, None, zone, &estimate)?
-        .into_iter()
-        .next()
-        .map(|g| g.sums);
+    let ledger_total = ledger::ledger_groups(
+        &conn,
+        &filter,
+        None,
+        zone,
+        &crate::history::prices::estimate_parts,
+    )?
+    .into_iter()
+    .next()
+    .map(|g| g.sums);
     let summary = render::Figures::combined(&totals, ledger_total.as_ref());
     let breakdown = match args.by {
         Some(by) => Some(Breakdown {
@@ -260,11 +251,16 @@ fn breakdown_rows(
     by: GroupBy,
     zone: Zone,
 ) -> anyhow::Result<Vec<render::Row>> {
-    let mut ledger: std::collections::HashMap<String, ledger::LedgerGroup> =
-        ledger::ledger_groups(conn, filter, Some(by), zone, &estimate)?
-            .into_iter()
-            .map(|g| (g.key.clone(), g))
-            .collect();
+    let mut ledger: std::collections::HashMap<String, ledger::LedgerGroup> = ledger::ledger_groups(
+        conn,
+        filter,
+        Some(by),
+        zone,
+        &crate::history::prices::estimate_parts,
+    )?
+    .into_iter()
+    .map(|g| (g.key.clone(), g))
+    .collect();
     let mut rows = Vec::new();
     if by != GroupBy::Branch {
         for g in queries::breakdown(conn, filter, by, zone)? {
