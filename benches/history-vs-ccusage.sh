@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # History at scale, side by side with ccusage (issue 12):
 #   (a) generates transcripts of N API requests (default 1,000,000, about 2.7 GB) in the format
-#       the real Claude Code writes (benches/gen_transcripts.py) into a temporary directory;
+#       the real Claude Code writes (benches/gen_transcripts.rs) into a temporary directory;
 #   (b) runs `ccusage daily --json` on them (ccusage from npm, installed into the tests' cache),
 #       timing it and its peak RSS (/usr/bin/time -v), and checks its token totals against the
 #       generator's manifest;
@@ -23,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 failed=0
 fail() { echo "history-bench: FAIL: $*" >&2; failed=1; }
 
-for tool in python3 node npm /usr/bin/time; do
+for tool in cargo python3 node npm /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "history-bench: $tool is missing" >&2; exit 1; }
 done
 
@@ -45,8 +45,7 @@ fig() { awk -v what="$1" '{ printf "history-bench: %-34s %9.3f s, peak RSS %8.1f
 
 # --- (a) transcripts ---------------------------------------------------------------------
 claude_dir="$work/claude"
-python3 "$repo/benches/gen_transcripts.py" "$claude_dir" --requests "$requests" \
-  --manifest "$work/manifest.json"
+cargo bench --locked --bench gen_transcripts -- "$claude_dir" "$requests" "$work/manifest.json"
 size=$(du -sb "$claude_dir" | cut -f1)
 files=$(find "$claude_dir/projects" -name '*.jsonl' | wc -l)
 echo "history-bench: transcripts: $requests requests in $files files, $(awk -v s="$size" 'BEGIN { printf "%.2f GB", s / 1e9 }') on disk"

@@ -7,6 +7,7 @@
 #     from /usr/bin/time -v, each run in a fresh process on the file.
 # Targets: <= 300 MB per million requests; `report` <= 300 ms at <= 100 MiB.
 # Usage: bash benches/store-size.sh [REQUESTS]   (default 1000000)
+#        STORE_SIZE_KEEP=DIR keeps the store file there (e.g. to time a later migration of it).
 # Needs: cargo, sqlite3 (with dbstat, as Debian builds it), GNU time at /usr/bin/time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ sqlite3 "$db" "
                 sum(pgsize) / 1e6, sum(pgsize) * 1.0 / $requests, sum(ncell))
   FROM dbstat GROUP BY name ORDER BY sum(pgsize) DESC;"
 
-bin="$PWD/target/release/claude-telemetry"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/claude-telemetry"
 export CLAUDE_TELEMETRY_DATA_DIR="$work/data"
 export CLAUDE_TELEMETRY_CONFIG_DIR="$work/config"
 export CLAUDE_TELEMETRY_CACHE_DIR="$work/cache"
@@ -50,3 +51,7 @@ for args in "" "--by day" "--by session" "--by model" "--by day --json"; do
   awk -v a="${args:-(summary)}" -v m="$median" 'BEGIN { split(m, f, " ");
     printf "store-size: report %-16s median %5d ms, peak RSS %6.1f MiB\n", a, f[1], f[2] / 1024 }'
 done
+if [ -n "${STORE_SIZE_KEEP:-}" ]; then
+  mkdir -p "$STORE_SIZE_KEEP" && cp "$db" "$STORE_SIZE_KEEP/store.db"
+  echo "store-size: kept $STORE_SIZE_KEEP/store.db"
+fi

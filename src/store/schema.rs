@@ -246,6 +246,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version == CURRENT_VERSION {
         return Ok(());
     }
+    if version == 0 {
+        incremental_auto_vacuum(conn);
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read under the write lock: another process may have migrated meanwhile.
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -261,6 +264,25 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+/// A new file gets `auto_vacuum = INCREMENTAL`, so the pages an outbox frees after an outage
+/// (up to its 256 MiB bound) can be given back to the file system (`outbox::reclaim_free_pages`)
+/// instead of staying in the file for good. The mode can only be chosen while the file has no
+/// table, and in WAL mode only a VACUUM applies it: instant on an empty file. Best effort: when
+/// another process created the tables meanwhile, the file simply keeps the default mode.
+/// Files created before this version keep theirs (switching needs a VACUUM of the whole file).
+fn incremental_auto_vacuum(conn: &Connection) {
+    let empty = conn
+        .query_row("SELECT count(*) = 0 FROM sqlite_master", [], |r| {
+            r.get::<_, bool>(0)
+        })
+        .unwrap_or(false);
+    if empty {
+        let _ = conn
+            .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .and_then(|()| conn.execute_batch("VACUUM"));
+    }
 }
 
 #[cfg(test)]

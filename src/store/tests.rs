@@ -985,3 +985,45 @@ fn cost_and_token_points_are_summed_into_the_rollup_not_stored_one_by_one() {
         )
     );
 }
+
+#[test]
+fn pages_an_emptied_outbox_freed_go_back_to_the_file_system() {
+    let (_dir, path) = temp_db();
+    drop(Store::open(&path, big_bounds()).expect("open"));
+    let conn = raw(&path);
+    assert_eq!(count(&conn, "PRAGMA auto_vacuum"), 2, "a new file is incremental");
+    // 40 MiB of outbox rows (random bytes: they do not compress), then delivered.
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut body = vec![0u8; 64 * 1024];
+    for _ in 0..640 {
+        for b in body.iter_mut() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            *b = rng as u8;
+        }
+        conn.execute(
+            "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+             VALUES ('logs', 1, ?1, 1, 'none', ?2)",
+            rusqlite::params![body.len() as i64, body],
+        )
+        .expect("row");
+    }
+    conn.execute("DELETE FROM outbox", []).expect("delivered");
+    let size = |c: &Connection| count(c, "PRAGMA page_count") * count(c, "PRAGMA page_size");
+    let (before, free_before) = (size(&conn), count(&conn, "PRAGMA freelist_count"));
+    assert!(free_before > 10_000, "{free_before} free pages");
+    let mut rounds = 0;
+    while outbox::reclaim_free_pages(&conn).expect("reclaim") > 0 {
+        rounds += 1;
+        assert!(rounds < 100, "reclaim never ends");
+    }
+    let free_after = count(&conn, "PRAGMA freelist_count");
+    assert!(rounds > 1, "bounded per call: {rounds} round(s)");
+    assert!(
+        free_after <= 4096,
+        "{free_after} free pages left of {free_before}"
+    );
+    // 40 MiB freed, 16 MiB of it kept for the next rows.
+    assert!(size(&conn) < before - 20 * 1024 * 1024, "the file shrank");
+}
