@@ -188,12 +188,20 @@ fn main() {
                 lines += 2;
                 t += rng.uniform(0.5, 3.0);
             }
-            let model = if rng.below(10) == 0 { HAIKU } else { main_model };
+            let model = if rng.below(10) == 0 {
+                HAIKU
+            } else {
+                main_model
+            };
             let input = rng.range(1, 400);
             let output = rng.range(20, 2500);
             let read = rng.below(120_000);
             let c5m = rng.below(6000);
-            let c1h = if rng.below(4) == 0 { rng.below(3000) } else { 0 };
+            let c1h = if rng.below(4) == 0 {
+                rng.below(3000)
+            } else {
+                0
+            };
             let blocks: &[&str] = match rng.below(6) {
                 0 | 1 => &["tool_use"],
                 2 => &["text", "tool_use"],
@@ -216,7 +224,11 @@ fn main() {
                 } else {
                     String::new()
                 },
-                if v332 { r#","fallback_credit":null"# } else { "" }
+                if v332 {
+                    r#","fallback_credit":null"#
+                } else {
+                    ""
+                }
             );
             if v332 && i % 3 == 0 {
                 let _ = writeln!(

@@ -182,7 +182,14 @@ fn call(rng: &mut Rng, main: &'static str) -> Call {
 }
 
 /// The `api_request` record claude 2.1.332 exports (content switches off).
-fn api_request(session: &str, prompt: &str, seq: i64, t: u64, c: &Call, rng: &mut Rng) -> otlp::ExportRequest {
+fn api_request(
+    session: &str,
+    prompt: &str,
+    seq: i64,
+    t: u64,
+    c: &Call,
+    rng: &mut Rng,
+) -> otlp::ExportRequest {
     let mut attrs = common(session);
     attrs.extend([
         kv("event.name", "api_request"),
@@ -250,15 +257,16 @@ fn usage_metrics(session: &str, t: u64, calls: &[Call]) -> otlp::ExportRequest {
             }
             a
         };
-        let p = |v: f64, a: Vec<KeyValue>| opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
-            attributes: a,
-            start_time_unix_nano: t.saturating_sub(60_000_000_000),
-            time_unix_nano: t,
-            value: Some(
-                opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v),
-            ),
-            ..Default::default()
-        };
+        let p =
+            |v: f64, a: Vec<KeyValue>| opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
+                attributes: a,
+                start_time_unix_nano: t.saturating_sub(60_000_000_000),
+                time_unix_nano: t,
+                value: Some(
+                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v),
+                ),
+                ..Default::default()
+            };
         cost.push(p(of(&|c| c.cost), attrs(None)));
         tokens.push(p(of(&|c| c.input as f64), attrs(Some("input"))));
         tokens.push(p(of(&|c| c.output as f64), attrs(Some("output"))));
@@ -327,9 +335,18 @@ fn main() {
             }
             let t = start + r * REQUEST_GAP_NS;
             let c = call(&mut rng, main);
-            chunk.push(api_request(&session, &prompt, r as i64 * 3, t, &c, &mut rng));
+            chunk.push(api_request(
+                &session,
+                &prompt,
+                r as i64 * 3,
+                t,
+                &c,
+                &mut rng,
+            ));
             pending.push(c);
-            if pending.len() == metric_every || r + 1 == REQUESTS_PER_SESSION || sent + 1 == requests
+            if pending.len() == metric_every
+                || r + 1 == REQUESTS_PER_SESSION
+                || sent + 1 == requests
             {
                 chunk.push(usage_metrics(&session, t + 1_000_000_000, &pending));
                 pending.clear();

@@ -360,11 +360,9 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         let rollup = |c: &Connection| -> (f64, f64) {
-            c.query_row(
-                "SELECT cost_usd, input_tokens FROM usage_hourly",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            c.query_row("SELECT cost_usd, input_tokens FROM usage_hourly", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap()
         };
         let rollup_before = rollup(&conn);

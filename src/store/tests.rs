@@ -970,7 +970,16 @@ fn cost_and_token_points_are_summed_into_the_rollup_not_stored_one_by_one() {
                     sum(cache_read_tokens), sum(cache_creation_tokens), sum(active_cli_s)
              FROM usage_hourly",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )
         .expect("sums");
     assert!((sums.0 - 2.0 * u.cost_usd).abs() < 1e-12);
@@ -991,7 +1000,11 @@ fn pages_an_emptied_outbox_freed_go_back_to_the_file_system() {
     let (_dir, path) = temp_db();
     drop(Store::open(&path, big_bounds()).expect("open"));
     let conn = raw(&path);
-    assert_eq!(count(&conn, "PRAGMA auto_vacuum"), 2, "a new file is incremental");
+    assert_eq!(
+        count(&conn, "PRAGMA auto_vacuum"),
+        2,
+        "a new file is incremental"
+    );
     // 40 MiB of outbox rows (random bytes: they do not compress), then delivered.
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut body = vec![0u8; 64 * 1024];
