@@ -7,9 +7,9 @@
 //! Bash tool call): `user` prompt and tool-result lines, one `assistant` line per content block
 //! of a response — each repeating the response's message id, request id and whole `usage`
 //! (with the 5-minute / 1-hour `cache_creation` split) — and bookkeeping lines
-//! (`queue-operation`, `last-prompt`; on 2.1.332 also `api-request`). The fake API answers with
-//! one block; real responses often have two or three (thinking, text, tool_use), which is what
-//! makes transcripts repeat usage, so responses here have one to three.
+//! (`queue-operation`, `last-prompt`; on 2.1.332 also `api-request`, here one per prompt). The
+//! fake API answers with one block; real responses often have two or three (thinking, text,
+//! tool_use), which is what makes transcripts repeat usage, so responses here have one to three.
 //!
 //! Writes a manifest (JSON) with the true totals per model: the figures both ccusage and
 //! `claude-telemetry import` must reproduce. Deterministic for a given seed.
@@ -202,11 +202,11 @@ fn main() {
             } else {
                 0
             };
-            let blocks: &[&str] = match rng.below(6) {
-                0 | 1 => &["tool_use"],
-                2 => &["text", "tool_use"],
-                3 => &["thinking", "tool_use"],
-                4 => &["thinking", "text", "tool_use"],
+            let blocks: &[&str] = match rng.below(7) {
+                0..=2 => &["tool_use"],
+                3 => &["text", "tool_use"],
+                4 => &["thinking", "tool_use"],
+                5 => &["thinking", "text", "tool_use"],
                 _ => &["text"],
             };
             let thinking = if blocks.contains(&"thinking") {
@@ -230,7 +230,7 @@ fn main() {
                     ""
                 }
             );
-            if v332 && i % 3 == 0 {
+            if v332 && i % 6 == 0 {
                 let _ = writeln!(
                     out,
                     r#"{{"type":"api-request","sessionId":"{session}","id":"{}","timestamp":"{}","version":"2.1.332","querySource":"repl_main_thread","shapeHash":"{:016x}{:016x}{:016x}{:016x}","params":{{"model":"{model}","max_tokens":32000,"thinking":{{"type":"adaptive","display":"omitted"}},"output_config":{{"effort":"high"}}}},"thread":{{"type":"none"}},"keep":1}}"#,
