@@ -650,6 +650,8 @@ fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
                 if frames.is_some_and(|f| f > WAL_RESTART_FRAMES) {
                     let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
                 }
+                // Pages an emptied outbox freed go back to the file system, a few MiB a round.
+                let _ = outbox::reclaim_free_pages(&conn);
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }

@@ -378,6 +378,33 @@ pub(super) fn delivered(conn: &Connection, id: OutboxId) -> Result<bool, StoreEr
     Ok(n == 1)
 }
 
+/// Free pages kept in the file for the next rows (16 MiB): reclaiming below it would only make
+/// the next burst grow the file again.
+const KEEP_FREE_PAGES: i64 = 4096;
+
+/// Most pages given back per call (8 MiB), so the write lock it takes stays short.
+const RECLAIM_PAGES_PER_CALL: i64 = 2048;
+
+/// Gives free pages beyond [`KEEP_FREE_PAGES`] back to the file system, a bounded number per
+/// call (the checkpointer calls it about once a second). After an outage the outbox frees up to
+/// its size bound at once; without this the file would keep that size for good. A no-op on
+/// files without `auto_vacuum = INCREMENTAL` (created before schema version 5). Returns the
+/// pages given back.
+pub(super) fn reclaim_free_pages(conn: &Connection) -> Result<i64, StoreError> {
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    if mode != 2 || free <= KEEP_FREE_PAGES {
+        return Ok(0);
+    }
+    let pages = (free - KEEP_FREE_PAGES).min(RECLAIM_PAGES_PER_CALL);
+    // The pragma frees one page per step: run it to completion.
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    let left: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(free - left)
+}
+
 /// Clears `owner`'s claim on a row so it is deliverable again at once.
 pub(super) fn release(conn: &Connection, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
     let n = conn

@@ -258,8 +258,50 @@ CREATE TABLE transcript_files (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 5: compact metric points (issue 12: a million requests in <= 300 MB; they took
+/// 920 MB, 85 % of it in `metric_points`). What a point says besides its time, session and
+/// value (metric name, type, model, project, the attributes JSON, resource, temporality) is
+/// stored once per distinct combination in `metric_series`, and points refer to it by id: about
+/// 40 bytes a point instead of 170. From this version on, cost and token points that the
+/// rollup sums are not stored one by one at all (see `usage.rs`); the rows already stored are
+/// kept, converted. Absent texts become '' so the combination can be a UNIQUE key.
+const V5: &str = r#"
+CREATE TABLE metric_series (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    model       TEXT    NOT NULL,
+    project     TEXT    NOT NULL,
+    attrs_json  TEXT    NOT NULL,
+    resource_id INTEGER NOT NULL,
+    temporality INTEGER NOT NULL,
+    UNIQUE (name, type, model, project, attrs_json, resource_id, temporality)
+);
+INSERT INTO metric_series(name, type, model, project, attrs_json, resource_id, temporality)
+    SELECT DISTINCT name, ifnull(type, ''), ifnull(model, ''), project, ifnull(attrs_json, ''),
+                    ifnull(resource_id, 0), temporality
+    FROM metric_points;
+CREATE TABLE metric_points_v4 (
+    id       INTEGER PRIMARY KEY,
+    time_ns  INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    session  INTEGER REFERENCES sessions(id),
+    series   INTEGER NOT NULL REFERENCES metric_series(id),
+    value    REAL    NOT NULL
+);
+INSERT INTO metric_points_v4(id, time_ns, start_ns, session, series, value)
+    SELECT p.id, p.time_ns, p.start_ns, p.session, s.id, p.value
+    FROM metric_points p JOIN metric_series s
+      ON s.name = p.name AND s.type = ifnull(p.type, '') AND s.model = ifnull(p.model, '')
+     AND s.project = p.project AND s.attrs_json = ifnull(p.attrs_json, '')
+     AND s.resource_id = ifnull(p.resource_id, 0) AND s.temporality = p.temporality
+    ORDER BY p.id;
+DROP TABLE metric_points;
+ALTER TABLE metric_points_v4 RENAME TO metric_points;
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -270,6 +312,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == CURRENT_VERSION {
         return Ok(());
+    }
+    if version == 0 {
+        incremental_auto_vacuum(conn);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read under the write lock: another process may have migrated meanwhile.
@@ -288,9 +333,133 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A new file gets `auto_vacuum = INCREMENTAL`, so the pages an outbox frees after an outage
+/// (up to its 256 MiB bound) can be given back to the file system (`outbox::reclaim_free_pages`)
+/// instead of staying in the file for good. The mode can only be chosen while the file has no
+/// table, and in WAL mode only a VACUUM applies it: instant on an empty file. Best effort: when
+/// another process created the tables meanwhile, the file simply keeps the default mode.
+/// Files created before this version keep theirs (switching needs a VACUUM of the whole file).
+fn incremental_auto_vacuum(conn: &Connection) {
+    let empty = conn
+        .query_row("SELECT count(*) = 0 FROM sqlite_master", [], |r| {
+            r.get::<_, bool>(0)
+        })
+        .unwrap_or(false);
+    if empty {
+        let _ = conn
+            .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .and_then(|()| conn.execute_batch("VACUUM"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One version-3 `metric_points` row, every column.
+    type OldPoint = (
+        i64,
+        i64,
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        String,
+        f64,
+        i64,
+        Option<String>,
+        Option<i64>,
+    );
+
+    const OLD_POINTS: &str = "SELECT id, time_ns, start_ns, name, type, model, session, project,
+                                     value, temporality, attrs_json, resource_id
+                              FROM metric_points ORDER BY id";
+
+    fn old_point(r: &rusqlite::Row<'_>) -> rusqlite::Result<OldPoint> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+            r.get(11)?,
+        ))
+    }
+
+    #[test]
+    fn a_version_3_store_keeps_every_metric_point_and_rollup_row_when_migrated() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // As every store connection (`open_connection`): rows may name sessions not stored.
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        // Rows as the version-3 writer stored them: absent texts NULL, two points per series.
+        conn.execute_batch(
+            r#"INSERT INTO resources(id, attrs_json) VALUES (1, '{"service.name":"claude-code"}');
+            INSERT INTO metric_points(time_ns, start_ns, name, type, model, session, project,
+                                      value, temporality, attrs_json, resource_id) VALUES
+              (10, 5, 'claude_code.cost.usage', NULL, 'claude-opus-4-8[1m]', 1, 'api', 0.25, 1,
+               '{"query_source":"main"}', 1),
+              (11, 6, 'claude_code.token.usage', 'input', 'claude-opus-4-8[1m]', 1, 'api', 1200,
+               1, '{"query_source":"main"}', 1),
+              (12, 7, 'claude_code.cost.usage', NULL, 'claude-opus-4-8[1m]', 2, 'api', 0.5, 1,
+               '{"query_source":"main"}', 1),
+              (13, 8, 'claude_code.active_time.total', 'cli', NULL, NULL, '', 35, 1, NULL, NULL),
+              (14, 9, 'claude_code.active_time.total', 'cli', NULL, 2, '', 20, 2, NULL, 1);
+            INSERT INTO usage_hourly(hour, session_id, model, project, cost_usd, input_tokens)
+              VALUES (3600, 's1', 'claude-opus-4-8', 'api', 0.75, 1200);"#,
+        )
+        .unwrap();
+        let before: Vec<OldPoint> = conn
+            .prepare(OLD_POINTS)
+            .unwrap()
+            .query_map([], old_point)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let rollup = |c: &Connection| -> (f64, f64) {
+            c.query_row("SELECT cost_usd, input_tokens FROM usage_hourly", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        let rollup_before = rollup(&conn);
+
+        migrate(&mut conn).unwrap();
+
+        // The old rows, read back through their series, are what was stored ('' for NULL).
+        let after: Vec<OldPoint> = conn
+            .prepare(
+                "SELECT p.id, p.time_ns, p.start_ns, s.name, nullif(s.type, ''),
+                        nullif(s.model, ''), p.session, s.project, p.value, s.temporality,
+                        nullif(s.attrs_json, ''), nullif(s.resource_id, 0)
+                 FROM metric_points p JOIN metric_series s ON s.id = p.series ORDER BY p.id",
+            )
+            .unwrap()
+            .query_map([], old_point)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(after, before);
+        let series: i64 = conn
+            .query_row("SELECT count(*) FROM metric_series", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(series, 4, "two cost points share one series");
+        assert_eq!(rollup(&conn), rollup_before);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+    }
 
     #[test]
     fn a_version_1_store_migrates_and_keeps_its_rows_for_any_upstream() {

@@ -179,10 +179,10 @@ fn metric_model_suffix_and_bare_event_model_share_one_rollup_model() {
         .collect::<Result<_, _>>()
         .expect("rows");
     assert_eq!(models, vec!["claude-opus-4-8".to_owned()]);
-    // The raw point keeps what claude sent.
+    // The point's series keeps what claude sent.
     let raw_model: String = conn
-        .query_row("SELECT model FROM metric_points LIMIT 1", [], |r| r.get(0))
-        .expect("point");
+        .query_row("SELECT model FROM metric_series LIMIT 1", [], |r| r.get(0))
+        .expect("series");
     assert_eq!(raw_model, "claude-opus-4-8[1m]");
     let (cost, cache_read): (f64, f64) = conn
         .query_row(
@@ -924,4 +924,119 @@ fn cache_creation_split_is_stored_beside_the_total_never_added_to_it() {
         )
         .expect("sums");
     assert_eq!(sums, (100.0, 20.0, 30.0, 1.0));
+}
+
+#[test]
+fn cost_and_token_points_are_summed_into_the_rollup_not_stored_one_by_one() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let u = usage(3);
+    let request = || {
+        let mut metrics = fixtures::usage_points("s1", T0, "claude-opus-4-8", u);
+        metrics.push(fixtures::sum(
+            "claude_code.active_time.total",
+            vec![fixtures::point(
+                "s1",
+                T0,
+                35.0,
+                vec![fixtures::kv("type", "cli")],
+            )],
+        ));
+        fixtures::metrics(fixtures::resource(Some("alpha")), metrics)
+    };
+    store.append_blocking(request()).expect("metrics");
+    store.append_blocking(request()).expect("the same again");
+    drop(store);
+    let conn = raw(&path);
+    // Only the active-time points are rows; every point's series is known once.
+    assert_eq!(count(&conn, "SELECT count(*) FROM metric_points"), 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM metric_series"), 6);
+    let (name, kind, value, session): (String, String, f64, String) = conn
+        .query_row(
+            "SELECT s.name, s.type, p.value, x.session_id FROM metric_points p
+             JOIN metric_series s ON s.id = p.series JOIN sessions x ON x.id = p.session
+             LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("point");
+    assert_eq!(
+        (name.as_str(), kind.as_str(), value, session.as_str()),
+        ("claude_code.active_time.total", "cli", 35.0, "s1")
+    );
+    let sums: (f64, f64, f64, f64, f64, f64) = conn
+        .query_row(
+            "SELECT sum(cost_usd), sum(input_tokens), sum(output_tokens),
+                    sum(cache_read_tokens), sum(cache_creation_tokens), sum(active_cli_s)
+             FROM usage_hourly",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .expect("sums");
+    assert!((sums.0 - 2.0 * u.cost_usd).abs() < 1e-12);
+    assert_eq!(
+        (sums.1, sums.2, sums.3, sums.4, sums.5),
+        (
+            2.0 * u.input as f64,
+            2.0 * u.output as f64,
+            2.0 * u.cache_read as f64,
+            2.0 * u.cache_creation as f64,
+            70.0
+        )
+    );
+}
+
+#[test]
+fn pages_an_emptied_outbox_freed_go_back_to_the_file_system() {
+    let (_dir, path) = temp_db();
+    drop(Store::open(&path, big_bounds()).expect("open"));
+    let conn = raw(&path);
+    assert_eq!(
+        count(&conn, "PRAGMA auto_vacuum"),
+        2,
+        "a new file is incremental"
+    );
+    // 40 MiB of outbox rows (random bytes: they do not compress), then delivered.
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut body = vec![0u8; 64 * 1024];
+    for _ in 0..640 {
+        for b in body.iter_mut() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            *b = rng as u8;
+        }
+        conn.execute(
+            "INSERT INTO outbox(signal, items, bytes, received_ns, encoding, body)
+             VALUES ('logs', 1, ?1, 1, 'none', ?2)",
+            rusqlite::params![body.len() as i64, body],
+        )
+        .expect("row");
+    }
+    conn.execute("DELETE FROM outbox", []).expect("delivered");
+    let size = |c: &Connection| count(c, "PRAGMA page_count") * count(c, "PRAGMA page_size");
+    let (before, free_before) = (size(&conn), count(&conn, "PRAGMA freelist_count"));
+    assert!(free_before > 10_000, "{free_before} free pages");
+    let mut rounds = 0;
+    while outbox::reclaim_free_pages(&conn).expect("reclaim") > 0 {
+        rounds += 1;
+        assert!(rounds < 100, "reclaim never ends");
+    }
+    let free_after = count(&conn, "PRAGMA freelist_count");
+    assert!(rounds > 1, "bounded per call: {rounds} round(s)");
+    assert!(
+        free_after <= 4096,
+        "{free_after} free pages left of {free_before}"
+    );
+    // 40 MiB freed, 16 MiB of it kept for the next rows.
+    assert!(size(&conn) < before - 20 * 1024 * 1024, "the file shrank");
 }

@@ -128,19 +128,28 @@ struct RollupKey {
     project: String,
 }
 
+/// What a metric point says besides its time, session and value: stored once per distinct
+/// combination in `metric_series` (a few hundred in a year), referred to by id from each point.
+/// Absent values are '' (and resource 0) so the combination can be a UNIQUE key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    name: String,
+    kind: String,
+    model: String,
+    project: String,
+    attrs_json: String,
+    resource: usize,
+    temporality: i32,
+}
+
 #[derive(Debug)]
 struct PointRow {
     time_ns: i64,
     start_ns: i64,
-    name: String,
-    kind: Option<String>,
-    model: Option<String>,
     session: Option<String>,
-    project: String,
     value: f64,
-    temporality: i32,
-    attrs_json: Option<String>,
-    resource: usize,
+    /// Index into `Decoded::series`.
+    series: usize,
 }
 
 #[derive(Debug)]
@@ -199,6 +208,7 @@ struct SessionRow {
 #[derive(Debug, Default)]
 pub(super) struct Decoded {
     resources: Vec<String>,
+    series: Vec<SeriesKey>,
     points: Vec<PointRow>,
     api: Vec<ApiRow>,
     tools: Vec<ToolRow>,
@@ -291,6 +301,7 @@ impl Decoded {
         let model = attr_string(attrs, "model");
         let kind = attr_string(attrs, "type");
         self.touch_session(scope, attrs, &project, point.time_ns);
+        let mut summed_elsewhere = false;
         if temporality == DELTA && point.monotonic_sum {
             let v = point.value;
             let kind_str = kind.as_deref().unwrap_or_default();
@@ -316,6 +327,16 @@ impl Decoded {
                 }
                 _ => None,
             };
+            summed_elsewhere = matches!(
+                target,
+                Some(
+                    col::COST_USD
+                        | col::INPUT_TOKENS
+                        | col::OUTPUT_TOKENS
+                        | col::CACHE_READ_TOKENS
+                        | col::CACHE_CREATION_TOKENS
+                )
+            );
             if let Some(c) = target {
                 let sums = self.add(
                     point.time_ns,
@@ -339,19 +360,39 @@ impl Decoded {
             })
             .filter_map(|kv| Some((kv.key.as_str(), json_value(kv.value.as_ref()?)?)))
             .collect();
+        let key = SeriesKey {
+            name: name.to_owned(),
+            kind: kind.unwrap_or_default(),
+            model: model.unwrap_or_default(),
+            project,
+            attrs_json: if extra.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&extra).unwrap_or_default()
+            },
+            resource: scope.resource_index,
+            temporality,
+        };
+        let series = match self.series.iter().position(|s| *s == key) {
+            Some(i) => i,
+            None => {
+                self.series.push(key);
+                self.series.len() - 1
+            }
+        };
+        // Cost and token points summed into the rollup say nothing the rollup (per hour,
+        // session, model, project) and the `api_request` rows (per request) do not: only their
+        // series is recorded (what claude sent: the model's context suffix, the attributes).
+        // They were 5 of every 6 rows and 85 % of the store (see benches/store-size.sh).
+        if summed_elsewhere {
+            return;
+        }
         self.points.push(PointRow {
             time_ns: point.time_ns,
             start_ns: point.start_ns,
-            name: name.to_owned(),
-            kind,
-            model,
             session,
-            project,
             value: point.value,
-            temporality,
-            attrs_json: (!extra.is_empty())
-                .then(|| serde_json::to_string(&extra).unwrap_or_default()),
-            resource: scope.resource_index,
+            series,
         });
     }
 
@@ -589,25 +630,44 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
         }
     }
     let sid = |s: &Option<String>| s.as_deref().and_then(|s| session_ids.get(s).copied());
+    let mut series_ids = Vec::with_capacity(d.series.len());
+    if !d.series.is_empty() {
+        // INSERT OR IGNORE then SELECT: a known series (nearly always) writes no page.
+        let mut ins = tx.prepare_cached(
+            "INSERT OR IGNORE INTO metric_series(name, type, model, project, attrs_json,
+                                                 resource_id, temporality)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut sel = tx.prepare_cached(
+            "SELECT id FROM metric_series WHERE name = ?1 AND type = ?2 AND model = ?3
+                 AND project = ?4 AND attrs_json = ?5 AND resource_id = ?6 AND temporality = ?7",
+        )?;
+        for s in &d.series {
+            let values = params![
+                s.name,
+                s.kind,
+                s.model,
+                s.project,
+                s.attrs_json,
+                rid(s.resource).unwrap_or(0),
+                s.temporality
+            ];
+            ins.execute(values)?;
+            series_ids.push(sel.query_row(values, |r| r.get::<_, i64>(0))?);
+        }
+    }
     if !d.points.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO metric_points(time_ns, start_ns, name, type, model, session, project,
-                                       value, temporality, attrs_json, resource_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO metric_points(time_ns, start_ns, session, series, value)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for p in &d.points {
             stmt.execute(params![
                 p.time_ns,
                 p.start_ns,
-                p.name,
-                p.kind,
-                p.model,
                 sid(&p.session),
-                p.project,
-                p.value,
-                p.temporality,
-                p.attrs_json,
-                rid(p.resource)
+                series_ids.get(p.series).copied(),
+                p.value
             ])?;
         }
     }
