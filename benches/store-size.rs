@@ -18,6 +18,8 @@
 mod definitions;
 #[path = "../src/store/fixtures.rs"]
 mod fixtures;
+#[path = "../src/history/mod.rs"]
+mod history;
 #[path = "../src/otlp.rs"]
 mod otlp;
 #[path = "../src/report/mod.rs"]
