@@ -226,7 +226,7 @@ async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
 
 #[tokio::test]
 async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
-    use crate::relay::receive::grpc::RawCodec;
+    use crate::relay::rpc::RawCodec;
     let relay = start(
         &RelaySettings::default(),
         &local_only(),

@@ -49,7 +49,7 @@ fn count(conn: &Connection, sql: &str) -> i64 {
 
 /// What the outbox stores for `request` (compressed protobuf), which the size bound counts.
 fn stored_len(request: &ExportRequest) -> u64 {
-    outbox::Prepared::new(request, 0, None).body_len() as u64
+    outbox::Prepared::part(request, 0, None).body_len() as u64
 }
 
 fn big_bounds() -> StoreBounds {
