@@ -627,3 +627,42 @@ pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, Store
         last_error,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_bodies_keep_the_newest_within_their_budget_and_forget_rows_claimed_elsewhere() {
+        let mut hot = HotBodies::default();
+        let body = Bytes::from(vec![1u8; HOT_BYTES / 4]);
+        for id in 1..=6 {
+            hot.insert(OutboxId(id), body.clone());
+        }
+        assert!(hot.bytes <= HOT_BYTES);
+        assert_eq!(hot.take(OutboxId(1)), None, "the oldest went first");
+        assert_eq!(hot.take(OutboxId(6)).as_deref(), Some(&body[..]));
+        hot.forget_before(OutboxId(5));
+        assert_eq!(hot.take(OutboxId(4)), None);
+        assert!(hot.take(OutboxId(5)).is_some());
+        assert_eq!((hot.rows.len(), hot.bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_reused_compressor_gives_back_each_body_exactly() {
+        let bodies: Vec<Vec<u8>> = vec![
+            b"claude_code.api_request ".repeat(400),
+            (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect(),
+            b"short".to_vec(),
+            b"session.id=2b9d7c1e ".repeat(3000),
+        ];
+        for _ in 0..2 {
+            for body in &bodies {
+                let (encoding, packed) = compress(body);
+                assert_eq!(decompress(encoding, packed).as_deref(), Some(&body[..]));
+            }
+        }
+        assert_eq!(compress(&bodies[0]).0, "deflate");
+        assert_eq!(compress(&bodies[2]).0, "none");
+    }
+}
