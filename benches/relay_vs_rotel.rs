@@ -3,6 +3,7 @@
 //!
 //!   source ~/.cache/claude-telemetry-tests/env.sh && cargo bench --bench relay_vs_rotel
 //!   RELAY_BENCH_REQUESTS=2000 RELAY_BENCH_ROUNDS=5 cargo bench --bench relay_vs_rotel
+//!   RELAY_BENCH_BASELINE=/path/to/older/claude-telemetry cargo bench --bench relay_vs_rotel
 //!
 //! Each round starts one peer fresh, sends the same load to its OTLP/gRPC port on 127.0.0.1
 //! and stops it: the relay is the real launcher holding a stand-in claude session open, with
@@ -225,14 +226,16 @@ fn measure(pid: u32, grpc: SocketAddr, requests: usize) -> Round {
     }
 }
 
-fn relay_round(api: &FakeAnthropic, upstream: &str, requests: usize) -> Round {
+fn relay_round(api: &FakeAnthropic, upstream: &str, launcher: &str, requests: usize) -> Round {
     let mut sandbox = Sandbox::for_launcher(api, upstream);
     let scratch = sandbox.scratch();
     let claude = scratch.join("holding-claude");
     std::fs::write(
         &claude,
         format!(
-            "#!/bin/bash\necho \"$OTEL_EXPORTER_OTLP_ENDPOINT\" > {p}.tmp; mv {p}.tmp {p}\n\
+            "#!/bin/bash\n\
+             for a in \"$@\"; do case \"$a\" in --help|--version) exit 0;; esac; done\n\
+             echo \"$OTEL_EXPORTER_OTLP_ENDPOINT\" > {p}.tmp; mv {p}.tmp {p}\n\
              for _ in $(seq 3000); do [ -e {r} ] && exit 0; sleep 0.1; done\n",
             p = scratch.join("ports").display(),
             r = scratch.join("release").display()
@@ -245,7 +248,7 @@ fn relay_round(api: &FakeAnthropic, upstream: &str, requests: usize) -> Round {
         claude.display().to_string(),
     );
     let mut launcher = sandbox
-        .command(LAUNCHER)
+        .command(launcher)
         .args(["-p", "bench"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -289,14 +292,26 @@ fn main() {
         "relay vs rotel-agent: {rounds} alternating rounds of {requests} requests × \
          {RECORDS_PER_REQUEST} log records over {CONNECTIONS} gRPC connections"
     );
-    let (mut relay, mut rotel) = (Vec::new(), Vec::new());
+    // Another build of the launcher (say, the last commit's) as a third peer, for before/after
+    // figures from the same run.
+    let baseline_bin = std::env::var("RELAY_BENCH_BASELINE").ok();
+    let (mut relay, mut rotel, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let a = relay_round(&api, &upstream, requests);
+        let a = relay_round(&api, &upstream, LAUNCHER, requests);
         let b = rotel_round(requests);
-        println!(
+        let mut line = format!(
             "round {round}: relay {:>9.0} items/s {:>7.2} CPU ms/1k | rotel {:>9.0} items/s {:>7.2} CPU ms/1k",
             a.items_per_s, a.cpu_ms_per_1k, b.items_per_s, b.cpu_ms_per_1k
         );
+        if let Some(bin) = &baseline_bin {
+            let c = relay_round(&api, &upstream, bin, requests);
+            line.push_str(&format!(
+                " | baseline {:>9.0} items/s {:>7.2} CPU ms/1k",
+                c.items_per_s, c.cpu_ms_per_1k
+            ));
+            baseline.push(c);
+        }
+        println!("{line}");
         relay.push(a);
         rotel.push(b);
     }
@@ -311,6 +326,18 @@ fn main() {
     );
     println!("median: relay {ra:.0} items/s, {rc:.2} CPU ms per 1k items");
     println!("median: rotel {oa:.0} items/s, {oc:.2} CPU ms per 1k items");
+    if !baseline.is_empty() {
+        let (ba, bc) = (
+            med(&baseline, |r| r.items_per_s),
+            med(&baseline, |r| r.cpu_ms_per_1k),
+        );
+        println!("median: baseline relay {ba:.0} items/s, {bc:.2} CPU ms per 1k items");
+        println!(
+            "relay/baseline: throughput {:.2}×, CPU per item {:.2}×",
+            ra / ba,
+            rc / bc
+        );
+    }
     println!(
         "relay/rotel: throughput {:.2}× (target ≥ 1.0), CPU per item {:.2}× (target ≤ 1.0)",
         ra / oa,

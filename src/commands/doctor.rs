@@ -315,8 +315,8 @@ fn probe_upstream(upstream: &UpstreamSettings) -> Result<(), String> {
     // The gRPC channel is built lazily on the runtime it is created in.
     let _inside = rt.enter();
     let client = forward::Upstream::connect(&settings).map_err(|e| e.to_string())?;
-    let empty = crate::otlp::ExportRequest::Logs(Default::default());
-    rt.block_on(client.send(&empty))
+    // An empty logs export encodes to zero bytes.
+    rt.block_on(client.send(crate::otlp::Signal::Logs, bytes::Bytes::new()))
         .map(|_| ())
         .map_err(|e| e.message)
 }

@@ -11,14 +11,18 @@
 //! fits; a single record that still does not fit is dropped, counted and named. A request that
 //! fails in a way that may pass waits in its own back-off while the requests behind it go on.
 
-use crate::otlp::ExportRequest;
+use crate::otlp::{ExportRequest, Signal};
 use crate::relay::outbox::{Entry, Outbox};
+use crate::relay::rpc::RawCodec;
 use crate::relay::split;
 use crate::relay::stats::RelayStats;
 use crate::settings::{Protocol, UpstreamSettings};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::{Bytes, BytesMut};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -137,79 +141,94 @@ impl Upstream {
         }
     }
 
-    /// One delivery attempt. `Ok(rejected)` carries the items the upstream said it rejected.
-    pub async fn send(&self, request: &ExportRequest) -> Result<u64, SendError> {
+    /// One delivery attempt of a request's protobuf `body`. `Ok(rejected)` carries the items
+    /// the upstream said it rejected.
+    pub async fn send(&self, signal: Signal, body: Bytes) -> Result<u64, SendError> {
         match self {
             Upstream::Grpc {
                 channel,
                 metadata,
                 timeout,
-            } => send_grpc(channel.clone(), metadata, *timeout, request).await,
+            } => send_grpc(channel.clone(), metadata, *timeout, signal, body).await,
             Upstream::Http {
                 client,
                 base,
                 headers,
-            } => send_http(client, base, headers, request).await,
+            } => send_http(client, base, headers, signal, body).await,
         }
     }
 }
 
+/// The gRPC method of each signal's export.
+fn grpc_path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    }
+}
+
+/// Items an export response says were rejected (a partial success); 0 when it does not
+/// decode, as an empty response (full success) does.
+fn rejected_items(signal: Signal, response: &[u8]) -> u64 {
+    let rejected = match signal {
+        Signal::Metrics => ExportMetricsServiceResponse::decode(response)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| p.rejected_data_points),
+        Signal::Logs => ExportLogsServiceResponse::decode(response)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| p.rejected_log_records),
+        Signal::Traces => ExportTraceServiceResponse::decode(response)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| p.rejected_spans),
+    };
+    rejected.map_or(0, |n| u64::try_from(n).unwrap_or(0))
+}
+
+/// One export over gRPC, the encoded body sent as it is (what the generated clients do, minus
+/// decoding and encoding again).
 async fn send_grpc(
     channel: Channel,
     metadata: &MetadataMap,
     timeout: Duration,
-    request: &ExportRequest,
+    signal: Signal,
+    body: Bytes,
 ) -> Result<u64, SendError> {
-    fn with_meta<T>(body: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let result = async {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
         let mut req = tonic::Request::new(body);
         *req.metadata_mut() = metadata.clone();
         req.set_timeout(timeout);
-        req
+        let path = http::uri::PathAndQuery::from_static(grpc_path(signal));
+        grpc.unary(req, path, RawCodec).await
     }
-    let result = match request {
-        ExportRequest::Metrics(r) => MetricsServiceClient::new(channel)
-            .export(with_meta(r.clone(), metadata, timeout))
-            .await
-            .map(|resp| {
-                resp.into_inner()
-                    .partial_success
-                    .map_or(0, |p| p.rejected_data_points as u64)
-            }),
-        ExportRequest::Logs(r) => LogsServiceClient::new(channel)
-            .export(with_meta(r.clone(), metadata, timeout))
-            .await
-            .map(|resp| {
-                resp.into_inner()
-                    .partial_success
-                    .map_or(0, |p| p.rejected_log_records as u64)
-            }),
-        ExportRequest::Traces(r) => TraceServiceClient::new(channel)
-            .export(with_meta(r.clone(), metadata, timeout))
-            .await
-            .map(|resp| {
-                resp.into_inner()
-                    .partial_success
-                    .map_or(0, |p| p.rejected_spans as u64)
-            }),
-    };
-    result.map_err(|status| SendError {
-        kind: classify_grpc(
-            status.code(),
-            status.message(),
-            retry_info(status.details()),
-        ),
-        message: {
-            let detail = match std::error::Error::source(&status) {
-                Some(source) => format!("{}: {}", status.message(), error_chain(source)),
-                None => status.message().to_string(),
-            };
-            format!(
-                "gRPC {:?}: {}",
+    .await;
+    result
+        .map(|resp| rejected_items(signal, resp.get_ref()))
+        .map_err(|status| SendError {
+            kind: classify_grpc(
                 status.code(),
-                human_error(first_line(&detail))
-            )
-        },
-    })
+                status.message(),
+                retry_info(status.details()),
+            ),
+            message: {
+                let detail = match std::error::Error::source(&status) {
+                    Some(source) => format!("{}: {}", status.message(), error_chain(source)),
+                    None => status.message().to_string(),
+                };
+                format!(
+                    "gRPC {:?}: {}",
+                    status.code(),
+                    human_error(first_line(&detail))
+                )
+            },
+        })
 }
 
 /// The OTLP/gRPC rules (see the module doc). Client-side transport failures (no connection,
@@ -250,14 +269,15 @@ async fn send_http(
     client: &reqwest::Client,
     base: &str,
     headers: &reqwest::header::HeaderMap,
-    request: &ExportRequest,
+    signal: Signal,
+    body: Bytes,
 ) -> Result<u64, SendError> {
-    let url = format!("{base}{}", request.signal().http_path());
+    let url = format!("{base}{}", signal.http_path());
     let response = client
         .post(&url)
         .headers(headers.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-        .body(request.encode_to_vec())
+        .body(body)
         .send()
         .await
         .map_err(|e| SendError {
@@ -458,6 +478,23 @@ enum Delivery {
     },
     /// The drain ran out of time and the in-flight send gave no answer within the grace.
     NoAnswer { unsent: Option<Vec<ExportRequest>> },
+    /// Not sent: the drain stopped before its turn.
+    Untried,
+}
+
+/// `first` and the entries after it that go upstream with it as one request: the same
+/// signal, together no larger than [`GRPC_MAX_MESSAGE`].
+fn take_group(first: Entry, entries: &mut VecDeque<Entry>) -> Vec<Entry> {
+    let mut bytes = first.body.len();
+    let mut group = vec![first];
+    while let Some(next) = entries.front() {
+        if next.signal != group[0].signal || bytes + next.body.len() > GRPC_MAX_MESSAGE {
+            break;
+        }
+        bytes += next.body.len();
+        group.extend(entries.pop_front());
+    }
+    group
 }
 
 /// Takes requests from the outbox and delivers them, oldest first.
@@ -509,54 +546,68 @@ impl Forwarder {
             let size = batch.len();
             let mut failed = 0usize;
             let mut longest_wait = None;
-            let mut entries = batch.into_iter();
-            while let Some(entry) = entries.next() {
+            let mut entries: VecDeque<Entry> = batch.into();
+            while let Some(first) = entries.pop_front() {
                 if stop.is_cancelled() {
-                    self.release_all(entry, entries).await;
+                    self.outbox.release(first).await;
+                    self.release_rest(&mut entries).await;
                     return;
                 }
-                match self.deliver(&entry, &stop).await {
-                    Delivery::Done => {
-                        self.outbox.settle(&entry).await;
-                        failures_in_a_row = 0;
-                        self.stats
-                            .delivered_requests
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    Delivery::Retry {
-                        unsent,
-                        retry_after,
-                        message,
-                    } => {
-                        failed += 1;
-                        failures_in_a_row += 1;
-                        longest_wait = longest_wait.max(retry_after);
-                        match unsent {
-                            Some(parts) => self.outbox.requeue_parts(entry, parts).await,
-                            None => {
-                                let delay = row_delay(entry.attempts, retry_after);
-                                self.outbox.defer(entry, delay, &message).await;
+                let group = take_group(first, &mut entries);
+                let deliveries = if group.len() == 1 {
+                    vec![self.deliver(&group[0], &stop).await]
+                } else {
+                    self.deliver_together(&group, &stop).await
+                };
+                let (mut any_done, mut any_retry, mut no_answer) = (false, false, false);
+                for (entry, delivery) in group.into_iter().zip(deliveries) {
+                    match delivery {
+                        Delivery::Done => {
+                            any_done = true;
+                            self.outbox.settle(&entry).await;
+                            self.stats
+                                .delivered_requests
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        Delivery::Retry {
+                            unsent,
+                            retry_after,
+                            message,
+                        } => {
+                            any_retry = true;
+                            failed += 1;
+                            longest_wait = longest_wait.max(retry_after);
+                            match unsent {
+                                Some(parts) => self.outbox.requeue_parts(entry, parts).await,
+                                None => {
+                                    let delay = row_delay(entry.attempts, retry_after);
+                                    self.outbox.defer(entry, delay, &message).await;
+                                }
                             }
+                            self.stats.record_error(message);
                         }
-                        self.stats.record_error(message);
-                        if self.outbox.is_closing_and_durable()
-                            && failures_in_a_row >= CLOSING_FAILURES
-                        {
-                            for rest in entries.by_ref() {
-                                self.outbox.release(rest).await;
+                        Delivery::NoAnswer { unsent } => {
+                            no_answer = true;
+                            match unsent {
+                                Some(parts) => self.outbox.requeue_parts(entry, parts).await,
+                                None => self.outbox.release(entry).await,
                             }
-                            return;
+                            self.stats.unanswered_sends.fetch_add(1, Ordering::Relaxed);
                         }
+                        Delivery::Untried => self.outbox.release(entry).await,
                     }
-                    Delivery::NoAnswer { unsent } => {
-                        match unsent {
-                            Some(parts) => self.outbox.requeue_parts(entry, parts).await,
-                            None => self.outbox.release(entry).await,
-                        }
-                        self.stats.unanswered_sends.fetch_add(1, Ordering::Relaxed);
-                        for rest in entries.by_ref() {
-                            self.outbox.release(rest).await;
-                        }
+                }
+                if no_answer {
+                    self.release_rest(&mut entries).await;
+                    return;
+                }
+                if any_done {
+                    failures_in_a_row = 0;
+                } else if any_retry {
+                    failures_in_a_row += 1;
+                    if self.outbox.is_closing_and_durable() && failures_in_a_row >= CLOSING_FAILURES
+                    {
+                        self.release_rest(&mut entries).await;
                         return;
                     }
                 }
@@ -574,34 +625,133 @@ impl Forwarder {
         }
     }
 
-    async fn release_all(&self, first: Entry, rest: impl Iterator<Item = Entry>) {
-        self.outbox.release(first).await;
-        for entry in rest {
+    /// Gives back every entry not yet tried.
+    async fn release_rest(&self, entries: &mut VecDeque<Entry>) {
+        for entry in entries.drain(..) {
             self.outbox.release(entry).await;
         }
     }
 
-    /// Sends one entry, splitting it while the upstream finds it too large.
+    /// Sends a group of entries of one signal as one request: the concatenation of their
+    /// encodings is the encoding of one request holding all their resources (protobuf merges
+    /// repeated fields), so the upstream takes one export instead of several. Accepted or
+    /// failed transiently, the answer is each entry's; refused (too large, or permanently,
+    /// which may be one bad entry), each is sent alone so no entry fails for another's sake.
+    async fn deliver_together(&self, group: &[Entry], stop: &CancellationToken) -> Vec<Delivery> {
+        let mut body = BytesMut::with_capacity(group.iter().map(|e| e.body.len()).sum());
+        for entry in group {
+            body.extend_from_slice(&entry.body);
+        }
+        let each = |d: &dyn Fn() -> Delivery| group.iter().map(|_| d()).collect();
+        match self
+            .send_within_grace(group[0].signal, body.freeze(), stop)
+            .await
+        {
+            None => each(&|| Delivery::NoAnswer { unsent: None }),
+            Some(Ok(rejected)) => {
+                self.note_rejected(rejected);
+                each(&|| Delivery::Done)
+            }
+            Some(Err(SendError {
+                kind: Failure::Transient { retry_after },
+                message,
+            })) => each(&|| Delivery::Retry {
+                unsent: None,
+                retry_after,
+                message: message.clone(),
+            }),
+            Some(Err(_)) => {
+                let mut deliveries = Vec::with_capacity(group.len());
+                let mut stopped = false;
+                for entry in group {
+                    if stopped || stop.is_cancelled() {
+                        deliveries.push(Delivery::Untried);
+                        continue;
+                    }
+                    let delivery = self.deliver(entry, stop).await;
+                    stopped = matches!(delivery, Delivery::NoAnswer { .. });
+                    deliveries.push(delivery);
+                }
+                deliveries
+            }
+        }
+    }
+
+    /// Sends one entry, splitting it while the upstream finds it too large. The entry's
+    /// encoding goes as it is; only a request to split is decoded.
     async fn deliver(&self, entry: &Entry, stop: &CancellationToken) -> Delivery {
         let grpc = matches!(self.upstream, Upstream::Grpc { .. });
-        let mut pending = vec![entry.request.clone()];
-        let mut split = false;
+        if !(grpc && entry.body.len() > GRPC_MAX_MESSAGE) {
+            match self
+                .send_within_grace(entry.signal, entry.body.clone(), stop)
+                .await
+            {
+                None => return Delivery::NoAnswer { unsent: None },
+                Some(Ok(rejected)) => {
+                    self.note_rejected(rejected);
+                    return Delivery::Done;
+                }
+                Some(Err(e)) => match e.kind {
+                    Failure::TooLarge => {} // split below
+                    Failure::Permanent => {
+                        self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+                        self.stats.record_error(e.message);
+                        return Delivery::Done;
+                    }
+                    Failure::Transient { retry_after } => {
+                        return Delivery::Retry {
+                            unsent: None,
+                            retry_after,
+                            message: e.message,
+                        };
+                    }
+                },
+            }
+        }
+        let request = match ExportRequest::decode(entry.signal, &entry.body) {
+            Ok(request) => request,
+            Err(e) => {
+                // Never the case for what the relay encoded or checked at claim; counted.
+                self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .record_error(format!("dropped a request that does not decode: {e}"));
+                return Delivery::Done;
+            }
+        };
+        let (a, b) = match split::halve(&request) {
+            Some(halves) => halves,
+            None => {
+                self.drop_too_large(&request, "it cannot be split");
+                return Delivery::Done;
+            }
+        };
+        self.deliver_parts(vec![b, a], stop).await
+    }
+
+    /// Sends the parts of a split request (`pending`, last first), halving them further while
+    /// they are too large.
+    async fn deliver_parts(
+        &self,
+        mut pending: Vec<ExportRequest>,
+        stop: &CancellationToken,
+    ) -> Delivery {
+        let grpc = matches!(self.upstream, Upstream::Grpc { .. });
         let mut rejected = 0u64;
         while let Some(part) = pending.pop() {
+            let body = Bytes::from(part.encode_to_vec());
             if grpc
-                && split::encoded_len(&part) > GRPC_MAX_MESSAGE
+                && body.len() > GRPC_MAX_MESSAGE
                 && let Some((a, b)) = split::halve(&part)
             {
-                split = true;
                 pending.push(b);
                 pending.push(a);
                 continue;
             }
-            let answer = self.send_within_grace(&part, stop).await;
+            let answer = self.send_within_grace(part.signal(), body, stop).await;
             let unsent = |mut pending: Vec<ExportRequest>, part: ExportRequest| {
                 pending.push(part);
                 pending.reverse();
-                split.then_some(pending)
+                Some(pending)
             };
             match answer {
                 None => {
@@ -613,21 +763,10 @@ impl Forwarder {
                 Some(Err(e)) => match e.kind {
                     Failure::TooLarge => match split::halve(&part) {
                         Some((a, b)) => {
-                            split = true;
                             pending.push(b);
                             pending.push(a);
                         }
-                        None => {
-                            let items = part.item_count() as u64;
-                            self.stats
-                                .dropped_too_large_items
-                                .fetch_add(items, Ordering::Relaxed);
-                            self.stats.record_error(format!(
-                                "dropped {items} item(s) too large for the upstream even alone                                  ({} bytes): {}",
-                                split::encoded_len(&part),
-                                e.message
-                            ));
-                        }
+                        None => self.drop_too_large(&part, &e.message),
                     },
                     Failure::Permanent => {
                         self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
@@ -643,24 +782,39 @@ impl Forwarder {
                 },
             }
         }
-        if split {
-            self.stats.split_requests.fetch_add(1, Ordering::Relaxed);
-        }
+        self.stats.split_requests.fetch_add(1, Ordering::Relaxed);
+        self.note_rejected(rejected);
+        Delivery::Done
+    }
+
+    /// A part that even alone is too large for the upstream: dropped, counted and named.
+    fn drop_too_large(&self, part: &ExportRequest, why: &str) {
+        let items = part.item_count() as u64;
+        self.stats
+            .dropped_too_large_items
+            .fetch_add(items, Ordering::Relaxed);
+        self.stats.record_error(format!(
+            "dropped {items} item(s) too large for the upstream even alone ({} bytes): {why}",
+            split::encoded_len(part),
+        ));
+    }
+
+    fn note_rejected(&self, rejected: u64) {
         if rejected > 0 {
             self.stats
                 .record_error(format!("upstream rejected {rejected} item(s) of a request"));
         }
-        Delivery::Done
     }
 
     /// One attempt; once `stop` fires, the answer is awaited for the grace only (`None`: no
     /// answer came, the upstream may or may not have the request).
     async fn send_within_grace(
         &self,
-        part: &ExportRequest,
+        signal: Signal,
+        body: Bytes,
         stop: &CancellationToken,
     ) -> Option<Result<u64, SendError>> {
-        let send = self.upstream.send(part);
+        let send = self.upstream.send(signal, body);
         tokio::pin!(send);
         tokio::select! {
             answer = &mut send => Some(answer),

@@ -9,8 +9,9 @@
 //! queue instead and the failure is recorded once for the exit line. **Memory** (store
 //! disabled or unavailable at start): a bounded FIFO that drops the oldest, counted, when full.
 
-use crate::otlp::ExportRequest;
+use crate::otlp::{ExportRequest, Signal};
 use crate::store::{OutboxId, Store};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +23,12 @@ const CLAIM_BATCH: usize = 8;
 /// How often an idle durable forwarder looks for rows other launchers left behind.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
-/// One request taken for delivery.
+/// One request taken for delivery: its protobuf encoding, made once at accept (policy
+/// applied) and sent as it is.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub request: ExportRequest,
+    pub signal: Signal,
+    pub body: Bytes,
     pub items: u64,
     /// Failed delivery attempts so far: the entry's own back-off.
     pub attempts: u32,
@@ -132,15 +135,20 @@ impl Outbox {
     /// fallback when the store fails (the upstream can still take it). Errors only when the
     /// request is kept nowhere.
     pub async fn push(&self, request: ExportRequest) -> Result<(), OutboxError> {
+        // Encoded once: the store keeps this, and the forwarder sends it as it is.
+        let body = Bytes::from(request.encode_to_vec());
         match &self.backend {
-            Backend::Memory(q) => q.push(request),
+            Backend::Memory(q) => q.push(&request, body),
             Backend::Durable {
                 store,
                 local_only,
                 fallback,
                 failure,
                 ..
-            } => match store.append(request.clone()).await {
+            } => match store
+                .append_encoded(&request, body.clone(), !*local_only)
+                .await
+            {
                 Ok(id) => {
                     if *local_only {
                         store.mark_delivered(id).await?;
@@ -161,7 +169,7 @@ impl Outbox {
                         return Err(OutboxError(e));
                     }
                     f.to_memory += 1;
-                    fallback.push(request);
+                    fallback.push(&request, body);
                 }
             },
         }
@@ -195,8 +203,9 @@ impl Outbox {
                             return Some(
                                 rows.into_iter()
                                     .map(|c| Entry {
-                                        items: c.request.item_count() as u64,
-                                        request: c.request,
+                                        signal: c.signal,
+                                        body: c.body,
+                                        items: c.items,
                                         attempts: c.attempts,
                                         row: Some(c.id),
                                         received_ns: c.received_ns,
@@ -234,9 +243,9 @@ impl Outbox {
     pub async fn settle(&self, entry: &Entry) {
         match (&self.backend, entry.row) {
             (Backend::Memory(q), _) => q.set_in_flight(None),
-            (Backend::Durable { store, .. }, Some(id)) => {
-                let _ = store.mark_delivered(id).await;
-            }
+            // Not waited for: the delete shares the writer's next transaction, and every
+            // later store call of this process is run after it.
+            (Backend::Durable { store, .. }, Some(id)) => store.mark_delivered_later(id),
             (Backend::Durable { fallback, .. }, None) => fallback.set_in_flight(None),
         }
     }
@@ -295,8 +304,9 @@ impl Outbox {
                 q.set_in_flight(None);
                 for request in parts.into_iter().rev() {
                     q.push_front(Entry {
+                        signal: request.signal(),
+                        body: Bytes::from(request.encode_to_vec()),
                         items: request.item_count() as u64,
-                        request,
                         attempts: entry.attempts,
                         row: None,
                         received_ns: entry.received_ns,
@@ -385,11 +395,11 @@ impl MemoryQueue {
         }
     }
 
-    fn push(&self, request: ExportRequest) {
-        let items = request.item_count() as u64;
+    fn push(&self, request: &ExportRequest, body: Bytes) {
         self.push_back(Entry {
-            request,
-            items,
+            signal: request.signal(),
+            body,
+            items: request.item_count() as u64,
             attempts: 0,
             row: None,
             received_ns: crate::store::now_ns(),

@@ -3,6 +3,7 @@
 //! OTLP/HTTP and gRPC's `grpc-status-details-bin`, and `RetryInfo`, the delay a sender should
 //! wait before retrying. One definition keeps both sides of the relay reading the same wire.
 
+use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use std::time::Duration;
 
@@ -84,6 +85,52 @@ pub(crate) fn retry_delay(status: &[u8]) -> Option<Duration> {
     let secs = u64::try_from(delay.seconds.max(0)).unwrap_or(0);
     let nanos = u32::try_from(delay.nanos.max(0)).unwrap_or(0);
     Some(Duration::new(secs, nanos))
+}
+
+/// A gRPC codec passing message bytes through untouched: the receiver decodes them itself (so
+/// a bad body is `InvalidArgument`), and the forwarder sends the encoding made at accept.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 #[cfg(test)]

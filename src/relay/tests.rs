@@ -226,7 +226,7 @@ async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
 
 #[tokio::test]
 async fn garbage_grpc_request_is_invalid_argument_and_serving_continues() {
-    use crate::relay::receive::grpc::RawCodec;
+    use crate::relay::rpc::RawCodec;
     let relay = start(
         &RelaySettings::default(),
         &local_only(),
@@ -350,4 +350,150 @@ async fn upstream_down_is_bounded_by_the_drain_deadline_and_counted() {
     );
     assert_eq!(report.undelivered_requests, 2);
     assert_eq!(report.undelivered_items, 2);
+}
+
+/// A logs request of one record whose body is `text`.
+fn one_log(text: &str) -> ExportRequest {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    ExportRequest::Logs(ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(text.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[tokio::test]
+async fn rows_go_upstream_together_and_one_refused_row_does_not_take_the_others_with_it() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    // An OTLP/HTTP upstream that refuses (400, permanent) any request holding "poison".
+    let accepted: Arc<std::sync::Mutex<Vec<ExportLogsServiceRequest>>> = Arc::default();
+    let exports = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = {
+        let (accepted, exports) = (accepted.clone(), exports.clone());
+        axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                exports.fetch_add(1, Ordering::Relaxed);
+                if memchr::memmem::find(&body, b"poison").is_some() {
+                    return http::StatusCode::BAD_REQUEST;
+                }
+                let request = ExportLogsServiceRequest::decode(body).expect("a logs request");
+                accepted.lock().unwrap().push(request);
+                http::StatusCode::OK
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.db"), Default::default()).unwrap();
+    let outbox = Arc::new(Outbox::durable(
+        store,
+        "a".into(),
+        Duration::from_secs(30),
+        false,
+        10,
+    ));
+    for text in ["one", "two", "poison", "four", "five"] {
+        outbox.push(one_log(text)).await.unwrap();
+    }
+    outbox.close();
+    let upstream = forward::Upstream::connect(&UpstreamSettings {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::HttpProtobuf,
+        ..Default::default()
+    })
+    .unwrap();
+    let stats = Arc::new(RelayStats::default());
+    forward::Forwarder::new(
+        outbox.clone(),
+        upstream,
+        stats.clone(),
+        Duration::from_secs(1),
+    )
+    .run(CancellationToken::new())
+    .await;
+
+    let texts: Vec<String> = accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| &r.resource_logs)
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| &sl.log_records)
+        .filter_map(|lr| match lr.body.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["one", "two", "four", "five"], "each once, in order");
+    // One export of all five (refused), then each alone.
+    assert_eq!(exports.load(Ordering::Relaxed), 6);
+    assert_eq!(stats.rejected_requests.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.delivered_requests.load(Ordering::Relaxed), 5);
+    assert_eq!(outbox.remaining().await.requests, 0);
+    server.abort();
+}
+
+#[tokio::test]
+async fn rows_of_one_signal_go_upstream_as_one_export() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    let exports: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+    let app = {
+        let exports = exports.clone();
+        axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                let request = ExportLogsServiceRequest::decode(body).expect("a logs request");
+                exports.lock().unwrap().push(request.resource_logs.len());
+                http::StatusCode::OK
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.db"), Default::default()).unwrap();
+    let outbox = Arc::new(Outbox::durable(
+        store,
+        "a".into(),
+        Duration::from_secs(30),
+        false,
+        10,
+    ));
+    for n in 0..3 {
+        outbox.push(one_log(&n.to_string())).await.unwrap();
+    }
+    outbox.close();
+    let upstream = forward::Upstream::connect(&UpstreamSettings {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::HttpProtobuf,
+        ..Default::default()
+    })
+    .unwrap();
+    let stats = Arc::new(RelayStats::default());
+    forward::Forwarder::new(
+        outbox.clone(),
+        upstream,
+        stats.clone(),
+        Duration::from_secs(1),
+    )
+    .run(CancellationToken::new())
+    .await;
+    assert_eq!(*exports.lock().unwrap(), [3], "three rows, one export");
+    assert_eq!(stats.delivered_requests.load(Ordering::Relaxed), 3);
+    server.abort();
 }

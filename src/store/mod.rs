@@ -32,6 +32,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
@@ -280,13 +281,29 @@ impl Store {
     /// Commits `request` to the outbox together with its decoded usage rows, in one
     /// transaction, and returns once it is durable against a process crash. The relay
     /// acknowledges claude only after this returns `Ok`.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn append(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
-        // Encoding and decoding happen on the caller's thread, so concurrent requests do that
-        // work in parallel and the single writer only runs SQL.
+        let encoded = Bytes::from(request.encode_to_vec());
+        self.append_encoded(&request, encoded, false).await
+    }
+
+    /// [`Store::append`] of a request already encoded (`encoded` is `request`'s protobuf
+    /// encoding). With `keep`, this process's next claim of the row takes `encoded` from
+    /// memory instead of reading the row back (the forwarder's fast path).
+    pub async fn append_encoded(
+        &self,
+        request: &ExportRequest,
+        encoded: Bytes,
+        keep: bool,
+    ) -> Result<OutboxId, StoreError> {
+        // Encoding, compressing and decoding usage happen on the caller's thread, so
+        // concurrent requests do that work in parallel and the single writer only runs SQL.
         let prepared = Box::new(outbox::Prepared::new(
-            &request,
+            request,
+            encoded,
             now_ns(),
             self.upstream.clone(),
+            keep,
         ));
         self.call(|reply| Command::Append(prepared, reply))?
             .await
@@ -305,12 +322,7 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
-        Ok(self
-            .claim(owner, limit, lease)
-            .await?
-            .into_iter()
-            .map(|c| (c.id, c.request))
-            .collect())
+        Ok(decoded(self.claim(owner, limit, lease).await?))
     }
 
     /// [`Store::claim_pending`] with what the forwarder needs besides the request: the row's
@@ -393,6 +405,15 @@ impl Store {
             .map_err(|_| StoreError::Closed)?
     }
 
+    /// [`Store::mark_delivered`] without waiting: the delete is queued and shares the
+    /// writer's next transaction. Commands are run in order, so every later call of this
+    /// process (a claim, the close) sees the row gone; a crash before that transaction means
+    /// the row is sent again by the next launch (at least once across crashes).
+    pub fn mark_delivered_later(&self, id: OutboxId) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Delivered(id, reply));
+    }
+
     /// Gives a claimed row back after a failed delivery so it is retried at once. Only the
     /// current owner's claim is released: a row re-claimed by someone else stays theirs.
     pub async fn release(&self, id: OutboxId, owner: &str) -> Result<bool, StoreError> {
@@ -460,10 +481,13 @@ impl Store {
     /// [`Store::append`] for code outside a tokio runtime (tests, benches, CLI commands).
     /// Panics if called from inside a runtime, like every tokio `blocking_*` call.
     pub fn append_blocking(&self, request: ExportRequest) -> Result<OutboxId, StoreError> {
+        let encoded = Bytes::from(request.encode_to_vec());
         let prepared = Box::new(outbox::Prepared::new(
             &request,
+            encoded,
             now_ns(),
             self.upstream.clone(),
+            false,
         ));
         self.call(|reply| Command::Append(prepared, reply))?
             .blocking_recv()
@@ -495,7 +519,7 @@ impl Store {
                 .blocking_recv()
                 .map_err(|_| StoreError::Closed)??;
         }
-        Ok(claimed.into_iter().map(|c| (c.id, c.request)).collect())
+        Ok(decoded(claimed))
     }
 
     /// [`Store::mark_delivered`] for code outside a tokio runtime.
@@ -539,6 +563,18 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
+}
+
+/// Claimed rows decoded, for callers that want the requests (tests, tools).
+#[cfg_attr(not(test), allow(dead_code))]
+fn decoded(claims: Vec<Claimed>) -> Vec<(OutboxId, ExportRequest)> {
+    claims
+        .into_iter()
+        .filter_map(|c| {
+            let request = ExportRequest::decode(c.signal, &c.body).ok()?;
+            Some((c.id, request))
+        })
+        .collect()
 }
 
 /// Opens a read connection for queries (the report, `doctor`), migrating the file first so a
@@ -658,6 +694,56 @@ fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
     }
 }
 
+/// Writes gathered for one transaction, with where each answer goes.
+#[derive(Default)]
+struct Group {
+    writes: Vec<outbox::Write>,
+    replies: Vec<Answer>,
+    /// Stored bytes of the appends.
+    bytes: usize,
+}
+
+impl Group {
+    /// Adds an append or a delivery; any other command is handed back (it runs after).
+    fn add(&mut self, command: Command) -> Option<Command> {
+        match command {
+            Command::Append(prepared, reply) => {
+                self.bytes += prepared.body_len();
+                self.writes.push(outbox::Write::Append(prepared));
+                self.replies.push(Answer::Appended(reply));
+                None
+            }
+            Command::Delivered(id, reply) => {
+                self.writes.push(outbox::Write::Delivered(id));
+                self.replies.push(Answer::Delivered(reply));
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// Where the result of one write of a group goes.
+enum Answer {
+    Appended(Reply<OutboxId>),
+    Delivered(Reply<bool>),
+}
+
+impl Answer {
+    /// A dropped receiver means the caller gave up waiting (or never waits); the work is done
+    /// regardless. `result` is [`outbox::write_group`]'s: the new row id, or rows deleted.
+    fn send(self, result: Result<i64, StoreError>) {
+        match self {
+            Answer::Appended(reply) => {
+                let _ = reply.send(result.map(OutboxId));
+            }
+            Answer::Delivered(reply) => {
+                let _ = reply.send(result.map(|n| n == 1));
+            }
+        }
+    }
+}
+
 /// Runs commands until every handle is dropped (returns `None`) or one asks to close
 /// (returns its reply, to be answered once everything is closed).
 fn writer_loop(
@@ -667,6 +753,9 @@ fn writer_loop(
     nudge: mpsc::SyncSender<()>,
     path: &Path,
 ) -> Option<Reply<()>> {
+    // Encoded requests committed by this process and not yet claimed: filled at commit,
+    // emptied at claim, both on this thread.
+    let mut hot = outbox::HotBodies::default();
     let mut commits = 0u32;
     let mut next = None;
     loop {
@@ -684,28 +773,29 @@ fn writer_loop(
         }
         // A dropped receiver means the caller gave up waiting; the work is done regardless.
         match command {
-            Command::Append(first, reply) => {
-                // Group commit: appends already queued behind this one share its transaction,
-                // so a burst of requests costs one commit instead of one each.
-                let mut batch = vec![(first, reply)];
-                let mut bytes = batch[0].0.body_len();
-                while batch.len() < MAX_GROUP_COMMIT && bytes < MAX_GROUP_COMMIT_BYTES {
+            first @ (Command::Append(..) | Command::Delivered(..)) => {
+                // Group commit: appends and deletes already queued behind this one share its
+                // transaction, so a burst of requests costs one commit instead of one each.
+                let mut group = Group::default();
+                group.add(first);
+                while group.writes.len() < MAX_GROUP_COMMIT && group.bytes < MAX_GROUP_COMMIT_BYTES
+                {
                     match commands.try_recv() {
-                        Ok(Command::Append(prepared, reply)) => {
-                            bytes += prepared.body_len();
-                            batch.push((prepared, reply));
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
+                        Ok(command) => {
+                            if let Some(other) = group.add(command) {
+                                next = Some(other);
+                                break;
+                            }
                         }
                         Err(_) => break,
                     }
                 }
-                let (prepared, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let results = outbox::append_group(&mut conn, &prepared, bounds, now_ns());
+                let Group {
+                    writes, replies, ..
+                } = group;
+                let results = outbox::write_group(&mut conn, &writes, bounds, now_ns(), &mut hot);
                 for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                    reply.send(result);
                 }
             }
             Command::Claim {
@@ -722,6 +812,7 @@ fn writer_loop(
                     lease,
                     now_ns(),
                     &target,
+                    &mut hot,
                 ));
             }
             Command::Defer {
@@ -741,9 +832,6 @@ fn writer_loop(
             }
             Command::DropUnreadable(rows, reply) => {
                 let _ = reply.send(outbox::drop_unreadable(&mut conn, &rows));
-            }
-            Command::Delivered(id, reply) => {
-                let _ = reply.send(outbox::delivered(&conn, id));
             }
             Command::Release(id, owner, reply) => {
                 let _ = reply.send(outbox::release(&conn, id, &owner));

@@ -7,8 +7,10 @@
 //! ends and it is not deliverable again before its back-off ends, so it never holds back the
 //! rows behind it. Each row records the upstream it was accepted for ([`Target`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
@@ -48,15 +50,22 @@ pub(super) struct Prepared {
     received_ns: i64,
     upstream: Option<String>,
     usage: usage::Decoded,
+    /// The uncompressed protobuf, kept in [`HotBodies`] once committed so the forwarder sends
+    /// it as it is (`None`: nothing in this process will deliver the row).
+    hot: Option<Bytes>,
 }
 
 impl Prepared {
+    /// A request as accepted, `encoded` being its protobuf encoding; `keep` puts the encoding
+    /// in the hot cache for this process's forwarder.
     pub(super) fn new(
         request: &ExportRequest,
+        encoded: Bytes,
         received_ns: i64,
         upstream: Option<String>,
+        keep: bool,
     ) -> Prepared {
-        let mut prepared = Prepared::part(request, received_ns, upstream);
+        let mut prepared = Prepared::encoded(request, encoded, received_ns, upstream, keep);
         prepared.usage = usage::decode(request, received_ns);
         prepared
     }
@@ -68,7 +77,23 @@ impl Prepared {
         received_ns: i64,
         upstream: Option<String>,
     ) -> Prepared {
-        let (encoding, body) = compress(request.encode_to_vec());
+        Prepared::encoded(
+            request,
+            Bytes::from(request.encode_to_vec()),
+            received_ns,
+            upstream,
+            false,
+        )
+    }
+
+    fn encoded(
+        request: &ExportRequest,
+        encoded: Bytes,
+        received_ns: i64,
+        upstream: Option<String>,
+        keep: bool,
+    ) -> Prepared {
+        let (encoding, body) = compress(&encoded);
         Prepared {
             signal: request.signal(),
             items: i64::try_from(request.item_count()).unwrap_or(i64::MAX),
@@ -77,6 +102,7 @@ impl Prepared {
             received_ns,
             upstream,
             usage: usage::Decoded::default(),
+            hot: keep.then_some(encoded),
         }
     }
 
@@ -85,36 +111,97 @@ impl Prepared {
     }
 }
 
-/// Commits each request with its usage rows, then applies the bounds. All requests share
-/// one transaction; if it fails, each is retried alone so one bad request cannot fail the
-/// others. Returns one result per request, in order.
-pub(super) fn append_group(
+/// The encoded requests this process committed and its forwarder has not claimed yet, by row:
+/// a claim takes a row's body from here instead of reading, inflating and checking it again.
+/// Only a cache: a row missing here (evicted, or after a restart) is read from the file.
+/// Bounded by bytes; the oldest rows go first.
+#[derive(Debug, Default)]
+pub(super) struct HotBodies {
+    rows: BTreeMap<i64, Bytes>,
+    bytes: usize,
+}
+
+/// How many encoded bytes [`HotBodies`] holds at most: a few hundred of claude's requests,
+/// far more than a forwarder that keeps up ever has waiting.
+const HOT_BYTES: usize = 16 * 1024 * 1024;
+
+impl HotBodies {
+    fn insert(&mut self, id: OutboxId, body: Bytes) {
+        self.bytes += body.len();
+        if let Some(old) = self.rows.insert(id.0, body) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > HOT_BYTES {
+            match self.rows.pop_first() {
+                Some((_, evicted)) => self.bytes -= evicted.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn take(&mut self, id: OutboxId) -> Option<Bytes> {
+        let body = self.rows.remove(&id.0)?;
+        self.bytes -= body.len();
+        Some(body)
+    }
+
+    /// Forgets rows older than `id`: a claim returns the oldest deliverable rows, so older
+    /// rows still here were claimed (or deleted) by another process.
+    fn forget_before(&mut self, id: OutboxId) {
+        let keep = self.rows.split_off(&id.0);
+        let gone = std::mem::replace(&mut self.rows, keep);
+        self.bytes -= gone.values().map(Bytes::len).sum::<usize>();
+    }
+}
+
+/// One unit of a writer transaction: requests committed, rows delivered.
+pub(super) enum Write {
+    Append(Box<Prepared>),
+    Delivered(OutboxId),
+}
+
+/// Runs a group of writes in one transaction (group commit: a burst costs one commit, not one
+/// per request), then applies the bounds; committed bodies go to `hot`. Should the group
+/// fail, each write is retried alone so one bad request cannot fail the others. Returns one
+/// result per write, in order: the new row's id for an append, the rows deleted (0 when it
+/// was already gone, else 1) for a delivery.
+pub(super) fn write_group(
     conn: &mut Connection,
-    group: &[Box<Prepared>],
+    group: &[Write],
     bounds: StoreBounds,
     now_ns: i64,
-) -> Vec<Result<OutboxId, StoreError>> {
-    let together = (|| {
+    hot: &mut HotBodies,
+) -> Vec<Result<i64, StoreError>> {
+    let mut run = |conn: &mut Connection, writes: &[Write]| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ids = group
+        let done = writes
             .iter()
-            .map(|p| insert(&tx, p))
+            .map(|w| match w {
+                Write::Append(p) => insert(&tx, p).map(|id| id.0),
+                Write::Delivered(id) => delivered(&tx, *id).map(i64::from),
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        enforce_bounds(&tx, bounds, now_ns)?;
+        if writes.iter().any(|w| matches!(w, Write::Append(_))) {
+            enforce_bounds(&tx, bounds, now_ns)?;
+        }
         tx.commit()?;
-        Ok::<_, StoreError>(ids)
-    })();
-    match together {
-        Ok(ids) => ids.into_iter().map(Ok).collect(),
+        for (w, d) in writes.iter().zip(&done) {
+            if let Write::Append(p) = w
+                && let Some(body) = &p.hot
+            {
+                hot.insert(OutboxId(*d), body.clone());
+            }
+        }
+        Ok::<_, StoreError>(done)
+    };
+    match run(conn, group) {
+        Ok(done) => done.into_iter().map(Ok).collect(),
         Err(err) if group.len() == 1 => vec![Err(err)],
         Err(_) => group
             .iter()
-            .map(|p| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let id = insert(&tx, p)?;
-                enforce_bounds(&tx, bounds, now_ns)?;
-                tx.commit()?;
-                Ok(id)
+            .map(|w| {
+                run(conn, std::slice::from_ref(w))
+                    .map(|mut d| d.pop().expect("one result per write"))
             })
             .collect(),
     }
@@ -142,19 +229,35 @@ fn insert(tx: &rusqlite::Transaction<'_>, p: &Prepared) -> Result<OutboxId, Stor
 /// Bodies below this size are stored as they are: compressing them gains little.
 const COMPRESS_MIN_BYTES: usize = 256;
 
-/// Deflates a protobuf body (fast level) when that makes it smaller.
-fn compress(body: Vec<u8>) -> (&'static str, Vec<u8>) {
-    use std::io::Write as _;
-    if body.len() < COMPRESS_MIN_BYTES {
-        return ("none", body);
+/// Deflates a protobuf body (fast level, zlib framing) when that makes it smaller. Each
+/// thread keeps its compressor: setting one up (zeroing its hash tables) cost as much as
+/// compressing one of claude's requests.
+fn compress(body: &[u8]) -> (&'static str, Vec<u8>) {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    use std::cell::RefCell;
+    thread_local! {
+        static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), true));
     }
-    let mut encoder = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(body.len() / 3),
-        flate2::Compression::fast(),
-    );
-    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
-        Ok(packed) if packed.len() < body.len() => ("deflate", packed),
-        _ => ("none", body),
+    if body.len() < COMPRESS_MIN_BYTES {
+        return ("none", body.to_vec());
+    }
+    let packed = DEFLATE.with_borrow_mut(|deflate| {
+        deflate.reset();
+        let mut out = Vec::with_capacity(body.len() / 3 + 64);
+        loop {
+            let consumed = usize::try_from(deflate.total_in()).ok()?;
+            match deflate.compress_vec(body.get(consumed..)?, &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return Some(out),
+                // Larger than the input already: stored as it is.
+                Ok(_) if out.len() >= body.len() => return None,
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                Err(_) => return None,
+            }
+        }
+    });
+    match packed {
+        Some(packed) if packed.len() < body.len() => ("deflate", packed),
+        _ => ("none", body.to_vec()),
     }
 }
 
@@ -229,17 +332,25 @@ fn counter(conn: &Connection, name: &str) -> Result<i64, StoreError> {
         .query_row([name], |r| r.get(0))?)
 }
 
-/// A claimed row as stored; decoded by [`decode_claims`] on the caller's thread so a large
-/// claim never holds up the writer (and the appends queued behind it).
+/// A claimed row as stored, or its body from the hot cache; inflated and checked by
+/// [`decode_claims`] on the caller's thread so a large claim never holds up the writer (and
+/// the appends queued behind it).
 pub(super) struct RawClaim {
     id: OutboxId,
     signal: String,
     items: i64,
     bytes: i64,
-    encoding: String,
-    body: Vec<u8>,
+    body: RawBody,
     attempts: i64,
     received_ns: i64,
+}
+
+/// Where a claimed row's body came from.
+enum RawBody {
+    /// This process encoded it at accept: sent as it is.
+    Hot(Bytes),
+    /// Read from the file: inflated and decoded once to check it before it is sent.
+    Stored { encoding: String, body: Vec<u8> },
 }
 
 /// A row that cannot be decoded, to be dropped and counted by [`drop_unreadable`].
@@ -269,6 +380,7 @@ pub(super) fn claim(
     lease: Duration,
     now_ns: i64,
     target: &Target,
+    hot: &mut HotBodies,
 ) -> Result<Vec<RawClaim>, StoreError> {
     let (only, upstream) = match target {
         Target::Only(u) => (true, u.as_str()),
@@ -285,7 +397,7 @@ pub(super) fn claim(
                           WHERE (claim_until_ns IS NULL OR claim_until_ns <= ?3)
                             AND (NOT ?5 OR upstream IS NULL OR upstream = ?6)
                           ORDER BY id LIMIT ?4)
-             RETURNING id, signal, items, bytes, encoding, body, attempts, received_ns",
+             RETURNING id, signal, items, bytes, attempts, received_ns",
         )?;
         let mut rows = stmt.query(params![owner, until_ns, now_ns, limit, only, upstream])?;
         while let Some(row) = rows.next()? {
@@ -294,15 +406,31 @@ pub(super) fn claim(
                 signal: row.get(1)?,
                 items: row.get(2)?,
                 bytes: row.get(3)?,
-                encoding: row.get(4)?,
-                body: row.get(5)?,
-                attempts: row.get(6)?,
-                received_ns: row.get(7)?,
+                body: RawBody::Hot(Bytes::new()),
+                attempts: row.get(4)?,
+                received_ns: row.get(5)?,
             });
         }
     }
-    tx.commit()?;
     claimed.sort_by_key(|c| c.id);
+    {
+        if let Some(first) = claimed.first() {
+            hot.forget_before(first.id);
+        }
+        let mut read = tx.prepare_cached("SELECT encoding, body FROM outbox WHERE id = ?1")?;
+        for c in &mut claimed {
+            c.body = match hot.take(c.id) {
+                Some(body) => RawBody::Hot(body),
+                None => read.query_row([c.id.0], |r| {
+                    Ok(RawBody::Stored {
+                        encoding: r.get(0)?,
+                        body: r.get(1)?,
+                    })
+                })?,
+            };
+        }
+    }
+    tx.commit()?;
     Ok(claimed)
 }
 
@@ -313,31 +441,46 @@ fn signal_from_name(name: &str) -> Option<Signal> {
         .find(|s| s.as_str() == name)
 }
 
-/// A claimed row, decoded: what the forwarder sends.
+/// A claimed row: what the forwarder sends.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// The row.
     pub id: OutboxId,
-    /// The request as accepted from claude.
-    pub request: ExportRequest,
+    /// Which signal the request carries.
+    pub signal: Signal,
+    /// The request's protobuf encoding, as accepted from claude (policy applied).
+    pub body: Bytes,
+    /// Its metric points, log records or spans.
+    pub items: u64,
     /// Failed delivery attempts so far (for the row's back-off).
     pub attempts: u32,
     /// When the relay accepted it (kept by the parts of a split request).
     pub received_ns: i64,
 }
 
-/// Decompresses and decodes claimed rows, oldest first; rows that fail are returned apart.
+/// Inflates and checks claimed rows read from the file, oldest first; rows that fail are
+/// returned apart. Bodies from the hot cache were encoded by this process and go as they are.
 pub(super) fn decode_claims(claims: Vec<RawClaim>) -> (Vec<Claimed>, Vec<Unreadable>) {
     let mut ok = Vec::with_capacity(claims.len());
     let mut bad = Vec::new();
     for c in claims {
-        let decoded = signal_from_name(&c.signal).and_then(|signal| {
-            ExportRequest::decode(signal, &decompress(&c.encoding, c.body)?).ok()
+        let checked = signal_from_name(&c.signal).and_then(|signal| {
+            let body = match c.body {
+                RawBody::Hot(body) => body,
+                RawBody::Stored { encoding, body } => {
+                    let body = decompress(&encoding, body)?;
+                    ExportRequest::decode(signal, &body).ok()?;
+                    Bytes::from(body)
+                }
+            };
+            Some((signal, body))
         });
-        match decoded {
-            Some(request) => ok.push(Claimed {
+        match checked {
+            Some((signal, body)) => ok.push(Claimed {
                 id: c.id,
-                request,
+                signal,
+                body,
+                items: u64::try_from(c.items).unwrap_or(0),
                 attempts: u32::try_from(c.attempts).unwrap_or(u32::MAX),
                 received_ns: c.received_ns,
             }),
@@ -510,4 +653,43 @@ pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, Store
         max_attempts: u64::try_from(max_attempts.unwrap_or(0)).unwrap_or(0),
         last_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_bodies_keep_the_newest_within_their_budget_and_forget_rows_claimed_elsewhere() {
+        let mut hot = HotBodies::default();
+        let body = Bytes::from(vec![1u8; HOT_BYTES / 4]);
+        for id in 1..=6 {
+            hot.insert(OutboxId(id), body.clone());
+        }
+        assert!(hot.bytes <= HOT_BYTES);
+        assert_eq!(hot.take(OutboxId(1)), None, "the oldest went first");
+        assert_eq!(hot.take(OutboxId(6)).as_deref(), Some(&body[..]));
+        hot.forget_before(OutboxId(5));
+        assert_eq!(hot.take(OutboxId(4)), None);
+        assert!(hot.take(OutboxId(5)).is_some());
+        assert_eq!((hot.rows.len(), hot.bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_reused_compressor_gives_back_each_body_exactly() {
+        let bodies: Vec<Vec<u8>> = vec![
+            b"claude_code.api_request ".repeat(400),
+            (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect(),
+            b"short".to_vec(),
+            b"session.id=2b9d7c1e ".repeat(3000),
+        ];
+        for _ in 0..2 {
+            for body in &bodies {
+                let (encoding, packed) = compress(body);
+                assert_eq!(decompress(encoding, packed).as_deref(), Some(&body[..]));
+            }
+        }
+        assert_eq!(compress(&bodies[0]).0, "deflate");
+        assert_eq!(compress(&bodies[2]).0, "none");
+    }
 }

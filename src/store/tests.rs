@@ -49,7 +49,7 @@ fn count(conn: &Connection, sql: &str) -> i64 {
 
 /// What the outbox stores for `request` (compressed protobuf), which the size bound counts.
 fn stored_len(request: &ExportRequest) -> u64 {
-    outbox::Prepared::new(request, 0, None).body_len() as u64
+    outbox::Prepared::part(request, 0, None).body_len() as u64
 }
 
 fn big_bounds() -> StoreBounds {
@@ -1039,4 +1039,49 @@ fn pages_an_emptied_outbox_freed_go_back_to_the_file_system() {
     );
     // 40 MiB freed, 16 MiB of it kept for the next rows.
     assert!(size(&conn) < before - 20 * 1024 * 1024, "the file shrank");
+}
+
+#[test]
+fn a_claim_sends_the_bytes_committed_from_memory_and_another_process_reads_the_same_from_the_file()
+{
+    let (_dir, path) = temp_db();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let request = api_logs("s1", 40);
+    let encoded = Bytes::from(request.encode_to_vec());
+    let first = Store::open(&path, big_bounds()).expect("open");
+    let second = Store::open(&path, big_bounds()).expect("open again, as another launcher");
+    rt.block_on(async {
+        let kept = first
+            .append_encoded(&request, encoded.clone(), true)
+            .await
+            .expect("append");
+        let read = first
+            .append_encoded(&request, encoded.clone(), true)
+            .await
+            .expect("append");
+        let mine = first
+            .claim("A", 1, Duration::from_secs(30))
+            .await
+            .expect("claim");
+        assert_eq!(mine.len(), 1);
+        assert_eq!((mine[0].id, mine[0].items), (kept, 40));
+        assert_eq!(mine[0].body, encoded, "the committed encoding, from memory");
+        // The other handle has nothing in memory: it reads, inflates and checks the row.
+        let theirs = second
+            .claim("B", 10, Duration::from_secs(30))
+            .await
+            .expect("claim");
+        assert_eq!(theirs.len(), 1);
+        assert_eq!(theirs[0].id, read);
+        assert_eq!(theirs[0].body, encoded, "the same bytes, from the file");
+        assert!(second.mark_delivered(read).await.expect("deliver"));
+        first.mark_delivered_later(kept);
+        assert_eq!(
+            first.outbox_stats().await.expect("stats").pending_rows,
+            0,
+            "the delete not waited for is done before the next call"
+        );
+    });
 }

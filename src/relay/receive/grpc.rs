@@ -5,13 +5,14 @@
 use super::bounds::{BodyError, Bounds, RETRY_AFTER_SECS, Wire};
 use crate::otlp::{ExportRequest, Signal};
 use crate::relay::Intake;
-use bytes::{Buf, BufMut, Bytes};
+use crate::relay::rpc::RawCodec;
+use bytes::Bytes;
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -183,43 +184,5 @@ impl UnaryService<Bytes> for ExportMethod {
             // An empty Export…ServiceResponse encodes to zero bytes: full success.
             Ok(Response::new(Bytes::new()))
         })
-    }
-}
-
-/// Passes message bytes through untouched; decoding happens in [`ExportMethod`].
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
