@@ -29,6 +29,8 @@ pub const OUR_COMMANDS: &[&str] = &[
     "report",
     "version",
     "stack-check",
+    "statusline",
+    "limits",
 ];
 
 const AFTER_HELP: &str = "\
@@ -88,6 +90,10 @@ pub enum Command {
     Setup(stack::SetupArgs),
     /// Print a shell completion script: `completions bash|zsh|fish`.
     Completions(stack::CompletionsArgs),
+    /// Claude Code status-line command: session cost, today's spend, limit windows (stdin: JSON).
+    Statusline(crate::statusline::StatuslineArgs),
+    /// Plan usage-limit windows' history: how often and when they were hit.
+    Limits,
     /// Print claude-telemetry's own version (`--version` is passed to claude and prints claude's).
     Version,
 }
@@ -229,6 +235,15 @@ pub fn main() -> i32 {
         Command::Clean(args) => with_stack(|s| stack::run_clean(&args, s)),
         Command::Validate(args) => with_stack(|s| stack::run_validate(&args, s)),
         Command::Setup(args) => with_stack(|s| stack::run_setup(&args, s)),
+        Command::Statusline(args) => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+            let loaded = settings::load(&cwd, &launcher::environment(), &[]);
+            crate::statusline::run(&args, loaded.as_ref().map_err(|e| e.to_string()))
+        }
+        Command::Limits => with_settings(&[], |loaded| {
+            let path = loaded.paths.store_file(&loaded.settings.store.path);
+            crate::statusline::limits_view(&path)
+        }),
         Command::Version => {
             println!("claude-telemetry {}", env!("CARGO_PKG_VERSION"));
             0

@@ -9,6 +9,7 @@ mod otlp;
 mod relay;
 mod report;
 mod settings;
+mod statusline;
 mod stack;
 mod store;
 

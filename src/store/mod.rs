@@ -21,6 +21,7 @@
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod health;
+pub mod limits;
 mod outbox;
 pub mod queries;
 mod schema;

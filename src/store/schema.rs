@@ -191,8 +191,24 @@ ALTER TABLE usage_hourly ADD COLUMN api_cache_creation_1h_tokens REAL NOT NULL D
 ALTER TABLE usage_hourly ADD COLUMN api_cache_split_requests REAL NOT NULL DEFAULT 0;
 "#;
 
+/// Version 4: plan usage-limit samples the status-line command records (issue 13): one row per
+/// window per refresh, so the status line can forecast when a window runs out and `limits`
+/// can show how often windows were hit. `resets_at` (Unix seconds) tells one window period
+/// from the next.
+const V4: &str = r#"
+CREATE TABLE limit_samples (
+    id         INTEGER PRIMARY KEY,
+    time_ns    INTEGER NOT NULL,
+    window     TEXT    NOT NULL,
+    used_pct   REAL    NOT NULL,
+    resets_at  INTEGER,
+    session_id TEXT
+);
+CREATE INDEX limit_samples_window ON limit_samples(window, time_ns);
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
