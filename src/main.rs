@@ -9,8 +9,8 @@ mod otlp;
 mod relay;
 mod report;
 mod settings;
-mod statusline;
 mod stack;
+mod statusline;
 mod store;
 
 fn main() {

@@ -68,7 +68,12 @@ pub fn parse(json: &Value) -> Input {
                 });
             }
         }
-        for row in rl.get("limits").and_then(Value::as_array).into_iter().flatten() {
+        for row in rl
+            .get("limits")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let Some(kind) = row.get("kind").and_then(Value::as_str) else {
                 continue;
             };
@@ -299,8 +304,7 @@ fn send_gauges(endpoint: &str, samples: &[Sample]) -> std::io::Result<()> {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
-        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
-        number_data_point,
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use prost::Message;
@@ -406,7 +410,8 @@ fn chained(command: &str, input: &[u8]) -> Option<String> {
         let _ = child.kill();
     }
     let _ = child.wait();
-    out.map(|o| o.trim_end().to_owned()).filter(|o| !o.is_empty())
+    out.map(|o| o.trim_end().to_owned())
+        .filter(|o| !o.is_empty())
 }
 
 /// Entry point: always exit 0, always one line (a plain fallback on any error).
@@ -443,13 +448,17 @@ pub fn run(args: &StatuslineArgs, loaded: Result<&Loaded, String>) -> i32 {
 /// and when they first hit 100 %.
 pub fn limits_view(path: &std::path::Path) -> anyhow::Result<i32> {
     if !path.exists() {
-        println!("No limit samples yet: configure `claude-telemetry statusline` as claude's status line.");
+        println!(
+            "No limit samples yet: configure `claude-telemetry statusline` as claude's status line."
+        );
         return Ok(0);
     }
     let conn = limits::open(path)?;
     let rows = limits::history(&conn)?;
     if rows.is_empty() {
-        println!("No limit samples yet: configure `claude-telemetry statusline` as claude's status line.");
+        println!(
+            "No limit samples yet: configure `claude-telemetry statusline` as claude's status line."
+        );
     }
     let now = crate::store::now_ns() / 1_000_000_000;
     for h in rows {
@@ -524,14 +533,22 @@ mod tests {
             }
         }));
         let names: Vec<_> = input.windows.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names, ["session", "weekly_scoped:Opus", "model_scoped:Fable"]);
+        assert_eq!(
+            names,
+            ["session", "weekly_scoped:Opus", "model_scoped:Fable"]
+        );
         assert_eq!(input.windows[0].resets_at, Some(1_796_648_400));
         assert_eq!(input.windows[2].used_pct, 50.0);
     }
 
     #[test]
     fn absent_or_null_rate_limits_give_no_windows() {
-        for v in [json!({}), json!({"rate_limits": null}), json!(null), json!({"rate_limits": {}})] {
+        for v in [
+            json!({}),
+            json!({"rate_limits": null}),
+            json!(null),
+            json!({"rate_limits": {}}),
+        ] {
             assert!(parse(&v).windows.is_empty(), "{v}");
         }
     }
@@ -539,7 +556,10 @@ mod tests {
     #[test]
     fn forecast_extrapolates_the_pace_and_stops_at_the_reset() {
         // 20 % -> 50 % in 30 min: 1 %/min, the remaining 50 % takes 50 min.
-        assert_eq!(forecast((0, 20.0), (1800, 50.0), None, 60), Some(1800 + 3000));
+        assert_eq!(
+            forecast((0, 20.0), (1800, 50.0), None, 60),
+            Some(1800 + 3000)
+        );
         // Resets before it would fill.
         assert_eq!(forecast((0, 20.0), (1800, 50.0), Some(4000), 60), None);
         // Not growing, too short a span, already full.

@@ -179,7 +179,12 @@ mod tests {
         let h = history(&conn).unwrap();
         assert_eq!(h[0].window, "five_hour");
         assert_eq!(
-            (h[0].samples, h[0].periods, h[0].periods_full, h[0].periods_high),
+            (
+                h[0].samples,
+                h[0].periods,
+                h[0].periods_full,
+                h[0].periods_high
+            ),
             (4, 2, 1, 2)
         );
         assert_eq!(h[0].hit_at, vec![200]);

@@ -1,0 +1,124 @@
+//! `claude-telemetry statusline` through the real binary: the line it prints from JSON of the
+//! shapes claude 2.1.197 / 2.1.332 declare, the samples it keeps in the store, the gauges it
+//! sends to a real OTLP peer, its fallback and its chaining.
+//!
+//! Path taken: the limit windows come from JSON of exactly the declared shapes (an API-key
+//! session of the real claude has no windows; the subscription-style session against the fake
+//! API was not attempted). Not yet covered: the real claude under tmux with the status line.
+
+mod common;
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use support::{FakeAnthropic, OtlpSink, Sandbox};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
+
+fn statusline(sandbox: &Sandbox, extra: &[(&str, &str)], args: &[&str], input: &str) -> String {
+    let mut command: Command = sandbox.command(LAUNCHER);
+    command.arg("statusline").args(args);
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statusline");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write input");
+    let out = child.wait_with_output().expect("statusline runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn store_path(sandbox: &Sandbox) -> std::path::PathBuf {
+    std::path::PathBuf::from(&sandbox.env()["CLAUDE_TELEMETRY_DATA_DIR"]).join("store.db")
+}
+
+#[test]
+fn limit_windows_show_percent_and_forecast_land_in_the_store_and_reach_the_upstream_as_gauges() {
+    let api = FakeAnthropic::start();
+    let sandbox = Sandbox::for_launcher(&api, "");
+    let upstream = OtlpSink::start();
+    let endpoint = upstream.http_endpoint();
+    let env = [("CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT", endpoint.as_str())];
+    let reset = 4_102_444_800i64; // 2100-01-01: never before the forecast
+    let input = |pct: f64| {
+        format!(
+            r#"{{"session_id":"sess-1","cost":{{"total_cost_usd":0.4213}},"model":{{"id":"m"}},
+               "rate_limits":{{"five_hour":{{"used_percentage":{pct},"resets_at":{reset}}},
+               "seven_day":{{"used_percentage":12,"resets_at":{reset}}}}}}}"#
+        )
+    };
+    let first = statusline(&sandbox, &env, &[], &input(20.0));
+    assert!(
+        first.starts_with("$0.42 session · $0.00 today · 5h 20%"),
+        "{first}"
+    );
+    assert!(first.contains("7d 12%"), "{first}");
+    // The first sample is half an hour old: 20 % -> 50 % in 30 min fills in 50 more minutes.
+    let conn = rusqlite::Connection::open(store_path(&sandbox)).expect("store");
+    conn.execute(
+        "UPDATE limit_samples SET time_ns = time_ns - 1800000000000",
+        [],
+    )
+    .expect("age the samples");
+    let second = statusline(&sandbox, &env, &[], &input(50.0));
+    assert!(second.contains("5h 50% full ~"), "{second}");
+    assert!(
+        !second.contains("7d 12% full"),
+        "a flat window has no forecast: {second}"
+    );
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM limit_samples WHERE window = 'five_hour' AND session_id = 'sess-1'
+             AND resets_at = ?1",
+            [reset],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 2);
+    let points = upstream.points("claude_code.rate_limit.used_percent");
+    let mut seen: Vec<(String, f64)> = points
+        .iter()
+        .map(|p| (p.attributes["window"].clone(), p.value))
+        .collect();
+    seen.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    assert_eq!(
+        seen,
+        [
+            ("five_hour".to_owned(), 20.0),
+            ("five_hour".to_owned(), 50.0),
+            ("seven_day".to_owned(), 12.0),
+            ("seven_day".to_owned(), 12.0)
+        ]
+    );
+}
+
+#[test]
+fn bad_input_prints_a_plain_line_and_a_chained_command_keeps_its_output() {
+    let api = FakeAnthropic::start();
+    let sandbox = Sandbox::for_launcher(&api, "");
+    let out = statusline(&sandbox, &[], &[], "not json");
+    assert_eq!(out, "$0.00 session · $0.00 today\n");
+    // An unreadable store: still one line, exit 0.
+    let mut broken = Sandbox::for_launcher(&api, "");
+    broken.set_env("CLAUDE_TELEMETRY_DATA_DIR", "/proc/no-such-dir");
+    let out = statusline(&broken, &[], &[], r#"{"cost":{"total_cost_usd":2.5}}"#);
+    assert_eq!(out, "$2.50 session\n");
+    let out = statusline(
+        &sandbox,
+        &[],
+        &["--chain", "read x; echo \"mine: $x\""],
+        "{}\n",
+    );
+    assert_eq!(out, "mine: {} | $0.00 session · $0.00 today\n");
+}
