@@ -234,6 +234,11 @@ pub fn main() -> i32 {
         Command::Logs(args) => with_stack(|s| stack::run_logs(&args, s)),
         Command::Clean(args) => with_stack(|s| stack::run_clean(&args, s)),
         Command::Validate(args) => with_stack(|s| stack::run_validate(&args, s)),
+        Command::Setup(args) if args.statusline => commands::setup_statusline::run(args.undo)
+            .unwrap_or_else(|e| {
+                eprintln!("claude-telemetry: {e:#}");
+                1
+            }),
         Command::Setup(args) => with_stack(|s| stack::run_setup(&args, s)),
         Command::Statusline(args) => {
             let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());

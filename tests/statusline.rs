@@ -122,3 +122,58 @@ fn bad_input_prints_a_plain_line_and_a_chained_command_keeps_its_output() {
     );
     assert_eq!(out, "mine: {} | $0.00 session · $0.00 today\n");
 }
+
+#[test]
+fn setup_statusline_installs_with_backup_chains_the_old_command_and_undo_restores_it() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = Sandbox::for_launcher(&api, "");
+    let config = sandbox.scratch().join("claude-config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    let file = config.join("settings.json");
+    let original = r#"{"model":"opus","statusLine":{"type":"command","command":"echo old"}}"#;
+    std::fs::write(&file, original).expect("write settings");
+    sandbox.set_env("CLAUDE_CONFIG_DIR", config.display().to_string());
+    let run = |args: &[&str]| {
+        let out = sandbox
+            .command(LAUNCHER)
+            .args(args)
+            .output()
+            .expect("setup");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let said = run(&["setup", "--statusline"]);
+    assert!(
+        said.contains("- \"statusLine\"") && said.contains("+ \"statusLine\""),
+        "{said}"
+    );
+    let backup = config.join("settings.json.claude-telemetry-backup");
+    assert_eq!(std::fs::read_to_string(&backup).expect("backup"), original);
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    let command = now["statusLine"]["command"].as_str().expect("command");
+    assert!(
+        command.ends_with("statusline --chain 'echo old'"),
+        "{command}"
+    );
+    assert_eq!(now["model"], "opus");
+    // The installed command runs and keeps the old one's output.
+    let out = Command::new("sh")
+        .args(["-c", command])
+        .env_clear()
+        .envs(sandbox.env())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run installed command");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("old | $0.00 session"),
+        "{out:?}"
+    );
+    run(&["setup", "--statusline", "--undo"]);
+    let back: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert_eq!(
+        back,
+        serde_json::from_str::<serde_json::Value>(original).expect("json")
+    );
+}
