@@ -4,7 +4,10 @@
 //!
 //! Path taken: the limit windows come from JSON of exactly the declared shapes (an API-key
 //! session of the real claude has no windows; the subscription-style session against the fake
-//! API was not attempted). Not yet covered: the real claude under tmux with the status line.
+//! API was not attempted). The real claude under tmux (both releases) pipes the status-line JSON
+//! on every refresh: `session_id`, `cost.total_cost_usd`, `model`, `context_window`, `workspace`,
+//! `version` (2.1.332 adds `prompt_cache`); for an API-key session it sends no `rate_limits` and
+//! no `rate_limits_available` key at all, so its windows are fed by a direct run.
 
 mod common;
 mod support;
@@ -177,3 +180,109 @@ fn setup_statusline_installs_with_backup_chains_the_old_command_and_undo_restore
         serde_json::from_str::<serde_json::Value>(original).expect("json")
     );
 }
+
+/// The real claude, interactive under tmux through the launcher, with the status line that
+/// `setup --statusline` installed (chaining a logger that keeps what claude pipes to it): the
+/// pane shows the session cost claude reported and today's spend; the launcher's relay address
+/// reaches the status-line command; a sample sent there reaches the upstream with its `window`
+/// label intact (the relay's fail-closed privacy keeps it).
+fn real_claude_shows_the_status_line_and_its_gauges_cross_the_relay() {
+    use support::anthropic::ANSWER_TEXT;
+    let api = FakeAnthropic::start();
+    let upstream = OtlpSink::start();
+    let sandbox = Sandbox::for_launcher(&api, &upstream.grpc_endpoint());
+    let scratch = sandbox.scratch();
+    let log = scratch.join("statusline-input.jsonl");
+    let seen_endpoint = scratch.join("statusline-endpoint");
+    // The user's own status line before setup: logs its input and the relay address it got.
+    let old = format!(
+        "cat >> \"{}\"; echo >> \"{}\"; printf %s \"$CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT\" > \"{}\"; echo old-line",
+        log.display(),
+        log.display(),
+        seen_endpoint.display()
+    );
+    sandbox.write_user_settings(
+        &serde_json::json!({"statusLine": {"type": "command", "command": old}}),
+    );
+    let setup = sandbox
+        .command(LAUNCHER)
+        .args(["setup", "--statusline"])
+        .output()
+        .expect("setup");
+    assert!(setup.status.success(), "{setup:?}");
+    let term = sandbox.tmux(LAUNCHER, &["--model", support::checks::MODEL]);
+    term.wait_for_text("old-line | $", std::time::Duration::from_secs(60));
+    term.submit("please greet the harness");
+    term.wait_for_text(ANSWER_TEXT, std::time::Duration::from_secs(60));
+    // After the turn claude refreshes the line with the turn's cost; wait for a line whose
+    // session cost is the one claude last piped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (line, input) = loop {
+        let screen = term.screen();
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let last: Option<serde_json::Value> = logged
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok());
+        if let (Some(input), Some(line)) =
+            (last, screen.lines().find(|l| l.contains("old-line | $")))
+        {
+            let cost = input["cost"]["total_cost_usd"].as_f64().unwrap_or(0.0);
+            if cost > 0.0 && line.contains(&format!("old-line | ${cost:.2} session · $")) {
+                break (line.trim().to_owned(), input);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status line with claude's cost; screen:\n{screen}\ninput:\n{logged}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(line.contains(" today"), "{line}");
+    assert!(input["session_id"].is_string(), "{input}");
+    // An API-key session: claude declares no plan windows.
+    assert!(
+        input
+            .get("rate_limits")
+            .is_none_or(serde_json::Value::is_null),
+        "{input}"
+    );
+    let endpoint = std::fs::read_to_string(&seen_endpoint).expect("endpoint file");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint:?}");
+    // A limit sample sent to the launcher's relay arrives at the upstream with its window.
+    let session = input["session_id"].as_str().expect("session id").to_owned();
+    let sample = format!(
+        r#"{{"session_id":"{session}","rate_limits":{{"five_hour":{{"used_percentage":37,"resets_at":4102444800}}}}}}"#
+    );
+    let out = statusline(
+        &sandbox,
+        &[("CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT", endpoint.as_str())],
+        &[],
+        &sample,
+    );
+    assert!(out.contains("5h 37%"), "{out}");
+    upstream.wait_for(
+        std::time::Duration::from_secs(30),
+        "the rate-limit gauge through the relay",
+        |s| {
+            s.points("claude_code.rate_limit.used_percent")
+                .iter()
+                .any(|p| p.value == 37.0)
+        },
+    );
+    let windows: Vec<String> = upstream
+        .points("claude_code.rate_limit.used_percent")
+        .iter()
+        .map(|p| p.attributes.get("window").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        windows,
+        ["five_hour"],
+        "window label after the relay's policy"
+    );
+    term.exit_claude();
+    let exit = term.wait_exit(std::time::Duration::from_secs(30));
+    assert_eq!(exit.code, Some(0), "screen:\n{}", term.screen());
+}
+
+crate::on_each_release!(real_claude_shows_the_status_line_and_its_gauges_cross_the_relay,);
