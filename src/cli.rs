@@ -30,6 +30,8 @@ pub const OUR_COMMANDS: &[&str] = &[
     "import",
     "version",
     "stack-check",
+    "statusline",
+    "limits",
 ];
 
 const AFTER_HELP: &str = "\
@@ -92,6 +94,10 @@ pub enum Command {
     Setup(stack::SetupArgs),
     /// Print a shell completion script: `completions bash|zsh|fish`.
     Completions(stack::CompletionsArgs),
+    /// Claude Code status-line command: session cost, today's spend, limit windows (stdin: JSON).
+    Statusline(crate::statusline::StatuslineArgs),
+    /// Plan usage-limit windows' history: how often and when they were hit.
+    Limits,
     /// Print claude-telemetry's own version (`--version` is passed to claude and prints claude's).
     Version,
 }
@@ -239,7 +245,21 @@ pub fn main() -> i32 {
         Command::Logs(args) => with_stack(|s| stack::run_logs(&args, s)),
         Command::Clean(args) => with_stack(|s| stack::run_clean(&args, s)),
         Command::Validate(args) => with_stack(|s| stack::run_validate(&args, s)),
+        Command::Setup(args) if args.statusline => commands::setup_statusline::run(args.undo)
+            .unwrap_or_else(|e| {
+                eprintln!("claude-telemetry: {e:#}");
+                1
+            }),
         Command::Setup(args) => with_stack(|s| stack::run_setup(&args, s)),
+        Command::Statusline(args) => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+            let loaded = settings::load(&cwd, &launcher::environment(), &[]);
+            crate::statusline::run(&args, loaded.as_ref().map_err(|e| e.to_string()))
+        }
+        Command::Limits => with_settings(&[], |loaded| {
+            let path = loaded.paths.store_file(&loaded.settings.store.path);
+            crate::statusline::limits_view(&path)
+        }),
         Command::Version => {
             println!("claude-telemetry {}", env!("CARGO_PKG_VERSION"));
             0

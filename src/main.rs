@@ -12,6 +12,7 @@ mod relay;
 mod report;
 mod settings;
 mod stack;
+mod statusline;
 mod store;
 
 /// mimalloc instead of glibc's allocator: the relay allocates and frees every string of every

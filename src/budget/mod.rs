@@ -104,7 +104,6 @@ impl Standing {
     }
 
     /// The compact form for a status line: `day $4.10/$10`.
-    #[allow(dead_code)] // the status line's (issue 13, merged separately)
     pub fn segment(&self) -> String {
         format!(
             "{} {}/{}",
@@ -140,7 +139,6 @@ pub struct Standings(pub Vec<Standing>);
 
 impl Standings {
     /// The standing closest to (or furthest past) its limit, for a one-segment status line.
-    #[allow(dead_code)] // the status line's (issue 13, merged separately)
     pub fn most_pressing(&self) -> Option<&Standing> {
         self.0
             .iter()

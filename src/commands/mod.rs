@@ -4,3 +4,4 @@
 pub mod config;
 pub mod doctor;
 pub mod import;
+pub mod setup_statusline;

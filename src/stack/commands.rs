@@ -97,7 +97,14 @@ pub struct ValidateArgs {
 
 /// `setup`: print how to route plain `claude` through claude-telemetry, or the env alternative.
 #[derive(Debug, Clone, Args)]
-pub struct SetupArgs {}
+pub struct SetupArgs {
+    /// Install `claude-telemetry statusline` as Claude Code's status line (backup, diff shown).
+    #[arg(long)]
+    pub statusline: bool,
+    /// With --statusline: put back the status line that was there before.
+    #[arg(long, requires = "statusline")]
+    pub undo: bool,
+}
 
 /// `completions <shell>`: print a shell completion script.
 #[derive(Debug, Clone, Args)]

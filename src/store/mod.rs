@@ -22,6 +22,7 @@
 pub(crate) mod fixtures;
 pub mod health;
 pub mod ledger;
+pub mod limits;
 mod outbox;
 pub mod queries;
 mod schema;

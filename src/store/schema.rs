@@ -300,8 +300,24 @@ DROP TABLE metric_points;
 ALTER TABLE metric_points_v4 RENAME TO metric_points;
 "#;
 
+/// Version 6: plan usage-limit samples the status-line command records (issue 13): one row per
+/// window per refresh, so the status line can forecast when a window runs out and `limits`
+/// can show how often windows were hit. `resets_at` (Unix seconds) tells one window period
+/// from the next.
+const V6: &str = r#"
+CREATE TABLE limit_samples (
+    id         INTEGER PRIMARY KEY,
+    time_ns    INTEGER NOT NULL,
+    window     TEXT    NOT NULL,
+    used_pct   REAL    NOT NULL,
+    resets_at  INTEGER,
+    session_id TEXT
+);
+CREATE INDEX limit_samples_window ON limit_samples(window, time_ns);
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -208,6 +208,8 @@ const KEYS: &[(&str, Class)] = &[
     ("user_prompt_length", Class::Known),
     ("user_system_prompt", Class::Conversation),
     ("vcs.ref.head.name", Class::Known),
+    // The plan usage-limit window of the status line's gauges (`five_hour`, `seven_day`, …).
+    ("window", Class::Known),
 ];
 
 fn classify(key: &str, ctx: RecordContext) -> Class {

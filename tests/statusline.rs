@@ -1,0 +1,288 @@
+//! `claude-telemetry statusline` through the real binary: the line it prints from JSON of the
+//! shapes claude 2.1.197 / 2.1.332 declare, the samples it keeps in the store, the gauges it
+//! sends to a real OTLP peer, its fallback and its chaining.
+//!
+//! Path taken: the limit windows come from JSON of exactly the declared shapes (an API-key
+//! session of the real claude has no windows; the subscription-style session against the fake
+//! API was not attempted). The real claude under tmux (both releases) pipes the status-line JSON
+//! on every refresh: `session_id`, `cost.total_cost_usd`, `model`, `context_window`, `workspace`,
+//! `version` (2.1.332 adds `prompt_cache`); for an API-key session it sends no `rate_limits` and
+//! no `rate_limits_available` key at all, so its windows are fed by a direct run.
+
+mod common;
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use support::{FakeAnthropic, OtlpSink, Sandbox};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
+
+fn statusline(sandbox: &Sandbox, extra: &[(&str, &str)], args: &[&str], input: &str) -> String {
+    let mut command: Command = sandbox.command(LAUNCHER);
+    command.arg("statusline").args(args);
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn statusline");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write input");
+    let out = child.wait_with_output().expect("statusline runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn store_path(sandbox: &Sandbox) -> std::path::PathBuf {
+    std::path::PathBuf::from(&sandbox.env()["CLAUDE_TELEMETRY_DATA_DIR"]).join("store.db")
+}
+
+#[test]
+fn limit_windows_show_percent_and_forecast_land_in_the_store_and_reach_the_upstream_as_gauges() {
+    let api = FakeAnthropic::start();
+    let sandbox = Sandbox::for_launcher(&api, "");
+    let upstream = OtlpSink::start();
+    let endpoint = upstream.http_endpoint();
+    let env = [("CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT", endpoint.as_str())];
+    let reset = 4_102_444_800i64; // 2100-01-01: never before the forecast
+    let input = |pct: f64| {
+        format!(
+            r#"{{"session_id":"sess-1","cost":{{"total_cost_usd":0.4213}},"model":{{"id":"m"}},
+               "rate_limits":{{"five_hour":{{"used_percentage":{pct},"resets_at":{reset}}},
+               "seven_day":{{"used_percentage":12,"resets_at":{reset}}}}}}}"#
+        )
+    };
+    let first = statusline(&sandbox, &env, &[], &input(20.0));
+    assert!(
+        first.starts_with("$0.42 session · $0.00 today · 5h 20%"),
+        "{first}"
+    );
+    assert!(first.contains("7d 12%"), "{first}");
+    // The first sample is half an hour old: 20 % -> 50 % in 30 min fills in 50 more minutes.
+    let conn = rusqlite::Connection::open(store_path(&sandbox)).expect("store");
+    conn.execute(
+        "UPDATE limit_samples SET time_ns = time_ns - 1800000000000",
+        [],
+    )
+    .expect("age the samples");
+    let second = statusline(&sandbox, &env, &[], &input(50.0));
+    assert!(second.contains("5h 50% full ~"), "{second}");
+    assert!(
+        !second.contains("7d 12% full"),
+        "a flat window has no forecast: {second}"
+    );
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM limit_samples WHERE window = 'five_hour' AND session_id = 'sess-1'
+             AND resets_at = ?1",
+            [reset],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(n, 2);
+    let points = upstream.points("claude_code.rate_limit.used_percent");
+    let mut seen: Vec<(String, f64)> = points
+        .iter()
+        .map(|p| (p.attributes["window"].clone(), p.value))
+        .collect();
+    seen.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    assert_eq!(
+        seen,
+        [
+            ("five_hour".to_owned(), 20.0),
+            ("five_hour".to_owned(), 50.0),
+            ("seven_day".to_owned(), 12.0),
+            ("seven_day".to_owned(), 12.0)
+        ]
+    );
+}
+
+#[test]
+fn bad_input_prints_a_plain_line_and_a_chained_command_keeps_its_output() {
+    let api = FakeAnthropic::start();
+    let sandbox = Sandbox::for_launcher(&api, "");
+    let out = statusline(&sandbox, &[], &[], "not json");
+    assert_eq!(out, "$0.00 session · $0.00 today\n");
+    // An unreadable store: still one line, exit 0.
+    let mut broken = Sandbox::for_launcher(&api, "");
+    broken.set_env("CLAUDE_TELEMETRY_DATA_DIR", "/proc/no-such-dir");
+    let out = statusline(&broken, &[], &[], r#"{"cost":{"total_cost_usd":2.5}}"#);
+    assert_eq!(out, "$2.50 session\n");
+    let out = statusline(
+        &sandbox,
+        &[],
+        &["--chain", "read x; echo \"mine: $x\""],
+        "{}\n",
+    );
+    assert_eq!(out, "mine: {} | $0.00 session · $0.00 today\n");
+}
+
+#[test]
+fn setup_statusline_installs_with_backup_chains_the_old_command_and_undo_restores_it() {
+    let api = FakeAnthropic::start();
+    let mut sandbox = Sandbox::for_launcher(&api, "");
+    let config = sandbox.scratch().join("claude-config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    let file = config.join("settings.json");
+    let original = r#"{"model":"opus","statusLine":{"type":"command","command":"echo old"}}"#;
+    std::fs::write(&file, original).expect("write settings");
+    sandbox.set_env("CLAUDE_CONFIG_DIR", config.display().to_string());
+    let run = |args: &[&str]| {
+        let out = sandbox
+            .command(LAUNCHER)
+            .args(args)
+            .output()
+            .expect("setup");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let said = run(&["setup", "--statusline"]);
+    assert!(
+        said.contains("- \"statusLine\"") && said.contains("+ \"statusLine\""),
+        "{said}"
+    );
+    let backup = config.join("settings.json.claude-telemetry-backup");
+    assert_eq!(std::fs::read_to_string(&backup).expect("backup"), original);
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    let command = now["statusLine"]["command"].as_str().expect("command");
+    assert!(
+        command.ends_with("statusline --chain 'echo old'"),
+        "{command}"
+    );
+    assert_eq!(now["model"], "opus");
+    // The installed command runs and keeps the old one's output.
+    let out = Command::new("sh")
+        .args(["-c", command])
+        .env_clear()
+        .envs(sandbox.env())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run installed command");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("old | $0.00 session"),
+        "{out:?}"
+    );
+    run(&["setup", "--statusline", "--undo"]);
+    let back: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert_eq!(
+        back,
+        serde_json::from_str::<serde_json::Value>(original).expect("json")
+    );
+}
+
+/// The real claude, interactive under tmux through the launcher, with the status line that
+/// `setup --statusline` installed (chaining a logger that keeps what claude pipes to it): the
+/// pane shows the session cost claude reported and today's spend; the launcher's relay address
+/// reaches the status-line command; a sample sent there reaches the upstream with its `window`
+/// label intact (the relay's fail-closed privacy keeps it).
+fn real_claude_shows_the_status_line_and_its_gauges_cross_the_relay() {
+    use support::anthropic::ANSWER_TEXT;
+    let api = FakeAnthropic::start();
+    let upstream = OtlpSink::start();
+    let sandbox = Sandbox::for_launcher(&api, &upstream.grpc_endpoint());
+    let scratch = sandbox.scratch();
+    let log = scratch.join("statusline-input.jsonl");
+    let seen_endpoint = scratch.join("statusline-endpoint");
+    // The user's own status line before setup: logs its input and the relay address it got.
+    let old = format!(
+        "cat >> \"{}\"; echo >> \"{}\"; printf %s \"$CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT\" > \"{}\"; echo old-line",
+        log.display(),
+        log.display(),
+        seen_endpoint.display()
+    );
+    sandbox.write_user_settings(
+        &serde_json::json!({"statusLine": {"type": "command", "command": old}}),
+    );
+    let setup = sandbox
+        .command(LAUNCHER)
+        .args(["setup", "--statusline"])
+        .output()
+        .expect("setup");
+    assert!(setup.status.success(), "{setup:?}");
+    let term = sandbox.tmux(LAUNCHER, &["--model", support::checks::MODEL]);
+    term.wait_for_text("old-line | $", std::time::Duration::from_secs(60));
+    term.submit("please greet the harness");
+    term.wait_for_text(ANSWER_TEXT, std::time::Duration::from_secs(60));
+    // After the turn claude refreshes the line with the turn's cost; wait for a line whose
+    // session cost is the one claude last piped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (line, input) = loop {
+        let screen = term.screen();
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let last: Option<serde_json::Value> = logged
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok());
+        if let (Some(input), Some(line)) =
+            (last, screen.lines().find(|l| l.contains("old-line | $")))
+        {
+            let cost = input["cost"]["total_cost_usd"].as_f64().unwrap_or(0.0);
+            if cost > 0.0 && line.contains(&format!("old-line | ${cost:.2} session · $")) {
+                break (line.trim().to_owned(), input);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status line with claude's cost; screen:\n{screen}\ninput:\n{logged}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(line.contains(" today"), "{line}");
+    assert!(input["session_id"].is_string(), "{input}");
+    // An API-key session: claude declares no plan windows.
+    assert!(
+        input
+            .get("rate_limits")
+            .is_none_or(serde_json::Value::is_null),
+        "{input}"
+    );
+    let endpoint = std::fs::read_to_string(&seen_endpoint).expect("endpoint file");
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint:?}");
+    // A limit sample sent to the launcher's relay arrives at the upstream with its window.
+    let session = input["session_id"].as_str().expect("session id").to_owned();
+    let sample = format!(
+        r#"{{"session_id":"{session}","rate_limits":{{"five_hour":{{"used_percentage":37,"resets_at":4102444800}}}}}}"#
+    );
+    let out = statusline(
+        &sandbox,
+        &[("CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT", endpoint.as_str())],
+        &[],
+        &sample,
+    );
+    assert!(out.contains("5h 37%"), "{out}");
+    upstream.wait_for(
+        std::time::Duration::from_secs(30),
+        "the rate-limit gauge through the relay",
+        |s| {
+            s.points("claude_code.rate_limit.used_percent")
+                .iter()
+                .any(|p| p.value == 37.0)
+        },
+    );
+    let windows: Vec<String> = upstream
+        .points("claude_code.rate_limit.used_percent")
+        .iter()
+        .map(|p| p.attributes.get("window").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        windows,
+        ["five_hour"],
+        "window label after the relay's policy"
+    );
+    term.exit_claude();
+    let exit = term.wait_exit(std::time::Duration::from_secs(30));
+    assert_eq!(exit.code, Some(0), "screen:\n{}", term.screen());
+}
+
+crate::on_each_release!(real_claude_shows_the_status_line_and_its_gauges_cross_the_relay,);
