@@ -101,6 +101,29 @@ fn budget_lines(out: &Output) -> Vec<String> {
         .collect()
 }
 
+/// The status line Claude Code would show in `cwd` (its JSON piped in), with `extra` env.
+fn status_line(s: &Sandbox, cwd: &Path, extra: &[(&str, &str)]) -> String {
+    use std::io::Write;
+    let mut child = s
+        .command(LAUNCHER)
+        .current_dir(cwd)
+        .arg("statusline")
+        .envs(extra.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"session_id":"s","cost":{"total_cost_usd":0.5}}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn report(s: &Sandbox, cwd: &Path, extra: &[(&str, &str)], json: bool) -> Output {
     let mut cmd = s.command(LAUNCHER);
     cmd.current_dir(cwd)
@@ -132,6 +155,11 @@ fn launch_line_and_report_say_over_near_and_under_the_daily_budget() {
     );
     let text = String::from_utf8(report(&s, &project, &near, false).stdout).unwrap();
     assert!(text.contains("NEAR   day $8.50 of $10 (85%)"), "{text}");
+    let line = status_line(&s, &project, &near);
+    assert!(
+        line.contains(" · day $8.50/$10"),
+        "the status line shows it: {line}"
+    );
     let j: serde_json::Value =
         serde_json::from_slice(&report(&s, &project, &near, true).stdout).unwrap();
     let b = &j["budgets"][0];
@@ -158,12 +186,23 @@ fn launch_line_and_report_say_over_near_and_under_the_daily_budget() {
     assert!(text.contains("OVER   day $8.50 of $8 (106%)"), "{text}");
     assert!(text.contains("OVER   week $8.50 of $5 (170%)"), "{text}");
     assert!(text.contains("under  month $8.50 of $1000 (1%)"), "{text}");
+    let line = status_line(&s, &project, &over);
+    assert!(
+        line.contains(" · week $8.50/$5 over"),
+        "the most pressing one: {line}"
+    );
 
     // $8.50 of $50: under, no line at all.
     let under = [("CLAUDE_TELEMETRY_BUDGET__DAILY", "50")];
     assert!(budget_lines(&launch(&s, &project, &under)).is_empty());
     let text = String::from_utf8(report(&s, &project, &under, false).stdout).unwrap();
     assert!(text.contains("under  day $8.50 of $50 (17%)"), "{text}");
+    let line = status_line(&s, &project, &under);
+    assert!(line.contains(" · day $8.50/$50"), "{line}");
+    assert!(
+        !status_line(&s, &project, &[]).contains("day $"),
+        "no budget, no segment"
+    );
 
     // No budget: no line, no budget section, no `budgets` in JSON.
     assert!(budget_lines(&launch(&s, &project, &[])).is_empty());

@@ -133,7 +133,7 @@ fn imported_history_counts_toward_the_budget_once() {
     let [day, _, _] = queries::local_period_starts(&conn, now).unwrap();
     let record = |key: &str, source: Source| Record {
         key: key.to_owned(),
-        time_ns: ((day + 2 * 3600) as i64) * 1_000_000_000,
+        time_ns: (day + 2 * 3600) * 1_000_000_000,
         session: "s-imported".into(),
         model: "claude-sonnet-4-6".into(),
         project: "web".into(),
