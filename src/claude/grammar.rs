@@ -845,11 +845,6 @@ pub fn learn_into_cache(program: &Path, cache_dir: &Path) -> i32 {
             grammar.subcommands.extend(now.subcommands);
             grammar.hidden.extend(now.hidden);
         }
-        // The cache was removed while this detached process learned (the user cleared it, or
-        // a test's temporary home is gone): leave it removed rather than recreate the tree.
-        if !file.parent().is_some_and(Path::is_dir) {
-            return Ok(());
-        }
         save(&file, &grammar)
     })();
     let _ = std::fs::remove_file(&lock);
@@ -865,29 +860,6 @@ pub fn learn_into_cache(program: &Path, cache_dir: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_background_learner_whose_cache_was_removed_does_not_recreate_it() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let program = dir.path().join("claude");
-        std::fs::write(&program, format!("#!/bin/sh\ncat <<'EOF'\n{HELP}\nEOF\n"))
-            .expect("stand-in");
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let kept = dir.path().join("kept-cache");
-        // As `start_background_learner` leaves it: the directory holding the lock.
-        std::fs::create_dir_all(kept.join("claude-grammar")).expect("cache dir");
-        assert_eq!(learn_into_cache(&program, &kept), 0);
-        assert!(
-            std::fs::read_dir(kept.join("claude-grammar"))
-                .expect("cache dir")
-                .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))),
-            "a present cache gets the grammar"
-        );
-        let gone = dir.path().join("gone").join("cache");
-        assert_eq!(learn_into_cache(&program, &gone), 0);
-        assert!(!dir.path().join("gone").exists(), "nothing recreated");
-    }
 
     const HELP: &str = "\
 Usage: claude [options] [command] [prompt]
