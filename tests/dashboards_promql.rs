@@ -890,6 +890,59 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
     };
     let sc = scenario();
     assert!(sc.launches >= 50);
+    // The limit scenario makes both halves of "used % now" matter (counted over windows x
+    // ranges): a window's highest last sample is one whose window has since reset, and a kept
+    // session's highest sample is higher than the highest last one.
+    let mut with_samples = sc.samples.clone();
+    with_samples.extend(sc.replayed.iter().cloned());
+    let (mut reset_matters, mut last_matters) = (0, 0);
+    for (_, secs) in RANGES {
+        let (from, to) = (sc.to - secs, sc.to);
+        let all_picks = Picks::new();
+        // (session, window) -> (last sample, highest sample, last reset time).
+        type Seen = (Option<(i64, f64)>, f64, Option<(i64, f64)>);
+        let mut seen: BTreeMap<(&String, &String), Seen> = BTreeMap::new();
+        for m in [
+            metric::RATE_LIMIT_USED_PERCENT,
+            metric::RATE_LIMIT_RESETS_AT,
+        ] {
+            for s in selected(&with_samples, m, &all_picks, from, to) {
+                let key = (&s.labels[label::SESSION_ID], &s.labels[label::WINDOW]);
+                let e = seen.entry(key).or_insert((None, f64::MIN, None));
+                let slot = if m == metric::RATE_LIMIT_RESETS_AT {
+                    &mut e.2
+                } else {
+                    e.1 = e.1.max(s.v);
+                    &mut e.0
+                };
+                if slot.is_none_or(|(t, _)| t <= s.t) {
+                    *slot = Some((s.t, s.v));
+                }
+            }
+        }
+        let windows: BTreeSet<&String> = seen.keys().map(|(_, w)| *w).collect();
+        for w in windows {
+            let of_window = || seen.iter().filter(move |((_, sw), _)| *sw == w);
+            let kept = || of_window().filter(|(_, (_, _, r))| r.is_none_or(|(_, r)| r > to as f64));
+            let top = |it: &mut dyn Iterator<Item = f64>| it.fold(f64::MIN, f64::max);
+            let last_all = top(&mut of_window().filter_map(|(_, (l, _, _))| l.map(|l| l.1)));
+            let last_kept = top(&mut kept().filter_map(|(_, (l, _, _))| l.map(|l| l.1)));
+            let highest_kept = top(&mut kept().map(|(_, (_, h, _))| *h));
+            if last_all > last_kept {
+                reset_matters += 1;
+            }
+            if highest_kept > last_kept {
+                last_matters += 1;
+            }
+        }
+    }
+    eprintln!(
+        "limit scenario: the reset filter matters in {reset_matters}, the last sample in {last_matters} windows x ranges"
+    );
+    assert!(
+        reset_matters >= 7 && last_matters >= 7,
+        "the limit scenario no longer tells the reset filter ({reset_matters} windows x ranges) or the last sample ({last_matters}) apart"
+    );
     // Sessions that started in the day before a range must not be counted in it.
     for (name, secs) in &RANGES[1..4] {
         let before = sc
