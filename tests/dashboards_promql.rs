@@ -17,6 +17,9 @@
 //!   dropped once its window has reset by the range's end), and its history bars must equal,
 //!   point by point, the highest used % sampled in each bar. The scenario's accounts have
 //!   5-hour and weekly windows resetting inside the ranges and long sessions spanning a reset.
+//!   The table as Grafana shows it is checked too: its transformations (merge, organize) run
+//!   by @grafana/data's `transformDataFrame` on the frames Grafana's Prometheus datasource
+//!   makes of the two instant queries give one row per window: used % now, reset time.
 //!   Ranges 15m, 1h, 6h, 24h, 7d, 30d, 90d; variables at All, one model
 //!   (`claude-opus-4-8[1m]`) picked, one project (`next.js`) picked, two models and one user,
 //!   the other project (`api+tools`) and its team.
@@ -540,6 +543,9 @@ fn ratio(num: Truth, den: Truth, scale: f64) -> Truth {
 
 const INPUTS: &[&str] = &["cacheRead", "input", "cacheCreation"];
 
+/// The overview's table of the usage-limit windows.
+const LIMIT_TABLE: &str = "Usage limit windows";
+
 /// The truth of each panel target, by title and refId; `None`: a per-bar ratio, which does
 /// not add up over a range (its parts are checked by other panels).
 fn truth_of(title: &str, ref_id: &str) -> Option<Truth> {
@@ -615,8 +621,8 @@ fn truth_of(title: &str, ref_id: &str) -> Option<Truth> {
         ("Active time over time", _) => sum(ACTIVE_TIME, &[], &["type"]),
         ("Active sessions", _) => Truth::ActiveSessions,
         ("Active time by user", _) => sum(ACTIVE_TIME, &[], &["user_id", "type"]),
-        ("Usage limit windows", "A") => Truth::LimitNow { reset_ms: false },
-        ("Usage limit windows", "B") => Truth::LimitNow { reset_ms: true },
+        (LIMIT_TABLE, "A") => Truth::LimitNow { reset_ms: false },
+        (LIMIT_TABLE, "B") => Truth::LimitNow { reset_ms: true },
         ("Usage limit windows over time", _) => Truth::LimitBars,
         ("Lines per active hour by user", _) => ratio(
             sum(LINES_OF_CODE, &[], &["user_id"]),
@@ -817,6 +823,8 @@ struct Target {
     expr: String,
     max_data_points: u64,
     min_interval: String,
+    /// The panel's transformations (Grafana runs them on the query results).
+    transformations: Value,
 }
 
 fn targets(dashboard: &Value, file: &str, out: &mut Vec<Target>) {
@@ -838,6 +846,7 @@ fn targets(dashboard: &Value, file: &str, out: &mut Vec<Target>) {
                     expr: expr.to_string(),
                     max_data_points: p["maxDataPoints"].as_u64().unwrap_or(1000),
                     min_interval: p["interval"].as_str().unwrap_or("").to_string(),
+                    transformations: p["transformations"].clone(),
                 });
             }
         }
@@ -1120,6 +1129,10 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
     let mut failures = Vec::new();
     let mut checked = 0;
     let mut limit_checked = 0;
+    // The limit table's instant results per (range, choice), by refId, for its transformations.
+    type ByRefId = Vec<(String, Vec<Value>)>;
+    let mut limit_tables: BTreeMap<(usize, usize), ByRefId> = BTreeMap::new();
+    let mut limit_table_transformations = Value::Null;
     for (q, (ti, ri, ci)) in interpolated.iter().zip(&plan) {
         let t = &all_targets[*ti];
         let (range_name, secs) = RANGES[*ri];
@@ -1235,6 +1248,13 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
                     continue;
                 }
             };
+            if t.title == LIMIT_TABLE && t.panel_type == "table" {
+                limit_tables
+                    .entry((*ri, *ci))
+                    .or_default()
+                    .push((t.ref_id.clone(), r.clone()));
+                limit_table_transformations = t.transformations.clone();
+            }
             let want = evaluate(&truth, &all, picks, from, sc.to);
             let by = group_labels(&truth);
             let mut got = Groups::new();
@@ -1274,6 +1294,62 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
             }
         }
     }
+    // The limit table as Grafana shows it: its transformations (merge, organize) run by
+    // @grafana/data on the frames of queries A and B must give one row per window with the
+    // used % now and its reset time.
+    let mut tables = Vec::new();
+    let mut table_plan = Vec::new();
+    for ((ri, ci), results) in &limit_tables {
+        let frames: Vec<Value> = results
+            .iter()
+            .map(|(ref_id, r)| table_frame(ref_id, r, results.len()))
+            .collect();
+        tables.push(json!({"id": tables.len(), "frames": frames,
+            "transformations": limit_table_transformations}));
+        table_plan.push((*ri, *ci));
+    }
+    assert_eq!(
+        tables.len(),
+        RANGES.len() * choices.len(),
+        "limit tables run"
+    );
+    let shown = grafana(&npm, &json!({ "tables": tables }));
+    for (table, (ri, ci)) in shown.iter().zip(&table_plan) {
+        let (range_name, secs) = RANGES[*ri];
+        let (choice_name, picks) = &choices[*ci];
+        let what = format!("`{LIMIT_TABLE}` as shown [{range_name}, {choice_name}]");
+        let columns: Vec<(&str, &Vec<Value>)> = table["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["name"].as_str()?, c["values"].as_array()?)))
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+        if names != ["Window", "Used", "Resets at"] {
+            failures.push(format!("{what}: columns {names:?}"));
+            continue;
+        }
+        let (from, to) = (sc.to - secs, sc.to);
+        let used = evaluate(&Truth::LimitNow { reset_ms: false }, &all, picks, from, to);
+        let resets = evaluate(&Truth::LimitNow { reset_ms: true }, &all, picks, from, to);
+        let mut rows = Vec::new();
+        for row in 0..columns[0].1.len() {
+            let cell = |c: usize| columns[c].1.get(row).cloned().unwrap_or(Value::Null);
+            rows.push((
+                cell(0).as_str().unwrap_or_default().to_string(),
+                cell(1).as_f64(),
+                cell(2).as_f64(),
+            ));
+        }
+        let want: Vec<(String, Option<f64>, Option<f64>)> = used
+            .iter()
+            .map(|(k, v)| (k[0].1.clone(), Some(*v), resets.get(k).copied()))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if rows != want {
+            failures.push(format!("{what}: rows {rows:?}, truth {want:?}"));
+        }
+    }
     assert!(checked >= 1000, "only {checked} figures checked");
     // The limit table's two queries and the bars, for every range and variable choice.
     assert_eq!(limit_checked, 3 * RANGES.len() * choices.len());
@@ -1287,6 +1363,32 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
         "{checked} dashboard figures match the scenario ({} launches), {limit_checked} of them limit-window panels",
         sc.launches
     );
+}
+
+/// The frame Grafana's Prometheus datasource makes of an instant query with format "table"
+/// (grafana/grafana packages/grafana-prometheus/src/result_transformer.ts `transformDFToTable`):
+/// `Time` (ms), one field per label sorted by name, then the value, named `Value #<refId>`
+/// when the panel's response holds more than one query.
+fn table_frame(ref_id: &str, result: &[Value], queries: usize) -> Value {
+    let labels: BTreeSet<&str> = result
+        .iter()
+        .flat_map(|s| s["metric"].as_object().into_iter().flatten())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut fields = vec![json!({"name": "Time", "type": "time",
+        "values": result.iter().map(|s| s["value"][0].as_f64().unwrap_or_default() * 1000.0).collect::<Vec<_>>()})];
+    for l in labels {
+        fields.push(json!({"name": l, "type": "string",
+            "values": result.iter().map(|s| s["metric"][l].as_str().unwrap_or_default()).collect::<Vec<_>>()}));
+    }
+    let value = if queries > 1 {
+        format!("Value #{ref_id}")
+    } else {
+        "Value".to_string()
+    };
+    fields.push(json!({"name": value, "type": "number",
+        "values": result.iter().map(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok())).collect::<Vec<_>>()}));
+    json!({"refId": ref_id, "fields": fields})
 }
 
 fn prom_query(prom: &Prometheus, path: &str) -> Result<Vec<Value>, String> {
