@@ -1471,8 +1471,8 @@ mod tests {
             ),
             (
                 "config/prometheus-rules.yml",
-                "        expr: max by (window)",
-                "        exp: max by (window)",
+                "        expr: |\n          max by (window) (",
+                "        exp: |\n          max by (window) (",
             ),
         ]);
         assert!(
