@@ -31,6 +31,13 @@ pub mod metric {
     pub const CODE_EDIT_TOOL_DECISION: &str = "claude_code_code_edit_tool_decision";
     /// `claude_code.active_time.total` in seconds (label `type`: cli/user).
     pub const ACTIVE_TIME: &str = "claude_code_active_time_total_seconds";
+    /// `claude_code.rate_limit.used_percent` (0-100, label `window`): a true gauge, one sample
+    /// per status-line refresh (`claude-telemetry statusline`), so the latest value counts,
+    /// never a sum. No unit, hence no suffix.
+    pub const RATE_LIMIT_USED_PERCENT: &str = "claude_code_rate_limit_used_percent";
+    /// `claude_code.rate_limit.resets_at` (unit `s`, so `_seconds`): when the sampled window
+    /// resets, Unix seconds; a sample whose reset is past describes a window that is over.
+    pub const RATE_LIMIT_RESETS_AT: &str = "claude_code_rate_limit_resets_at_seconds";
 
     /// Every metric the dashboards may query.
     pub const ALL: &[&str] = &[
@@ -42,6 +49,8 @@ pub mod metric {
         PULL_REQUEST_COUNT,
         CODE_EDIT_TOOL_DECISION,
         ACTIVE_TIME,
+        RATE_LIMIT_USED_PERCENT,
+        RATE_LIMIT_RESETS_AT,
     ];
 }
 
@@ -77,6 +86,8 @@ pub mod label {
     pub const QUERY_SOURCE: &str = "query_source";
     /// Prometheus `job` (from `service.name`, set by the remote-write exporter).
     pub const JOB: &str = "job";
+    /// The plan's usage-limit window on the rate-limit gauges (`five_hour`, `seven_day`, …).
+    pub const WINDOW: &str = "window";
 
     /// Every label the dashboards may group or filter by.
     pub const ALL: &[&str] = &[
@@ -95,6 +106,7 @@ pub mod label {
         TERMINAL_TYPE,
         QUERY_SOURCE,
         JOB,
+        WINDOW,
     ];
 }
 

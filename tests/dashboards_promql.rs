@@ -12,7 +12,15 @@
 //!   (escapeRegex, rangeUtil.calculateInterval) and parsed with Grafana's grammars.
 //! - Stats (instant queries at the range's end) must be within 1 % of the truth, per group;
 //!   time series (range queries with Grafana's step and aligned start/end) must add up to the
-//!   range's total within 3 %. Ranges 15m, 1h, 6h, 24h, 7d, 30d, 90d; variables at All, one model
+//!   range's total within 3 %. The usage-limit panels read gauges, not sums: the table's used %
+//!   and reset time per window must equal the truth exactly (each session's last sample,
+//!   dropped once its window has reset by the range's end), and its history bars must equal,
+//!   point by point, the highest used % sampled in each bar. The scenario's accounts have
+//!   5-hour and weekly windows resetting inside the ranges and long sessions spanning a reset.
+//!   The table as Grafana shows it is checked too: its transformations (merge, organize) run
+//!   by @grafana/data's `transformDataFrame` on the frames Grafana's Prometheus datasource
+//!   makes of the two instant queries give one row per window: used % now, reset time.
+//!   Ranges 15m, 1h, 6h, 24h, 7d, 30d, 90d; variables at All, one model
 //!   (`claude-opus-4-8[1m]`) picked, one project (`next.js`) picked, two models and one user,
 //!   the other project (`api+tools`) and its team.
 
@@ -173,9 +181,11 @@ fn scenario() -> Scenario {
                 v,
             });
         };
+        let mut export_times = Vec::new();
         for k in 0..exports {
             let jitter = if edge { 0 } else { rng.below(30) as i64 };
             let t = start + 5 + k * 60 + jitter;
+            export_times.push(t);
             if k == 0 {
                 push(
                     metric::SESSION_COUNT,
@@ -260,6 +270,37 @@ fn scenario() -> Scenario {
                 );
             }
         }
+        // The status line refreshes with each export; user i % 3 is on account i % 3.
+        for t in export_times {
+            out.extend(limit_samples(&base, i % 3, t, to));
+        }
+    }
+    // Long sessions of each account, seen only through the status line (their claude metrics
+    // are not what these panels read): a sample every 5 min over the last 4 h, so each spans
+    // its account's 5-hour reset and shows a high used % before it and a low one after.
+    for account in 0..ACCOUNTS {
+        let base: BTreeMap<&'static str, String> = [
+            ("job", "claude-code".to_string()),
+            ("instance", format!("status-{account}")),
+            (
+                label::SESSION_ID,
+                format!("00000000-0000-4000-9000-{account:012}"),
+            ),
+            (label::USER_ID, USERS[account].to_string()),
+            (label::PROJECT, PROJECTS[account % 2].to_string()),
+            (
+                label::TEAM_ID,
+                if account % 2 == 0 { "web" } else { "platform" }.to_string(),
+            ),
+            (label::DEPARTMENT, "eng".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let mut t = to - 4 * 3600 + 37 * account as i64;
+        while t < to - 100 {
+            samples.extend(limit_samples(&base, account, t, to));
+            t += 300;
+        }
     }
     Scenario {
         to,
@@ -267,6 +308,72 @@ fn scenario() -> Scenario {
         replayed,
         launches: starts.len(),
     }
+}
+
+/// Accounts (plans) whose usage-limit windows the status line samples.
+const ACCOUNTS: usize = 3;
+const FIVE_HOURS: i64 = 5 * 3600;
+const WEEK: i64 = 7 * 86400;
+/// A window of unknown reset time (2.1.332's `model_scoped[]` rows may have `resets_at: null`):
+/// the status line sends its used % and no reset gauge.
+const NO_RESET_WINDOW: &str = "model_scoped:Fable";
+
+/// The status-line samples of one refresh at `t`, as the collector stores the gauges
+/// `claude_code.rate_limit.used_percent{window}` and `claude_code.rate_limit.resets_at{window}`
+/// the launcher's relay received: the session's resource labels (project, team, launch
+/// instance; no `user.id`: the status line does not send one), the point's `window` and
+/// `session.id`. Each account's windows reset at fixed times relative to `to`, chosen inside
+/// the tested ranges: 5-hour resets at `to` - 10 min, - 40 min and + 2 h (so - 3 h); weekly at
+/// `to` - 2 d, + 3 d and - 6 h. Used % grows through a window to a per-window peak (40–109 %,
+/// capped at 100).
+fn limit_samples(
+    base: &BTreeMap<&'static str, String>,
+    account: usize,
+    t: i64,
+    to: i64,
+) -> Vec<Sample> {
+    let five_hour_reset = [to - 600, to - 2400, to + 7200][account];
+    let weekly_reset = [to - 2 * 86400, to + 3 * 86400, to - 6 * 3600][account];
+    let mut labels = base.clone();
+    labels.remove(label::USER_ID);
+    labels.remove(label::TERMINAL_TYPE);
+    let mut out = Vec::new();
+    let mut windows = vec![
+        ("five_hour", FIVE_HOURS, five_hour_reset),
+        ("seven_day", WEEK, weekly_reset),
+    ];
+    if account == 2 {
+        windows.push((NO_RESET_WINDOW, WEEK, to + 86400));
+    }
+    for (w, (window, len, a_reset)) in windows.into_iter().enumerate() {
+        // The window holding t: (reset - len, reset], reset ≡ a_reset (mod len).
+        let n = (t - a_reset).div_euclid(len);
+        let reset = if (t - a_reset).rem_euclid(len) == 0 {
+            a_reset + n * len
+        } else {
+            a_reset + (n + 1) * len
+        };
+        let peak = 40 + ((account as i64 * 7 + n * 13 + w as i64 * 5).rem_euclid(70));
+        let used = ((t - (reset - len)) as f64 / len as f64 * peak as f64).min(100.0);
+        let used = (used * 10.0).round() / 10.0;
+        let mut l = labels.clone();
+        l.insert(label::WINDOW, window.to_string());
+        out.push(Sample {
+            metric: metric::RATE_LIMIT_USED_PERCENT,
+            labels: l.clone(),
+            t,
+            v: used,
+        });
+        if window != NO_RESET_WINDOW {
+            out.push(Sample {
+                metric: metric::RATE_LIMIT_RESETS_AT,
+                labels: l,
+                t,
+                v: reset as f64,
+            });
+        }
+    }
+    out
 }
 
 /// The exposition text `promtool push metrics` reads: one family at a time, explicit
@@ -413,6 +520,13 @@ enum Truth {
     ActiveSessions,
     /// `num / den * scale`, per group.
     Ratio(Box<Truth>, Box<Truth>, f64),
+    /// Per limit window, the used % NOW: each session's last sample in the range, dropped when
+    /// that session's last known reset time for the window is not after the range's end; of
+    /// those the highest. `reset_ms`: instead, the reset time (ms, as Grafana's date units
+    /// take it) of the sessions at that highest value (the latest of theirs, if they differ).
+    LimitNow { reset_ms: bool },
+    /// Per limit window and bar, the highest used % sampled in the bar `(t, t + step]`.
+    LimitBars,
 }
 
 fn sum(
@@ -428,6 +542,9 @@ fn ratio(num: Truth, den: Truth, scale: f64) -> Truth {
 }
 
 const INPUTS: &[&str] = &["cacheRead", "input", "cacheCreation"];
+
+/// The overview's table of the usage-limit windows.
+const LIMIT_TABLE: &str = "Usage limit windows";
 
 /// The truth of each panel target, by title and refId; `None`: a per-bar ratio, which does
 /// not add up over a range (its parts are checked by other panels).
@@ -504,6 +621,9 @@ fn truth_of(title: &str, ref_id: &str) -> Option<Truth> {
         ("Active time over time", _) => sum(ACTIVE_TIME, &[], &["type"]),
         ("Active sessions", _) => Truth::ActiveSessions,
         ("Active time by user", _) => sum(ACTIVE_TIME, &[], &["user_id", "type"]),
+        (LIMIT_TABLE, "A") => Truth::LimitNow { reset_ms: false },
+        (LIMIT_TABLE, "B") => Truth::LimitNow { reset_ms: true },
+        ("Usage limit windows over time", _) => Truth::LimitBars,
         ("Lines per active hour by user", _) => ratio(
             sum(LINES_OF_CODE, &[], &["user_id"]),
             sum(ACTIVE_TIME, &[], &["user_id"]),
@@ -527,6 +647,25 @@ fn has_model(m: &str) -> bool {
     .contains(&m)
 }
 
+/// Whether the series of `m` carry label `l`: the model only on cost, tokens and lines; the
+/// rate-limit gauges no user (the status line sends no `user.id`), so a user or model pick
+/// does not narrow them.
+fn carries(m: &str, l: &str) -> bool {
+    match l {
+        label::MODEL => has_model(m),
+        label::USER_ID => !is_limit(m),
+        _ => true,
+    }
+}
+
+fn is_limit(m: &str) -> bool {
+    [
+        metric::RATE_LIMIT_USED_PERCENT,
+        metric::RATE_LIMIT_RESETS_AT,
+    ]
+    .contains(&m)
+}
+
 fn selected<'a>(
     samples: &'a [Sample],
     m: &'a str,
@@ -539,8 +678,7 @@ fn selected<'a>(
             && s.t > a
             && s.t <= b
             && picks.iter().all(|(k, vs)| {
-                (*k == label::MODEL && !has_model(m))
-                    || s.labels.get(k).is_some_and(|x| vs.contains(&x.as_str()))
+                !carries(m, k) || s.labels.get(k).is_some_and(|x| vs.contains(&x.as_str()))
             })
     })
 }
@@ -548,7 +686,7 @@ fn selected<'a>(
 type Groups = BTreeMap<Vec<(String, String)>, f64>;
 
 /// The truth in (a, b], per group.
-fn evaluate(truth: &Truth, samples: &[Sample], picks: &Picks, a: i64, b: i64) -> Groups {
+fn evaluate<'a>(truth: &Truth, samples: &'a [Sample], picks: &'a Picks, a: i64, b: i64) -> Groups {
     let mut g = Groups::new();
     match truth {
         Truth::Sum { metric, fixed, by } => {
@@ -584,6 +722,52 @@ fn evaluate(truth: &Truth, samples: &[Sample], picks: &Picks, a: i64, b: i64) ->
                 .collect();
             g.insert(vec![], sessions.len() as f64);
         }
+        Truth::LimitNow { reset_ms } => {
+            type Key<'s> = (&'s String, &'s String);
+            let key = |s: &'a Sample| -> Option<Key<'a>> {
+                Some((
+                    s.labels.get(label::SESSION_ID)?,
+                    s.labels.get(label::WINDOW)?,
+                ))
+            };
+            let last = |m: &'a str| {
+                let mut last: BTreeMap<Key<'a>, &'a Sample> = BTreeMap::new();
+                for s in selected(samples, m, picks, a, b) {
+                    if let Some(k) = key(s)
+                        && last.get(&k).is_none_or(|l| l.t <= s.t)
+                    {
+                        last.insert(k, s);
+                    }
+                }
+                last
+            };
+            let resets = last(metric::RATE_LIMIT_RESETS_AT);
+            let current: Vec<(Key<'a>, f64)> = last(metric::RATE_LIMIT_USED_PERCENT)
+                .into_iter()
+                .filter(|(k, _)| resets.get(k).is_none_or(|r| r.v > b as f64))
+                .map(|(k, s)| (k, s.v))
+                .collect();
+            let mut top: BTreeMap<&String, f64> = BTreeMap::new();
+            for ((_, window), v) in &current {
+                let e = top.entry(window).or_insert(f64::MIN);
+                *e = e.max(*v);
+            }
+            for (window, max) in top {
+                let value = if *reset_ms {
+                    current
+                        .iter()
+                        .filter(|((_, w), v)| *w == window && *v == max)
+                        .filter_map(|(k, _)| resets.get(k).map(|r| r.v * 1000.0))
+                        .reduce(f64::max)
+                } else {
+                    Some(max)
+                };
+                if let Some(v) = value {
+                    g.insert(vec![(label::WINDOW.to_string(), window.clone())], v);
+                }
+            }
+        }
+        Truth::LimitBars => unreachable!("bars are evaluated by limit_bars"),
         Truth::Ratio(num, den, scale) => {
             let n = evaluate(num, samples, picks, a, b);
             let d = evaluate(den, samples, picks, a, b);
@@ -595,6 +779,31 @@ fn evaluate(truth: &Truth, samples: &[Sample], picks: &Picks, a: i64, b: i64) ->
         }
     }
     g
+}
+
+/// The truth of a bars panel of the limit windows: (window, bar time) -> highest used %
+/// sampled in `(bar, bar + step]`, for the bars `start, start + step, …, end`.
+fn limit_bars(
+    samples: &[Sample],
+    picks: &Picks,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> BTreeMap<(String, i64), f64> {
+    let mut bars = BTreeMap::new();
+    for s in selected(
+        samples,
+        metric::RATE_LIMIT_USED_PERCENT,
+        picks,
+        start,
+        end + step,
+    ) {
+        let bar = start + (s.t - start - 1).div_euclid(step) * step;
+        let window = s.labels.get(label::WINDOW).cloned().unwrap_or_default();
+        let e = bars.entry((window, bar)).or_insert(f64::MIN);
+        *e = f64::max(*e, s.v);
+    }
+    bars
 }
 
 fn total(g: &Groups) -> f64 {
@@ -614,6 +823,8 @@ struct Target {
     expr: String,
     max_data_points: u64,
     min_interval: String,
+    /// The panel's transformations (Grafana runs them on the query results).
+    transformations: Value,
 }
 
 fn targets(dashboard: &Value, file: &str, out: &mut Vec<Target>) {
@@ -635,6 +846,7 @@ fn targets(dashboard: &Value, file: &str, out: &mut Vec<Target>) {
                     expr: expr.to_string(),
                     max_data_points: p["maxDataPoints"].as_u64().unwrap_or(1000),
                     min_interval: p["interval"].as_str().unwrap_or("").to_string(),
+                    transformations: p["transformations"].clone(),
                 });
             }
         }
@@ -671,6 +883,7 @@ fn group_labels(truth: &Truth) -> Vec<&'static str> {
     match truth {
         Truth::Sum { by, .. } => by.to_vec(),
         Truth::Ratio(n, _, _) => group_labels(n),
+        Truth::LimitNow { .. } | Truth::LimitBars => vec![label::WINDOW],
         _ => vec![],
     }
 }
@@ -686,6 +899,59 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
     };
     let sc = scenario();
     assert!(sc.launches >= 50);
+    // The limit scenario makes both halves of "used % now" matter (counted over windows x
+    // ranges): a window's highest last sample is one whose window has since reset, and a kept
+    // session's highest sample is higher than the highest last one.
+    let mut with_samples = sc.samples.clone();
+    with_samples.extend(sc.replayed.iter().cloned());
+    let (mut reset_matters, mut last_matters) = (0, 0);
+    for (_, secs) in RANGES {
+        let (from, to) = (sc.to - secs, sc.to);
+        let all_picks = Picks::new();
+        // (session, window) -> (last sample, highest sample, last reset time).
+        type Seen = (Option<(i64, f64)>, f64, Option<(i64, f64)>);
+        let mut seen: BTreeMap<(&String, &String), Seen> = BTreeMap::new();
+        for m in [
+            metric::RATE_LIMIT_USED_PERCENT,
+            metric::RATE_LIMIT_RESETS_AT,
+        ] {
+            for s in selected(&with_samples, m, &all_picks, from, to) {
+                let key = (&s.labels[label::SESSION_ID], &s.labels[label::WINDOW]);
+                let e = seen.entry(key).or_insert((None, f64::MIN, None));
+                let slot = if m == metric::RATE_LIMIT_RESETS_AT {
+                    &mut e.2
+                } else {
+                    e.1 = e.1.max(s.v);
+                    &mut e.0
+                };
+                if slot.is_none_or(|(t, _)| t <= s.t) {
+                    *slot = Some((s.t, s.v));
+                }
+            }
+        }
+        let windows: BTreeSet<&String> = seen.keys().map(|(_, w)| *w).collect();
+        for w in windows {
+            let of_window = || seen.iter().filter(move |((_, sw), _)| *sw == w);
+            let kept = || of_window().filter(|(_, (_, _, r))| r.is_none_or(|(_, r)| r > to as f64));
+            let top = |it: &mut dyn Iterator<Item = f64>| it.fold(f64::MIN, f64::max);
+            let last_all = top(&mut of_window().filter_map(|(_, (l, _, _))| l.map(|l| l.1)));
+            let last_kept = top(&mut kept().filter_map(|(_, (l, _, _))| l.map(|l| l.1)));
+            let highest_kept = top(&mut kept().map(|(_, (_, h, _))| *h));
+            if last_all > last_kept {
+                reset_matters += 1;
+            }
+            if highest_kept > last_kept {
+                last_matters += 1;
+            }
+        }
+    }
+    eprintln!(
+        "limit scenario: the reset filter matters in {reset_matters}, the last sample in {last_matters} windows x ranges"
+    );
+    assert!(
+        reset_matters >= 7 && last_matters >= 7,
+        "the limit scenario no longer tells the reset filter ({reset_matters} windows x ranges) or the last sample ({last_matters}) apart"
+    );
     // Sessions that started in the day before a range must not be counted in it.
     for (name, secs) in &RANGES[1..4] {
         let before = sc
@@ -862,6 +1128,11 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
 
     let mut failures = Vec::new();
     let mut checked = 0;
+    let mut limit_checked = 0;
+    // The limit table's instant results per (range, choice), by refId, for its transformations.
+    type ByRefId = Vec<(String, Vec<Value>)>;
+    let mut limit_tables: BTreeMap<(usize, usize), ByRefId> = BTreeMap::new();
+    let mut limit_table_transformations = Value::Null;
     for (q, (ti, ri, ci)) in interpolated.iter().zip(&plan) {
         let t = &all_targets[*ti];
         let (range_name, secs) = RANGES[*ri];
@@ -889,6 +1160,9 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
         };
         let Some(truth) = truth else { continue };
         checked += 1;
+        if matches!(truth, Truth::LimitNow { .. } | Truth::LimitBars) {
+            limit_checked += 1;
+        }
         if t.panel_type == "timeseries" {
             let step = q["intervalMs"].as_i64().unwrap_or(15000) / 1000;
             let start = from / step * step;
@@ -907,6 +1181,40 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
                     continue;
                 }
             };
+            if matches!(truth, Truth::LimitBars) {
+                let want = limit_bars(&all, picks, start, end, step);
+                let mut got = BTreeMap::new();
+                for s in &r {
+                    let window = s["metric"][label::WINDOW].as_str().unwrap_or_default();
+                    for p in s["values"].as_array().into_iter().flatten() {
+                        let t = p[0].as_f64().unwrap_or_default() as i64;
+                        let v = p[1].as_str().and_then(|v| v.parse::<f64>().ok());
+                        got.insert((window.to_string(), t), v.unwrap_or(f64::NAN));
+                    }
+                }
+                let wrong: Vec<String> = want
+                    .keys()
+                    .chain(got.keys())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .filter(|k| got.get(*k) != want.get(*k))
+                    .map(|k| format!("{k:?}: {:?}, truth {:?}", got.get(k), want.get(k)))
+                    .collect();
+                if want.is_empty() || !wrong.is_empty() {
+                    failures.push(format!(
+                        "{what}: {} of {} bars wrong (step {step} s) in {expr}\n  {}",
+                        wrong.len(),
+                        want.len(),
+                        wrong
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n  ")
+                    ));
+                }
+                continue;
+            }
             let got: f64 = r
                 .iter()
                 .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
@@ -940,6 +1248,13 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
                     continue;
                 }
             };
+            if t.title == LIMIT_TABLE && t.panel_type == "table" {
+                limit_tables
+                    .entry((*ri, *ci))
+                    .or_default()
+                    .push((t.ref_id.clone(), r.clone()));
+                limit_table_transformations = t.transformations.clone();
+            }
             let want = evaluate(&truth, &all, picks, from, sc.to);
             let by = group_labels(&truth);
             let mut got = Groups::new();
@@ -955,6 +1270,12 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
             let want: Groups = want.into_iter().filter(|(_, v)| *v != 0.0).collect();
             let got: Groups = got.into_iter().filter(|(_, v)| *v != 0.0).collect();
             let limit = if is_table_of_sessions { 20 } else { usize::MAX };
+            // Used % and reset times are read, not summed: exact.
+            let tolerance = if matches!(truth, Truth::LimitNow { .. }) {
+                1e-9
+            } else {
+                0.01
+            };
             if got.len() != want.len().min(limit) {
                 failures.push(format!(
                     "{what}: {} groups shown, truth has {} in {expr}\n  got {got:?}\n  want {want:?}",
@@ -965,7 +1286,7 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
             }
             for (k, v) in &got {
                 match want.get(k) {
-                    Some(w) if close(*v, *w, 0.01) => {}
+                    Some(w) if close(*v, *w, tolerance) => {}
                     other => failures.push(format!(
                         "{what}: group {k:?} shows {v}, truth {other:?} in {expr}"
                     )),
@@ -973,7 +1294,65 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
             }
         }
     }
+    // The limit table as Grafana shows it: its transformations (merge, organize) run by
+    // @grafana/data on the frames of queries A and B must give one row per window with the
+    // used % now and its reset time.
+    let mut tables = Vec::new();
+    let mut table_plan = Vec::new();
+    for ((ri, ci), results) in &limit_tables {
+        let frames: Vec<Value> = results
+            .iter()
+            .map(|(ref_id, r)| table_frame(ref_id, r, results.len()))
+            .collect();
+        tables.push(json!({"id": tables.len(), "frames": frames,
+            "transformations": limit_table_transformations}));
+        table_plan.push((*ri, *ci));
+    }
+    assert_eq!(
+        tables.len(),
+        RANGES.len() * choices.len(),
+        "limit tables run"
+    );
+    let shown = grafana(&npm, &json!({ "tables": tables }));
+    for (table, (ri, ci)) in shown.iter().zip(&table_plan) {
+        let (range_name, secs) = RANGES[*ri];
+        let (choice_name, picks) = &choices[*ci];
+        let what = format!("`{LIMIT_TABLE}` as shown [{range_name}, {choice_name}]");
+        let columns: Vec<(&str, &Vec<Value>)> = table["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["name"].as_str()?, c["values"].as_array()?)))
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+        if names != ["Window", "Used", "Resets at"] {
+            failures.push(format!("{what}: columns {names:?}"));
+            continue;
+        }
+        let (from, to) = (sc.to - secs, sc.to);
+        let used = evaluate(&Truth::LimitNow { reset_ms: false }, &all, picks, from, to);
+        let resets = evaluate(&Truth::LimitNow { reset_ms: true }, &all, picks, from, to);
+        let mut rows = Vec::new();
+        for row in 0..columns[0].1.len() {
+            let cell = |c: usize| columns[c].1.get(row).cloned().unwrap_or(Value::Null);
+            rows.push((
+                cell(0).as_str().unwrap_or_default().to_string(),
+                cell(1).as_f64(),
+                cell(2).as_f64(),
+            ));
+        }
+        let want: Vec<(String, Option<f64>, Option<f64>)> = used
+            .iter()
+            .map(|(k, v)| (k[0].1.clone(), Some(*v), resets.get(k).copied()))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if rows != want {
+            failures.push(format!("{what}: rows {rows:?}, truth {want:?}"));
+        }
+    }
     assert!(checked >= 1000, "only {checked} figures checked");
+    // The limit table's two queries and the bars, for every range and variable choice.
+    assert_eq!(limit_checked, 3 * RANGES.len() * choices.len());
     assert!(
         failures.is_empty(),
         "{} of {checked} figures wrong:\n{}",
@@ -981,9 +1360,35 @@ fn every_dashboard_figure_matches_the_scenario_on_a_real_prometheus_3() {
         failures.join("\n")
     );
     eprintln!(
-        "{checked} dashboard figures match the scenario ({} launches)",
+        "{checked} dashboard figures match the scenario ({} launches), {limit_checked} of them limit-window panels",
         sc.launches
     );
+}
+
+/// The frame Grafana's Prometheus datasource makes of an instant query with format "table"
+/// (grafana/grafana packages/grafana-prometheus/src/result_transformer.ts `transformDFToTable`):
+/// `Time` (ms), one field per label sorted by name, then the value, named `Value #<refId>`
+/// when the panel's response holds more than one query.
+fn table_frame(ref_id: &str, result: &[Value], queries: usize) -> Value {
+    let labels: BTreeSet<&str> = result
+        .iter()
+        .flat_map(|s| s["metric"].as_object().into_iter().flatten())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut fields = vec![json!({"name": "Time", "type": "time",
+        "values": result.iter().map(|s| s["value"][0].as_f64().unwrap_or_default() * 1000.0).collect::<Vec<_>>()})];
+    for l in labels {
+        fields.push(json!({"name": l, "type": "string",
+            "values": result.iter().map(|s| s["metric"][l].as_str().unwrap_or_default()).collect::<Vec<_>>()}));
+    }
+    let value = if queries > 1 {
+        format!("Value #{ref_id}")
+    } else {
+        "Value".to_string()
+    };
+    fields.push(json!({"name": value, "type": "number",
+        "values": result.iter().map(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok())).collect::<Vec<_>>()}));
+    json!({"refId": ref_id, "fields": fields})
 }
 
 fn prom_query(prom: &Prometheus, path: &str) -> Result<Vec<Value>, String> {

@@ -7,7 +7,8 @@
 //! Loki TSDB schema v13 with structured metadata, the launch id not an index label, a
 //! retention equal to Prometheus's; datasource uids); the compose file publishes ports on
 //! 127.0.0.1 only, pins every image tag and mounts only files that exist; dashboards use schemaVersion 39–41, React panel
-//! types, datasource uids that are provisioned, every variable they define, no `${…:regex}`
+//! types, datasource uids that are provisioned, an alert list that reads a provisioned
+//! rule source by name ([`check_alert_list`]), every variable they define, no `${…:regex}`
 //! inside a double-quoted string (Grafana escapes with one backslash, which a double-quoted
 //! PromQL/LogQL string rejects), no `increase`/`rate` over a window that can be under a minute,
 //! and only the metric and label names of [`crate::definitions`]. LogQL is checked
@@ -37,6 +38,46 @@ pub struct Finding {
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+/// A datasource the Grafana provisioning file defines, as dashboards refer to it: panels and
+/// variables by uid, the alert list by name (Grafana's alertlist panel matches its
+/// `options.datasource` against the rule source's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedDatasource {
+    /// `uid`.
+    pub uid: String,
+    /// `name`.
+    pub name: String,
+    /// `type` (`prometheus`, `loki`, …).
+    pub kind: String,
+    /// `jsonData.manageAlerts` is not `false`: Grafana lists the datasource's own rules
+    /// (Prometheus rule files) only then.
+    pub manages_alerts: bool,
+}
+
+impl ProvisionedDatasource {
+    /// The stack's own datasources as `config/grafana/provisioning/datasources` defines them,
+    /// for checking a dashboard on its own.
+    #[cfg(test)]
+    pub fn stack_defaults() -> Vec<ProvisionedDatasource> {
+        [
+            (
+                definitions::datasource::PROMETHEUS_UID,
+                "Prometheus",
+                "prometheus",
+            ),
+            (definitions::datasource::LOKI_UID, "Loki", "loki"),
+        ]
+        .into_iter()
+        .map(|(uid, name, kind)| ProvisionedDatasource {
+            uid: uid.to_string(),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            manages_alerts: true,
+        })
+        .collect()
     }
 }
 
@@ -97,8 +138,8 @@ struct Checker<'a> {
     source: &'a Source,
     findings: Vec<Finding>,
     checked: usize,
-    /// Datasource uids the provisioning file defines (filled by the provisioning check).
-    datasource_uids: Vec<String>,
+    /// Datasources the provisioning file defines (filled by the provisioning check).
+    datasources: Vec<ProvisionedDatasource>,
 }
 
 impl Checker<'_> {
@@ -151,7 +192,7 @@ pub fn validate(source: &Source) -> Report {
         source,
         findings: Vec::new(),
         checked: 0,
-        datasource_uids: Vec::new(),
+        datasources: Vec::new(),
     };
     check_compose(&mut c);
     check_collector(&mut c);
@@ -563,18 +604,25 @@ pub fn loki_index_resource_attributes(otlp_config: &Yaml) -> Vec<String> {
 fn check_grafana_provisioning(c: &mut Checker<'_>) {
     let rel = "config/grafana/provisioning/datasources/datasources.yaml";
     if let Some(doc) = c.yaml(rel) {
-        let uids: Vec<&str> = doc["datasources"]
+        let datasources: Vec<ProvisionedDatasource> = doc["datasources"]
             .as_vec()
             .into_iter()
             .flatten()
-            .filter_map(|d| str_of(&d["uid"]))
+            .filter_map(|d| {
+                Some(ProvisionedDatasource {
+                    uid: str_of(&d["uid"])?.to_string(),
+                    name: str_of(&d["name"]).unwrap_or_default().to_string(),
+                    kind: str_of(&d["type"]).unwrap_or_default().to_string(),
+                    manages_alerts: d["jsonData"]["manageAlerts"].as_bool() != Some(false),
+                })
+            })
             .collect();
         for uid in definitions::datasource::ALL {
-            if !uids.contains(uid) {
+            if !datasources.iter().any(|d| d.uid == *uid) {
                 c.fail(rel, format!("datasource uid `{uid}` missing"));
             }
         }
-        c.datasource_uids = uids.iter().map(|u| u.to_string()).collect();
+        c.datasources = datasources;
     }
     let rel = "config/grafana/provisioning/dashboards/dashboards.yaml";
     if let Some(doc) = c.yaml(rel) {
@@ -603,6 +651,7 @@ pub const REACT_PANEL_TYPES: &[&str] = &[
     "heatmap",
     "state-timeline",
     "status-history",
+    "alertlist",
 ];
 
 /// One query of a dashboard.
@@ -830,20 +879,24 @@ fn check_dashboard_file(c: &mut Checker<'_>, rel: &str) {
             return;
         }
     };
-    let uids: Vec<&str> = c.datasource_uids.iter().map(String::as_str).collect();
-    for problem in check_dashboard_with(&dashboard, &uids) {
+    for problem in check_dashboard_with(&dashboard, &c.datasources) {
         c.fail(rel, problem);
     }
 }
 
-/// Every problem of one dashboard document, against the uids of [`definitions::datasource`].
+/// Every problem of one dashboard document, against the stack's own datasources.
 #[cfg(test)]
 pub fn check_dashboard(dashboard: &Value) -> Vec<String> {
-    check_dashboard_with(dashboard, definitions::datasource::ALL)
+    check_dashboard_with(dashboard, &ProvisionedDatasource::stack_defaults())
 }
 
-/// Every problem of one dashboard document; `datasource_uids` are the provisioned ones.
-pub fn check_dashboard_with(dashboard: &Value, datasource_uids: &[&str]) -> Vec<String> {
+/// Every problem of one dashboard document; `datasources` are the provisioned ones.
+pub fn check_dashboard_with(
+    dashboard: &Value,
+    datasources: &[ProvisionedDatasource],
+) -> Vec<String> {
+    let uids: Vec<&str> = datasources.iter().map(|d| d.uid.as_str()).collect();
+    let datasource_uids = uids.as_slice();
     let mut problems = Vec::new();
     match dashboard["schemaVersion"].as_u64() {
         Some(v) if (39..=41).contains(&v) => {}
@@ -852,9 +905,19 @@ pub fn check_dashboard_with(dashboard: &Value, datasource_uids: &[&str]) -> Vec<
     if dashboard["uid"].as_str().is_none_or(str::is_empty) {
         problems.push("no uid".to_string());
     }
-    fn walk(panels: &Value, uids: &[&str], problems: &mut Vec<String>) {
+    fn walk(
+        panels: &Value,
+        uids: &[&str],
+        datasources: &[ProvisionedDatasource],
+        problems: &mut Vec<String>,
+    ) {
         for panel in panels.as_array().into_iter().flatten() {
             let t = panel["type"].as_str().unwrap_or("");
+            if t == "alertlist" {
+                for problem in check_alert_list(panel, datasources) {
+                    problems.push(format!("panel `{}`: {problem}", panel["title"]));
+                }
+            }
             if !REACT_PANEL_TYPES.contains(&t) {
                 problems.push(format!(
                     "panel `{}` has non-React type `{t}`",
@@ -881,10 +944,15 @@ pub fn check_dashboard_with(dashboard: &Value, datasource_uids: &[&str]) -> Vec<
             for problem in check_panel_windows(panel) {
                 problems.push(format!("panel `{}`: {problem}", panel["title"]));
             }
-            walk(&panel["panels"], uids, problems);
+            walk(&panel["panels"], uids, datasources, problems);
         }
     }
-    walk(&dashboard["panels"], datasource_uids, &mut problems);
+    walk(
+        &dashboard["panels"],
+        datasource_uids,
+        datasources,
+        &mut problems,
+    );
     for var in dashboard["templating"]["list"]
         .as_array()
         .into_iter()
@@ -914,6 +982,61 @@ pub fn check_dashboard_with(dashboard: &Value, datasource_uids: &[&str]) -> Vec<
         for p in found {
             problems.push(format!("`{}`: {p} in `{}`", q.panel, q.expr));
         }
+    }
+    problems
+}
+
+/// Grafana's name for its own rule source in the alert list's datasource option
+/// (`GRAFANA_DATASOURCE_NAME` in grafana/grafana public/app/features/alerting/unified/utils/datasource.ts).
+pub const GRAFANA_RULES_DATASOURCE_NAME: &str = "-- Grafana --";
+
+/// Datasource types whose rules Grafana's alert list reads (`SUPPORTED_RULE_SOURCE_TYPES`).
+const RULE_SOURCE_TYPES: &[&str] = &["prometheus", "loki"];
+
+/// An alert-list panel (`alertlist`) shows the stack's alerts only when its `options.datasource`
+/// is unset (every rule source) or names, by NAME as Grafana's panel stores it, the Grafana
+/// rule source or a provisioned Prometheus/Loki datasource that manages alerts; and when its
+/// state filter lets firing or pending alerts through. A uid in place of the name, or a
+/// datasource renamed in provisioning, leaves the panel saying "No alerts matching filters"
+/// while alerts fire.
+pub fn check_alert_list(panel: &Value, datasources: &[ProvisionedDatasource]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let options = &panel["options"];
+    match &options["datasource"] {
+        Value::Null => {}
+        Value::String(name) if name == GRAFANA_RULES_DATASOURCE_NAME => {}
+        Value::String(name) => match datasources.iter().find(|d| d.name == *name) {
+            None => {
+                let names: Vec<&str> = datasources.iter().map(|d| d.name.as_str()).collect();
+                let hint = datasources
+                    .iter()
+                    .find(|d| d.uid == *name)
+                    .map(|d| format!(" (`{name}` is the uid of `{}`: the alert list matches names)", d.name))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "alert list reads datasource `{name}`, which is not provisioned{hint}; provisioned: {}",
+                    names.join(", ")
+                ));
+            }
+            Some(d) if !RULE_SOURCE_TYPES.contains(&d.kind.as_str()) => problems.push(format!(
+                "alert list reads datasource `{name}` of type `{}`, which holds no alert rules",
+                d.kind
+            )),
+            Some(d) if !d.manages_alerts => problems.push(format!(
+                "alert list reads datasource `{name}`, whose `jsonData.manageAlerts: false` hides its rules from Grafana"
+            )),
+            Some(_) => {}
+        },
+        other => problems.push(format!(
+            "alert list `options.datasource` must be a datasource name, not {other}"
+        )),
+    }
+    let states = &options["stateFilter"];
+    if states.is_object()
+        && states["firing"].as_bool() != Some(true)
+        && states["pending"].as_bool() != Some(true)
+    {
+        problems.push("alert list shows neither firing nor pending alerts".to_string());
     }
     problems
 }
@@ -1216,7 +1339,10 @@ mod tests {
             r#"sum(sum_over_time(claude_code_cost_usage_USD{model=~`${model:regex}`}[$__range]))"#,
         );
         panel["datasource"]["uid"] = Value::from("prom-old");
-        let p = check_dashboard_with(&dashboard(panel, model_var()), &["prometheus", "loki"]);
+        let p = check_dashboard_with(
+            &dashboard(panel, model_var()),
+            &ProvisionedDatasource::stack_defaults(),
+        );
         assert!(
             p.iter()
                 .any(|p| p.contains("`prom-old`, which is not provisioned")),
@@ -1229,6 +1355,83 @@ mod tests {
             "uid: loki-main",
         )]);
         assert!(all.contains("`loki`, which is not provisioned"), "{all}");
+    }
+
+    #[test]
+    fn rate_limit_gauges_are_known_and_a_misspelt_one_is_reported() {
+        let ok = "max by (window) (last_over_time(claude_code_rate_limit_used_percent[$__range]) unless on (session_id, window) (last_over_time(claude_code_rate_limit_resets_at_seconds[$__range]) <= time()))";
+        assert!(
+            check_promql_names(ok).is_empty(),
+            "{:?}",
+            check_promql_names(ok)
+        );
+        // The collector adds the `_seconds` unit suffix: the bare OTel name stores nothing.
+        let p = check_promql_names("max(claude_code_rate_limit_resets_at[$__range])");
+        assert_eq!(p, vec!["unknown metric `claude_code_rate_limit_resets_at`"]);
+    }
+
+    #[test]
+    fn alert_list_reading_a_datasource_that_is_not_provisioned_is_reported() {
+        let list = |ds: Value| {
+            serde_json::json!({"type": "alertlist", "title": "Alerts",
+                "options": {"datasource": ds,
+                    "stateFilter": {"firing": true, "pending": true, "normal": false}}})
+        };
+        let provisioned = ProvisionedDatasource::stack_defaults();
+        for ok in [
+            Value::from("Prometheus"),
+            Value::Null,
+            Value::from(GRAFANA_RULES_DATASOURCE_NAME),
+        ] {
+            let p = check_alert_list(&list(ok.clone()), &provisioned);
+            assert!(p.is_empty(), "{ok}: {p:?}");
+        }
+        // Grafana matches the option against names: the uid finds nothing.
+        let p = check_dashboard(&dashboard(list(Value::from("prometheus")), Value::Null));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("`prometheus`, which is not provisioned")
+                    && p.contains("uid of `Prometheus`")),
+            "{p:?}"
+        );
+        let p = check_alert_list(&list(Value::from("Mimir")), &provisioned);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("`Mimir`, which is not provisioned")),
+            "{p:?}"
+        );
+        let mut silent = list(Value::Null);
+        silent["options"]["stateFilter"]["firing"] = Value::Bool(false);
+        silent["options"]["stateFilter"]["pending"] = Value::Bool(false);
+        let p = check_alert_list(&silent, &provisioned);
+        assert!(
+            p.iter().any(|p| p.contains("neither firing nor pending")),
+            "{p:?}"
+        );
+        // The shipped overview's "Alerts" panel fails once its datasource is renamed in
+        // provisioning, or stops managing alerts.
+        let clean = findings_after_edits(&[]);
+        assert!(!clean.contains("alert list"), "{clean}");
+        let renamed = findings_after_edits(&[(
+            "config/grafana/provisioning/datasources/datasources.yaml",
+            "name: Prometheus",
+            "name: Prometheus 3",
+        )]);
+        assert!(
+            renamed.contains(
+                "claude-code-overview.json: panel `\"Alerts\"`: alert list reads datasource `Prometheus`, which is not provisioned"
+            ),
+            "{renamed}"
+        );
+        let unmanaged = findings_after_edits(&[(
+            "config/grafana/provisioning/datasources/datasources.yaml",
+            "manageAlerts: true",
+            "manageAlerts: false",
+        )]);
+        assert!(
+            unmanaged.contains("`jsonData.manageAlerts: false`"),
+            "{unmanaged}"
+        );
     }
 
     #[test]
@@ -1268,8 +1471,8 @@ mod tests {
             ),
             (
                 "config/prometheus-rules.yml",
-                "        expr: max by (window)",
-                "        exp: max by (window)",
+                "        expr: |\n          max by (window) (",
+                "        exp: |\n          max by (window) (",
             ),
         ]);
         assert!(

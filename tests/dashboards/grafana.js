@@ -15,6 +15,7 @@
 // stdin: {"queries": [{id, lang, expr, vars: {name: {value: [..] | "$__all", allValue}},
 //          fromMs, toMs, maxDataPoints, minInterval, dsInterval}]}
 // stdout: [{id, expr, interval, intervalMs, errors: [..]}]
+// Or, with {tables: [..]} on stdin, a table panel's transformations (runTables below).
 "use strict";
 const { rangeUtil, dateTime, escapeRegex } = require("@grafana/data");
 const promql = require("@prometheus-io/lezer-promql").parser;
@@ -98,9 +99,39 @@ function run(q) {
   return { id: q.id, expr, interval, intervalMs, errors: errors.concat(parseErrors(q.lang, expr)) };
 }
 
+// A table panel's transformations, run by @grafana/data's own transformDataFrame on the frames
+// Grafana's Prometheus datasource makes of instant queries with format "table"
+// (transformDFToTable: Time, the labels sorted by name, then `Value #<refId>`).
+// {tables: [{id, frames: [{refId, fields: [{name, type, values}]}], transformations}]}
+//   -> [{id, columns: [{name, values}]}]
+async function runTables(tables) {
+  const d = require("@grafana/data");
+  const { lastValueFrom } = require("rxjs");
+  const byId = new Map();
+  for (const t of Object.values(d.standardTransformers)) byId.set(t.id, t);
+  d.standardTransformersRegistry.setInit(() =>
+    [...byId.values()].map((t) => ({ id: t.id, aliasIds: t.aliasIds, transformation: () => t })));
+  // A scenes dashboard (Grafana 12+): transformation options are taken as they are.
+  global.window = { __grafanaSceneContext: {} };
+  const out = [];
+  for (const t of tables) {
+    const frames = t.frames.map((f) => d.toDataFrame(f));
+    const result = await lastValueFrom(d.transformDataFrame(t.transformations, frames, { interpolate: (s) => s }));
+    out.push({
+      id: t.id,
+      columns: result.flatMap((f) => f.fields.map((x) => ({
+        name: d.getFieldDisplayName(x, f, result),
+        values: Array.from(x.values, (v) => (v === undefined ? null : v)),
+      }))),
+    });
+  }
+  return out;
+}
+
 let input = "";
 process.stdin.on("data", (c) => (input += c));
-process.stdin.on("end", () => {
-  const { queries } = JSON.parse(input);
-  process.stdout.write(JSON.stringify(queries.map(run)));
+process.stdin.on("end", async () => {
+  const { queries, tables } = JSON.parse(input);
+  const out = tables ? await runTables(tables) : queries.map(run);
+  process.stdout.write(JSON.stringify(out));
 });
