@@ -18,9 +18,9 @@ pub struct LastRun {
     /// Refused by the upstream for good (e.g. HTTP 400): dropped, not retried.
     #[serde(default)]
     pub rejected_requests: u64,
-    /// Acknowledged to claude but not written to the store: lost.
-    #[serde(default)]
-    pub lost_requests: u64,
+    /// Kept nowhere (the store failed): refused with a retryable error, never acknowledged.
+    #[serde(default, alias = "lost_requests")]
+    pub refused_requests: u64,
     /// Items dropped because even alone they were too large for the upstream.
     #[serde(default)]
     pub dropped_too_large_items: u64,
@@ -54,7 +54,7 @@ impl LastRun {
             delivered_requests: RelayStats::get(&stats.delivered_requests),
             undelivered_requests: drain.undelivered_requests,
             rejected_requests: RelayStats::get(&stats.rejected_requests),
-            lost_requests: RelayStats::get(&stats.lost_requests),
+            refused_requests: RelayStats::get(&stats.refused_requests),
             dropped_too_large_items: RelayStats::get(&stats.dropped_too_large_items),
             store_failure: drain.store_failure.as_ref().map(|f| f.error.clone()),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),

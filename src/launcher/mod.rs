@@ -451,7 +451,9 @@ fn export_budgets(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             if let Some(request) = crate::budget::export::budget_gauges(&plan, now) {
-                intake.accept(request).await;
+                // Refused (the store failed, nothing else could keep it): counted with the
+                // store failure; the next tick sends the current gauges anyway.
+                let _ = intake.accept(request).await;
             }
         }
     }))
@@ -502,10 +504,11 @@ fn summarise(
                 line.push_str(", all delivered");
             }
         }
-        if failure.lost > 0 {
+        if failure.refused > 0 {
             line.push_str(&format!(
-                "; {} batch(es) were not kept (local-only mode: no upstream to take them)",
-                failure.lost
+                "; {} batch(es) were refused with a retryable error, not acknowledged ({}):                  claude sends them again, and drops them if the store stays unwritable",
+                failure.refused,
+                failure.refused_because.unwrap_or("nothing else could keep them")
             ));
         }
         eprintln!("{line}");
@@ -560,16 +563,6 @@ fn summarise(
                 .ok()
                 .and_then(|e| e.clone())
                 .unwrap_or_default()
-        );
-    }
-    let lost = RelayStats::get(&stats.lost_requests);
-    if lost > 0 && drain.store_failure.is_none() {
-        eprintln!(
-            "claude-telemetry: {lost} telemetry batch(es) could not be written to the local store {} and were lost",
-            loaded
-                .paths
-                .store_file(&loaded.settings.store.path)
-                .display()
         );
     }
     let mut record = last_run::LastRun::from_stats(program, stats, &drain);

@@ -14,8 +14,9 @@ pub struct RelayStats {
     pub received_spans: AtomicU64,
     pub delivered_requests: AtomicU64,
     pub rejected_requests: AtomicU64,
-    /// Requests the local store could not take (acknowledged to claude, then lost).
-    pub lost_requests: AtomicU64,
+    /// Requests nothing could keep (the store failed, no memory fallback): answered with a
+    /// retryable error, so claude sends them again; never acknowledged.
+    pub refused_requests: AtomicU64,
     /// Requests delivered in parts because the upstream could not take them whole.
     pub split_requests: AtomicU64,
     /// Items dropped because even alone they were too large for the upstream.

@@ -497,3 +497,75 @@ async fn rows_of_one_signal_go_upstream_as_one_export() {
     assert_eq!(stats.delivered_requests.load(Ordering::Relaxed), 3);
     server.abort();
 }
+
+/// A durable outbox over a store that has already failed (closed under it).
+async fn failed_store_outbox(dir: &std::path::Path, local_only: bool) -> Outbox {
+    let store = crate::store::Store::open(&dir.join("s.db"), Default::default()).unwrap();
+    store.close().await.unwrap();
+    Outbox::durable(store, "a".into(), Duration::from_secs(30), local_only, 10)
+}
+
+#[tokio::test]
+async fn a_failed_store_with_nowhere_else_to_go_answers_retryable_never_success() {
+    let mut unusable = UpstreamSettings {
+        endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    unusable.headers.insert("bad header".into(), "x".into());
+    for (upstream, case) in [(local_only(), "local-only"), (unusable, "no upstream")] {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = failed_store_outbox(dir.path(), !upstream.is_active()).await;
+        let relay = start(&RelaySettings::default(), &upstream, pass_policy(), outbox)
+            .await
+            .unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/v1/metrics", relay.http_addr))
+            .header("content-type", "application/x-protobuf")
+            .body(sample_metrics(1.0).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{case}: HTTP");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(
+            retry_after.as_deref(),
+            Some(REFUSED_RETRY_AFTER_SECS.to_string().as_str()),
+            "{case}"
+        );
+        let body = response.bytes().await.unwrap();
+        let status = crate::relay::rpc::RpcStatus::decode(body).unwrap();
+        assert_eq!(status.code, 14, "{case}: {}", status.message);
+        assert!(status.message.contains("local store"), "{}", status.message);
+
+        let mut client = opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient::connect(
+            format!("http://{}", relay.grpc_addr),
+        )
+        .await
+        .unwrap();
+        let status = client.export(sample_metrics(2.0)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "{case}: {status:?}"
+        );
+        assert_eq!(
+            crate::relay::rpc::retry_delay(status.details()),
+            Some(Duration::from_secs(REFUSED_RETRY_AFTER_SECS)),
+            "{case}: a RetryInfo says when"
+        );
+
+        let stats = relay.stats.clone();
+        let report = relay.shutdown(Duration::from_millis(100)).await;
+        let failure = report.store_failure.expect("the failure is reported");
+        assert_eq!((failure.to_memory, failure.refused), (0, 2), "{case}");
+        assert_eq!(stats.refused_requests.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            report.undelivered_in_memory, 0,
+            "{case}: nothing held to be lost"
+        );
+    }
+}
