@@ -7,8 +7,9 @@
 //! (whose delay is honoured); HTTP 429, 502, 503 and 504 are retried (honouring
 //! `Retry-After`), every other status is permanent. A request the upstream finds too large
 //! (gRPC `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE` naming the message size, HTTP 413), or larger than
-//! the 4 MiB gRPC receivers accept by default, is split by resource, scope and record until it
-//! fits; a single record that still does not fit is dropped, counted and named. A request that
+//! the 4 MiB gRPC receivers accept by default, is split by resource, scope, record and (one
+//! metric) data point until it fits; a single record or point that still does not fit is
+//! dropped, counted and named. A request that
 //! fails in a way that may pass waits in its own back-off while the requests behind it go on.
 
 use crate::otlp::{ExportRequest, Signal};

@@ -569,3 +569,77 @@ async fn a_failed_store_with_nowhere_else_to_go_answers_retryable_never_success(
         );
     }
 }
+
+#[tokio::test]
+async fn one_metric_too_large_for_the_upstream_arrives_split_by_its_data_points() {
+    // An OTLP/HTTP upstream that answers 413 to any body over 8 KiB.
+    const LIMIT: usize = 8 * 1024;
+    let points: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
+    let app = {
+        let points = points.clone();
+        axum::Router::new().route(
+            "/v1/metrics",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                if body.len() > LIMIT {
+                    return http::StatusCode::PAYLOAD_TOO_LARGE;
+                }
+                let request = ExportMetricsServiceRequest::decode(body).expect("metrics");
+                for rm in &request.resource_metrics {
+                    for sm in &rm.scope_metrics {
+                        for m in &sm.metrics {
+                            assert_eq!(m.name, "claude_code.cost.usage");
+                            let Some(metric::Data::Sum(sum)) = &m.data else {
+                                panic!("a sum stays a sum");
+                            };
+                            assert!(sum.is_monotonic && sum.aggregation_temporality == 1);
+                            for p in &sum.data_points {
+                                if let Some(number_data_point::Value::AsDouble(v)) = p.value {
+                                    points.lock().unwrap().push(v);
+                                }
+                            }
+                        }
+                    }
+                }
+                http::StatusCode::OK
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // One metric of 4,000 points (over 10 times the limit): only its points can be split.
+    let mut request = sample_metrics(0.0);
+    let sum = match &mut request.resource_metrics[0].scope_metrics[0].metrics[0].data {
+        Some(metric::Data::Sum(sum)) => sum,
+        _ => unreachable!(),
+    };
+    let point = sum.data_points[0].clone();
+    sum.data_points = (0..4000)
+        .map(|i| NumberDataPoint {
+            value: Some(number_data_point::Value::AsDouble(f64::from(i))),
+            ..point.clone()
+        })
+        .collect();
+    assert!(request.encoded_len() > 10 * LIMIT);
+    let outbox = Arc::new(Outbox::memory(10));
+    outbox.push(ExportRequest::Metrics(request)).await.unwrap();
+    outbox.close();
+    let upstream = forward::Upstream::connect(&UpstreamSettings {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::HttpProtobuf,
+        ..Default::default()
+    })
+    .unwrap();
+    let stats = Arc::new(RelayStats::default());
+    forward::Forwarder::new(outbox, upstream, stats.clone(), Duration::from_secs(1))
+        .run(CancellationToken::new())
+        .await;
+    let mut got = points.lock().unwrap().clone();
+    got.sort_by(f64::total_cmp);
+    let want: Vec<f64> = (0..4000).map(f64::from).collect();
+    assert_eq!(got, want, "every point once");
+    assert_eq!(stats.dropped_too_large_items.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.split_requests.load(Ordering::Relaxed), 1);
+    server.abort();
+}
