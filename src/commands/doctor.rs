@@ -574,6 +574,15 @@ fn check_last_run(loaded: &Loaded, report: &mut Report) {
             };
         report.line(level, "last session", detail);
     }
+    // Claude (or another sender) met a receiver bound: told to retry or cut off. A limit
+    // that is too tight for this machine's traffic shows here with the setting to raise.
+    if let Some(sentence) = last.shed.sentence(&loaded.settings.relay) {
+        report.line(
+            Level::Warn,
+            "relay bounds",
+            format!("in the last session {sentence}"),
+        );
+    }
 }
 
 /// The unknown attribute keys whose text the last session's relay withheld (names only; the

@@ -1,7 +1,8 @@
 //! The record of the last session run, so `doctor` can say "your last session sent nothing"
 //! long after the terminal that showed the warning is gone.
 
-use crate::relay::{DrainReport, stats::RelayStats};
+use crate::relay::DrainReport;
+use crate::relay::stats::{RelayStats, Shed};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -27,6 +28,9 @@ pub struct LastRun {
     /// The store failed during the run (its error); requests went on from memory.
     #[serde(default)]
     pub store_failure: Option<String>,
+    /// What the receivers' bounds turned away, by reason.
+    #[serde(default)]
+    pub shed: Shed,
     pub last_error: Option<String>,
     /// Unknown attribute keys whose text the privacy policy withheld (names only), for
     /// `doctor` to list with how to allow them.
@@ -57,6 +61,7 @@ impl LastRun {
             refused_requests: RelayStats::get(&stats.refused_requests),
             dropped_too_large_items: RelayStats::get(&stats.dropped_too_large_items),
             store_failure: drain.store_failure.as_ref().map(|f| f.error.clone()),
+            shed: stats.shed.snapshot(),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
             withheld_keys: stats.withheld(),
         }

@@ -551,6 +551,10 @@ fn summarise(
             drain.dropped_for_space, loaded.settings.relay.max_queued_requests
         );
     }
+    // Senders that met a receiver bound (told to retry, or cut off): said with the setting.
+    if let Some(sentence) = stats.shed.snapshot().sentence(&loaded.settings.relay) {
+        eprintln!("claude-telemetry: {sentence}");
+    }
     // Requests that are gone for good, not waiting anywhere: each said, never silent.
     let rejected = RelayStats::get(&stats.rejected_requests);
     if rejected > 0 {

@@ -127,7 +127,7 @@ pub async fn start(
     let stop_forwarding = CancellationToken::new();
     // One set of bounds for both receivers: the connection cap and the byte budget are the
     // launcher's, not each port's.
-    let bounds = receive::bounds::Bounds::from_settings(relay);
+    let bounds = receive::bounds::Bounds::from_settings(relay).counting_into(stats.shed.clone());
     let receivers = vec![
         tokio::spawn(receive::grpc::serve(
             grpc_listener,
