@@ -506,9 +506,12 @@ fn summarise(
         }
         if failure.refused > 0 {
             line.push_str(&format!(
-                "; {} batch(es) were refused with a retryable error, not acknowledged ({}):                  claude sends them again, and drops them if the store stays unwritable",
+                "; {} batch(es) were refused with a retryable error, not acknowledged ({}): \
+                 claude sends them again, and drops them if the store stays unwritable",
                 failure.refused,
-                failure.refused_because.unwrap_or("nothing else could keep them")
+                failure
+                    .refused_because
+                    .unwrap_or("nothing else could keep them")
             ));
         }
         eprintln!("{line}");

@@ -91,7 +91,7 @@ pub struct StoreFailure {
 /// The store refused a request and nothing else could take it: the request was not kept, and
 /// the sender must be told to retry, never that it succeeded.
 #[derive(Debug, thiserror::Error)]
-#[error("the local store cannot take telemetry ({source}) and {reason}")]
+#[error("the local store cannot take telemetry ({source}) and nothing else can ({reason})")]
 pub struct OutboxError {
     #[source]
     pub source: crate::store::StoreError,
@@ -100,9 +100,9 @@ pub struct OutboxError {
 }
 
 /// Why a request the store refused could not go on from memory.
-const LOCAL_ONLY: &str = "there is no upstream to send it to (local-only mode)";
+const LOCAL_ONLY: &str = "local-only mode: no upstream to send them to";
 const NO_FORWARDER: &str = "the upstream could not be set up";
-const FALLBACK_FULL: &str = "the memory queue is full (relay.max_queued_requests)";
+const FALLBACK_FULL: &str = "the memory queue of relay.max_queued_requests is full";
 
 /// What is left when the relay stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
