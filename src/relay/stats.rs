@@ -105,6 +105,9 @@ pub struct ShedCounts {
     pub slow_bodies: AtomicU64,
     /// Connections closed for sending no complete request within `relay.header_timeout_ms`.
     pub stalled_connections: AtomicU64,
+    /// Requests over `relay.max_request_bytes` (on the wire or inflated): senders do not retry
+    /// a "too large" answer, so these are lost.
+    pub too_large: AtomicU64,
 }
 
 impl ShedCounts {
@@ -116,6 +119,7 @@ impl ShedCounts {
             busy: get(&self.busy),
             slow_bodies: get(&self.slow_bodies),
             stalled_connections: get(&self.stalled_connections),
+            too_large: get(&self.too_large),
         }
     }
 
@@ -133,6 +137,7 @@ pub struct Shed {
     pub busy: u64,
     pub slow_bodies: u64,
     pub stalled_connections: u64,
+    pub too_large: u64,
 }
 
 impl Shed {
@@ -164,6 +169,13 @@ impl Shed {
                 self.stalled_connections, limits.header_timeout_ms
             ));
         }
+        if self.too_large > 0 {
+            parts.push(format!(
+                "{} request(s) larger than {} bytes (relay.max_request_bytes), which senders \
+                 do not retry: lost",
+                self.too_large, limits.max_request_bytes
+            ));
+        }
         (!parts.is_empty()).then(|| format!("the relay's bounds turned away {}", parts.join(", ")))
     }
 }
@@ -181,6 +193,7 @@ mod tests {
         ShedCounts::add(&counts.busy);
         ShedCounts::add(&counts.busy);
         ShedCounts::add(&counts.stalled_connections);
+        ShedCounts::add(&counts.too_large);
         let shed = counts.snapshot();
         let text = shed.sentence(&limits).unwrap();
         assert!(
@@ -194,6 +207,13 @@ mod tests {
         assert!(text.contains("(relay.max_buffered_bytes)"), "{text}");
         assert!(
             text.contains("1 connection(s) closed for sending no complete request"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "1 request(s) larger than {} bytes (relay.max_request_bytes)",
+                limits.max_request_bytes
+            )),
             "{text}"
         );
         assert!(

@@ -222,6 +222,11 @@ async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
     relay.shutdown(Duration::from_millis(10)).await;
     assert_eq!(stats.received_requests.load(Ordering::Relaxed), 4);
     assert_eq!(stats.received_metric_points.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        stats.shed.snapshot().too_large,
+        2,
+        "the oversize body and the oversize inflation are counted for the exit line"
+    );
 }
 
 #[tokio::test]

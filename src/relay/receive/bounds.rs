@@ -65,7 +65,14 @@ impl BudgetedBody {
     /// Counts `extra` more bytes (e.g. an inflated copy) against the budget, waiting at most
     /// the body timeout for room.
     pub async fn reserve_more(&mut self, bounds: &Bounds, extra: usize) -> Result<(), BodyError> {
-        let permit = bounds.acquire(extra, bounds.body_timeout).await?;
+        let permit = bounds
+            .acquire(extra, bounds.body_timeout)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, BodyError::TooLarge(_)) {
+                    ShedCounts::add(&bounds.shed.too_large);
+                }
+            })?;
         match (&mut self._permit, permit) {
             (Some(held), Some(more)) => held.merge(more),
             (slot @ None, more) => *slot = more,
@@ -134,6 +141,19 @@ impl Bounds {
     /// frame against the shared budget as it arrives (waiting for room, within the same
     /// deadline, when other requests hold it).
     pub async fn read_body<B>(&self, body: B, limit: usize) -> Result<BudgetedBody, BodyError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let read = self.read_body_within(body, limit).await;
+        if matches!(read, Err(BodyError::TooLarge(_))) {
+            // Not retried by the sender: this request is gone, so it is said at exit.
+            ShedCounts::add(&self.shed.too_large);
+        }
+        read
+    }
+
+    async fn read_body_within<B>(&self, body: B, limit: usize) -> Result<BudgetedBody, BodyError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::fmt::Display,
@@ -586,6 +606,11 @@ mod tests {
             .read_body(http_body_util::Full::new(Bytes::from(vec![0u8; 101])), 100)
             .await;
         assert_eq!(r.err(), Some(BodyError::TooLarge(100)));
+        assert_eq!(
+            b.shed.snapshot().too_large,
+            1,
+            "counted: the sender does not retry it"
+        );
         assert_eq!(b.buffered_bytes(), 0);
     }
 

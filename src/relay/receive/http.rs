@@ -105,6 +105,7 @@ async fn export(
                 &inflated
             }
             Err(GunzipError::TooLarge) => {
+                crate::relay::stats::ShedCounts::add(&rx.bounds.shed.too_large);
                 return error(
                     encoding,
                     StatusCode::PAYLOAD_TOO_LARGE,
