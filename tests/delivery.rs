@@ -373,6 +373,27 @@ fn a_store_that_cannot_be_written_in_local_only_mode_asks_claude_to_retry_and_sa
 }
 
 #[test]
+fn batches_held_in_memory_only_and_undelivered_at_exit_are_said_lost() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    // An upstream where nothing listens, and no store: the memory outbox is all there is.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut s = sandbox(&api, &endpoint, data.path());
+    s.set_env("CLAUDE_TELEMETRY_STORE__ENABLED", "false");
+    s.set_env("CLAUDE_TELEMETRY_RELAY__DRAIN_TIMEOUT_MS", "500");
+    let out = launch(&s, &serde_json::json!([{"send": [5, 2, "memory", 0]}]));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "5 telemetry batch(es) (10 item(s)) could not be delivered to {endpoint} and are lost"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_damaged_store_is_reported_set_aside_and_the_new_events_arrive() {
     let api = FakeAnthropic::start();
     let sink = OtlpSink::start();

@@ -525,7 +525,17 @@ fn summarise(
             upstream.endpoint
         );
     }
-    if drain.undelivered_requests > drain.undelivered_in_memory && upstream.is_active() {
+    // Durable: what waits in the store (what the memory fallback held is said with the store
+    // failure above). Memory outbox: everything undelivered is lost with this process.
+    let waiting_in_store = drain
+        .undelivered_requests
+        .saturating_sub(drain.undelivered_in_memory);
+    let lost_in_memory = if drain.kept {
+        0
+    } else {
+        drain.undelivered_requests
+    };
+    if upstream.is_active() && (waiting_in_store > 0 && drain.kept || lost_in_memory > 0) {
         let reason = stats
             .last_error
             .lock()
@@ -534,18 +544,24 @@ fn summarise(
             .unwrap_or_else(|| "drain time ran out".into());
         if drain.kept {
             eprintln!(
-                "claude-telemetry: {} telemetry batch(es) wait in the local store {} and will be \
-                 delivered to {} by a later run: {reason}",
-                drain.undelivered_requests - drain.undelivered_in_memory,
+                "claude-telemetry: {waiting_in_store} telemetry batch(es) wait in the local store \
+                 {} and will be delivered to {} by a later run: {reason}",
                 store_path.display(),
                 upstream.endpoint
             );
         } else {
             eprintln!(
-                "claude-telemetry: {} telemetry batch(es) ({} item(s)) could not be delivered to {}: {reason}",
-                drain.undelivered_requests, drain.undelivered_items, upstream.endpoint
+                "claude-telemetry: {lost_in_memory} telemetry batch(es) ({} item(s)) could not be \
+                 delivered to {} and are lost (held in memory only): {reason}",
+                drain.undelivered_items, upstream.endpoint
             );
         }
+    } else if lost_in_memory > 0 {
+        eprintln!(
+            "claude-telemetry: {lost_in_memory} telemetry batch(es) ({} item(s)) were not kept: no \
+             local store and no upstream (local-only)",
+            drain.undelivered_items
+        );
     }
     if drain.dropped_for_space > 0 {
         eprintln!(

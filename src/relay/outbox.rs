@@ -93,6 +93,7 @@ pub struct StoreFailure {
 #[derive(Debug, thiserror::Error)]
 #[error("the local store cannot take telemetry ({source}) and nothing else can ({reason})")]
 pub struct OutboxError {
+    /// What the store said: safe to print (no payload content).
     #[source]
     pub source: crate::store::StoreError,
     /// Why the request could not go on from memory instead.

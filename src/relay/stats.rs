@@ -133,10 +133,15 @@ impl ShedCounts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Shed {
+    /// See [`ShedCounts::connections`].
     pub connections: u64,
+    /// See [`ShedCounts::busy`].
     pub busy: u64,
+    /// See [`ShedCounts::slow_bodies`].
     pub slow_bodies: u64,
+    /// See [`ShedCounts::stalled_connections`].
     pub stalled_connections: u64,
+    /// See [`ShedCounts::too_large`].
     pub too_large: u64,
 }
 
