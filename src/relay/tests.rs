@@ -648,3 +648,82 @@ async fn one_metric_too_large_for_the_upstream_arrives_split_by_its_data_points(
     assert_eq!(stats.split_requests.load(Ordering::Relaxed), 1);
     server.abort();
 }
+
+#[tokio::test]
+async fn a_relay_whose_grpc_upstream_is_another_relay_with_a_smaller_limit_splits_not_drops() {
+    // The upstream relay (a team relay) takes at most 64 KiB per request and answers larger
+    // ones with its own RESOURCE_EXHAUSTED.
+    let team = start(
+        &relay_settings(64 * 1024),
+        &local_only(),
+        pass_policy(),
+        Outbox::memory(10_000),
+    )
+    .await
+    .unwrap();
+    let relay = start(
+        &RelaySettings::default(),
+        &UpstreamSettings {
+            endpoint: format!("http://{}", team.grpc_addr),
+            protocol: Protocol::Grpc,
+            ..Default::default()
+        },
+        pass_policy(),
+        Outbox::memory(100),
+    )
+    .await
+    .unwrap();
+    // One metric of 4,000 points, each its own series (~300 KB).
+    let mut request = sample_metrics(0.0);
+    if let Some(metric::Data::Sum(sum)) =
+        &mut request.resource_metrics[0].scope_metrics[0].metrics[0].data
+    {
+        let point = sum.data_points[0].clone();
+        sum.data_points = (0..4000)
+            .map(|i| {
+                let mut p = point.clone();
+                p.attributes.push(KeyValue {
+                    key: "model".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("m{i}"))),
+                    }),
+                    ..Default::default()
+                });
+                p
+            })
+            .collect();
+    }
+    let mut forwarded = ExportRequest::Metrics(request.clone());
+    pass_policy().apply(&mut forwarded);
+    let expected = forwarded.item_count() as u64;
+    let size = split::encoded_len(&forwarded);
+    assert!(
+        expected > 1000 && size > 2 * 64 * 1024,
+        "{expected} points, {size} bytes"
+    );
+    let (status, body) = post(
+        relay.http_addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        request.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stats = relay.stats.clone();
+    let report = relay.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(report.undelivered_requests, 0, "{report:?}");
+    assert_eq!(
+        stats.rejected_requests.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        stats.last_error.lock().unwrap()
+    );
+    assert_eq!(stats.dropped_too_large_items.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        team.stats.received_metric_points.load(Ordering::Relaxed),
+        expected,
+        "every point arrived at the team relay"
+    );
+    team.shutdown(Duration::ZERO).await;
+}

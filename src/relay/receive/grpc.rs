@@ -145,7 +145,11 @@ where
 /// `google.rpc.RetryInfo`, which OTLP exporters retry after the given delay.
 fn body_status(e: BodyError) -> Status {
     match e {
-        BodyError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+        // Worded as grpc-go words it, which senders (our own forwarder among them: a relay
+        // whose upstream is a team relay) read as "split it", not as a quota.
+        BodyError::TooLarge(limit) => Status::resource_exhausted(format!(
+            "received message larger than max ({limit} bytes): {e}"
+        )),
         BodyError::TooSlow(_) => Status::deadline_exceeded(e.to_string()),
         BodyError::Broken(_) => Status::cancelled(e.to_string()),
         BodyError::Busy => unavailable(e.to_string(), Duration::from_secs(RETRY_AFTER_SECS)),
