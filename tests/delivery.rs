@@ -16,9 +16,11 @@ const LAUNCHER: &str = env!("CARGO_BIN_EXE_claude-telemetry");
 
 /// A stand-in claude that follows a plan (JSON in `PLAN`): `{"send": [requests, events per
 /// request, tag, padding bytes]}` posts numbered events (`tag`, `seq` counting from 0 per tag) to the relay;
-/// `{"touch": path}` and `{"wait": path}` synchronise with the test.
+/// `{"touch": path}` and `{"wait": path}` synchronise with the test. With `REFUSALS` set, an
+/// HTTP error answer is written there (`status retry-after`) and the request given up, as an
+/// exporter gives up after its retries; without it, an error ends the stand-in.
 const STAND_IN: &str = r#"#!/usr/bin/env python3
-import json, os, sys, time, urllib.request
+import json, os, sys, time, urllib.error, urllib.request
 if '--version' in sys.argv:
     print('0.0.0'); sys.exit(0)
 if '--help' in sys.argv:
@@ -52,7 +54,14 @@ for step in json.loads(os.environ['PLAN']):
                 'scopeLogs': [{'logRecords': records}]}]}
             req = urllib.request.Request(url, data=json.dumps(body).encode(),
                                          headers={'content-type': 'application/json'})
-            status = urllib.request.urlopen(req, timeout=60).status
+            try:
+                status = urllib.request.urlopen(req, timeout=60).status
+            except urllib.error.HTTPError as e:
+                if 'REFUSALS' not in os.environ:
+                    raise
+                with open(os.environ['REFUSALS'], 'a') as f:
+                    f.write('%d %s\n' % (e.code, e.headers.get('retry-after')))
+                continue
             if status != 200:
                 print('relay answered', status, file=sys.stderr); sys.exit(3)
         seqs[tag] = seq
@@ -295,6 +304,93 @@ fn a_store_that_cannot_be_written_loses_nothing_the_upstream_can_take_and_says_s
     }
     launch(&s, &serde_json::json!([]));
     assert_exactly_once(&sink, "unwritable", 2000);
+}
+
+#[test]
+fn a_store_that_cannot_be_written_in_local_only_mode_asks_claude_to_retry_and_says_so() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    // No upstream: local-only, so a request the store refuses has nowhere else to go.
+    let s = sandbox(&api, "", data.path());
+    let half = s.scratch().join("half-sent");
+    let go = s.scratch().join("go");
+    let refusals = s.scratch().join("refusals");
+    let plan = serde_json::json!([
+        {"send": [10, 10, "local", 0]},
+        {"touch": half.display().to_string()},
+        {"wait": go.display().to_string()},
+        {"send": [10, 10, "local", 0]},
+    ]);
+    let child = s
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .env("PLAN", plan.to_string())
+        .env("REFUSALS", &refusals)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        support::wait_until(Duration::from_secs(60), || half.exists()),
+        "the stand-in sent its first half"
+    );
+    assert!(!refusals.exists(), "a writable store takes every request");
+    let mut files = vec![data.path().join("store.db")];
+    let wal = data.path().join("store.db-wal");
+    if wal.exists() {
+        files.push(wal);
+    }
+    let guard = Immutable::set(files);
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(guard);
+    assert!(out.status.success(), "{out:?}");
+    let err = stderr(&out);
+    eprintln!("launcher: {err}");
+    // Every request after the failure was answered "retry", never a success for data gone.
+    let answers = std::fs::read_to_string(&refusals).unwrap_or_default();
+    assert_eq!(
+        answers.lines().collect::<Vec<_>>(),
+        vec!["503 5"; 10],
+        "each refused with 503 and Retry-After"
+    );
+    assert_eq!(
+        err.matches("could not be written").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(
+        err.contains("10 batch(es) were refused with a retryable error, not acknowledged")
+            && err.contains("local-only"),
+        "{err}"
+    );
+    let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("10 that nothing could keep were refused with a retryable error"),
+        "{text}"
+    );
+}
+
+#[test]
+fn batches_held_in_memory_only_and_undelivered_at_exit_are_said_lost() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    // An upstream where nothing listens, and no store: the memory outbox is all there is.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut s = sandbox(&api, &endpoint, data.path());
+    s.set_env("CLAUDE_TELEMETRY_STORE__ENABLED", "false");
+    s.set_env("CLAUDE_TELEMETRY_RELAY__DRAIN_TIMEOUT_MS", "500");
+    let out = launch(&s, &serde_json::json!([{"send": [5, 2, "memory", 0]}]));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "5 telemetry batch(es) (10 item(s)) could not be delivered to {endpoint} and are lost"
+        )),
+        "{err}"
+    );
 }
 
 #[test]

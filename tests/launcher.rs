@@ -397,6 +397,34 @@ fn a_session_that_sends_nothing_is_reported_at_exit_and_in_doctor() {
 }
 
 #[test]
+fn a_version_probe_answered_with_more_than_a_pipe_buffer_is_read_not_blocked_on() {
+    let api = FakeAnthropic::start();
+    // 1 MiB after the version line: far more than a pipe buffer (64 KiB). A probe that did
+    // not read it would block the stand-in until killed at its 5 s bound, and say nothing of
+    // the version.
+    let sandbox = sandbox_with_fake_claude(
+        &api,
+        "if [ \"$1\" = --version ]; then echo '9.9.9 (Chatty Code)'; \
+         head -c 1048576 /dev/zero | tr '\\0' x; echo; fi; exit 0",
+    );
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("claude 9.9.9 (Chatty Code) sent no telemetry"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(
+        stderr.len() < 4096,
+        "the probe's output is discarded, not shown"
+    );
+}
+
+#[test]
 fn the_outer_terminal_is_restored_after_claude_exits_or_is_killed() {
     let api = FakeAnthropic::start();
     for (body, code) in [("exit 3", 3), ("kill -TERM $$", 128 + 15)] {

@@ -388,6 +388,19 @@ fn half_sent_bodies_and_slowloris_neither_grow_memory_nor_hold_connections_and_v
     let status = launcher.wait().unwrap();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(status.success(), "launcher: {status:?}\n{stderr}");
+    // What the bounds turned away is said, with the reason and its setting, and again in
+    // `doctor`.
+    assert!(
+        stderr.contains("the relay's bounds turned away")
+            && stderr.contains("connection(s) closed for sending no complete request within 2000 ms (relay.header_timeout_ms)"),
+        "{stderr}"
+    );
+    let doctor = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains("[warn] relay bounds: in the last session the relay's bounds turned away"),
+        "{text}"
+    );
     // Every valid request reached the upstream.
     sink.wait_for(
         Duration::from_secs(20),

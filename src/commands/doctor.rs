@@ -507,10 +507,19 @@ fn check_delivery(loaded: &Loaded, report: &mut Report) {
             );
         }
         if let Some(e) = &last.store_failure {
+            let went = if last.refused_requests > 0 {
+                format!(
+                    "batches went on from memory, and {} that nothing could keep were refused \
+                     with a retryable error",
+                    last.refused_requests
+                )
+            } else {
+                "batches went on from memory".to_string()
+            };
             report.line(
                 Level::Warn,
                 "delivery",
-                format!("the local store failed during the last session ({e}); batches went on from memory"),
+                format!("the local store failed during the last session ({e}); {went}"),
             );
         }
     }
@@ -542,21 +551,37 @@ fn check_last_run(loaded: &Loaded, report: &mut Report) {
             last.delivered_requests,
             last.undelivered_requests
         );
-        if last.rejected_requests > 0 || last.lost_requests > 0 {
+        if last.rejected_requests > 0 {
             detail.push_str(&format!(
-                "; {} refused by the upstream and {} not stored: dropped",
-                last.rejected_requests, last.lost_requests
+                "; {} refused by the upstream: dropped",
+                last.rejected_requests
+            ));
+        }
+        if last.refused_requests > 0 {
+            detail.push_str(&format!(
+                "; {} refused with a retryable error (nothing could keep them)",
+                last.refused_requests
             ));
         }
         if let Some(e) = &last.last_error {
             detail.push_str(&format!("; last upstream error: {e}"));
         }
-        let level = if last.undelivered_requests + last.rejected_requests + last.lost_requests > 0 {
-            Level::Warn
-        } else {
-            Level::Ok
-        };
+        let level =
+            if last.undelivered_requests + last.rejected_requests + last.refused_requests > 0 {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
         report.line(level, "last session", detail);
+    }
+    // Claude (or another sender) met a receiver bound: told to retry or cut off. A limit
+    // that is too tight for this machine's traffic shows here with the setting to raise.
+    if let Some(sentence) = last.shed.sentence(&loaded.settings.relay) {
+        report.line(
+            Level::Warn,
+            "relay bounds",
+            format!("in the last session {sentence}"),
+        );
     }
 }
 

@@ -1,7 +1,8 @@
 //! The record of the last session run, so `doctor` can say "your last session sent nothing"
 //! long after the terminal that showed the warning is gone.
 
-use crate::relay::{DrainReport, stats::RelayStats};
+use crate::relay::DrainReport;
+use crate::relay::stats::{RelayStats, Shed};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -18,15 +19,18 @@ pub struct LastRun {
     /// Refused by the upstream for good (e.g. HTTP 400): dropped, not retried.
     #[serde(default)]
     pub rejected_requests: u64,
-    /// Acknowledged to claude but not written to the store: lost.
-    #[serde(default)]
-    pub lost_requests: u64,
+    /// Kept nowhere (the store failed): refused with a retryable error, never acknowledged.
+    #[serde(default, alias = "lost_requests")]
+    pub refused_requests: u64,
     /// Items dropped because even alone they were too large for the upstream.
     #[serde(default)]
     pub dropped_too_large_items: u64,
     /// The store failed during the run (its error); requests went on from memory.
     #[serde(default)]
     pub store_failure: Option<String>,
+    /// What the receivers' bounds turned away, by reason.
+    #[serde(default)]
+    pub shed: Shed,
     pub last_error: Option<String>,
     /// Unknown attribute keys whose text the privacy policy withheld (names only), for
     /// `doctor` to list with how to allow them.
@@ -54,9 +58,10 @@ impl LastRun {
             delivered_requests: RelayStats::get(&stats.delivered_requests),
             undelivered_requests: drain.undelivered_requests,
             rejected_requests: RelayStats::get(&stats.rejected_requests),
-            lost_requests: RelayStats::get(&stats.lost_requests),
+            refused_requests: RelayStats::get(&stats.refused_requests),
             dropped_too_large_items: RelayStats::get(&stats.dropped_too_large_items),
             store_failure: drain.store_failure.as_ref().map(|f| f.error.clone()),
+            shed: stats.shed.snapshot(),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
             withheld_keys: stats.withheld(),
         }

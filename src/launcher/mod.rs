@@ -451,7 +451,9 @@ fn export_budgets(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             if let Some(request) = crate::budget::export::budget_gauges(&plan, now) {
-                intake.accept(request).await;
+                // Refused (the store failed, nothing else could keep it): counted with the
+                // store failure; the next tick sends the current gauges anyway.
+                let _ = intake.accept(request).await;
             }
         }
     }))
@@ -502,10 +504,14 @@ fn summarise(
                 line.push_str(", all delivered");
             }
         }
-        if failure.lost > 0 {
+        if failure.refused > 0 {
             line.push_str(&format!(
-                "; {} batch(es) were not kept (local-only mode: no upstream to take them)",
-                failure.lost
+                "; {} batch(es) were refused with a retryable error, not acknowledged ({}): \
+                 claude sends them again, and drops them if the store stays unwritable",
+                failure.refused,
+                failure
+                    .refused_because
+                    .unwrap_or("nothing else could keep them")
             ));
         }
         eprintln!("{line}");
@@ -519,7 +525,17 @@ fn summarise(
             upstream.endpoint
         );
     }
-    if drain.undelivered_requests > drain.undelivered_in_memory && upstream.is_active() {
+    // Durable: what waits in the store (what the memory fallback held is said with the store
+    // failure above). Memory outbox: everything undelivered is lost with this process.
+    let waiting_in_store = drain
+        .undelivered_requests
+        .saturating_sub(drain.undelivered_in_memory);
+    let lost_in_memory = if drain.kept {
+        0
+    } else {
+        drain.undelivered_requests
+    };
+    if upstream.is_active() && (waiting_in_store > 0 && drain.kept || lost_in_memory > 0) {
         let reason = stats
             .last_error
             .lock()
@@ -528,18 +544,24 @@ fn summarise(
             .unwrap_or_else(|| "drain time ran out".into());
         if drain.kept {
             eprintln!(
-                "claude-telemetry: {} telemetry batch(es) wait in the local store {} and will be \
-                 delivered to {} by a later run: {reason}",
-                drain.undelivered_requests - drain.undelivered_in_memory,
+                "claude-telemetry: {waiting_in_store} telemetry batch(es) wait in the local store \
+                 {} and will be delivered to {} by a later run: {reason}",
                 store_path.display(),
                 upstream.endpoint
             );
         } else {
             eprintln!(
-                "claude-telemetry: {} telemetry batch(es) ({} item(s)) could not be delivered to {}: {reason}",
-                drain.undelivered_requests, drain.undelivered_items, upstream.endpoint
+                "claude-telemetry: {lost_in_memory} telemetry batch(es) ({} item(s)) could not be \
+                 delivered to {} and are lost (held in memory only): {reason}",
+                drain.undelivered_items, upstream.endpoint
             );
         }
+    } else if lost_in_memory > 0 {
+        eprintln!(
+            "claude-telemetry: {lost_in_memory} telemetry batch(es) ({} item(s)) were not kept: no \
+             local store and no upstream (local-only)",
+            drain.undelivered_items
+        );
     }
     if drain.dropped_for_space > 0 {
         eprintln!(
@@ -547,6 +569,10 @@ fn summarise(
              keep up (relay.max_queued_requests = {})",
             drain.dropped_for_space, loaded.settings.relay.max_queued_requests
         );
+    }
+    // Senders that met a receiver bound (told to retry, or cut off): said with the setting.
+    if let Some(sentence) = stats.shed.snapshot().sentence(&loaded.settings.relay) {
+        eprintln!("claude-telemetry: {sentence}");
     }
     // Requests that are gone for good, not waiting anywhere: each said, never silent.
     let rejected = RelayStats::get(&stats.rejected_requests);
@@ -560,16 +586,6 @@ fn summarise(
                 .ok()
                 .and_then(|e| e.clone())
                 .unwrap_or_default()
-        );
-    }
-    let lost = RelayStats::get(&stats.lost_requests);
-    if lost > 0 && drain.store_failure.is_none() {
-        eprintln!(
-            "claude-telemetry: {lost} telemetry batch(es) could not be written to the local store {} and were lost",
-            loaded
-                .paths
-                .store_file(&loaded.settings.store.path)
-                .display()
         );
     }
     let mut record = last_run::LastRun::from_stats(program, stats, &drain);

@@ -7,8 +7,9 @@
 //! (whose delay is honoured); HTTP 429, 502, 503 and 504 are retried (honouring
 //! `Retry-After`), every other status is permanent. A request the upstream finds too large
 //! (gRPC `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE` naming the message size, HTTP 413), or larger than
-//! the 4 MiB gRPC receivers accept by default, is split by resource, scope and record until it
-//! fits; a single record that still does not fit is dropped, counted and named. A request that
+//! the 4 MiB gRPC receivers accept by default, is split by resource, scope, record and (one
+//! metric) data point until it fits; a single record or point that still does not fit is
+//! dropped, counted and named. A request that
 //! fails in a way that may pass waits in its own back-off while the requests behind it go on.
 
 use crate::otlp::{ExportRequest, Signal};
@@ -292,12 +293,27 @@ async fn send_http(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
     Err(SendError {
         kind: classify_http(status.as_u16(), retry_after),
         message: format!("HTTP {url}: {status}"),
     })
+}
+
+/// The delay a `Retry-After` value asks for at `now`, capped: RFC 9110 allows delta-seconds
+/// or an HTTP-date (IMF-fixdate, and the obsolete RFC 850 and asctime forms recipients must
+/// still accept). A date already past is "now" (zero); a value that is neither is ignored, so
+/// the row's own back-off applies.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Delta-seconds too large for u64 are still "a very long time".
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 /// The OTLP/HTTP rules: 429, 502, 503, 504 retryable; 413 too large; the rest permanent.
@@ -896,6 +912,86 @@ mod tests {
         let long = crate::relay::rpc::status_with_retry(14, "", Duration::from_secs(3600));
         assert_eq!(retry_info(&long), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_info(b""), None);
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_any_http_date_form() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let date = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let now = date - Duration::from_secs(30);
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(parse_retry_after("120", now), secs(120));
+        assert_eq!(parse_retry_after(" 7 ", now), secs(7));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            secs(30)
+        );
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", now),
+            secs(30)
+        );
+        assert_eq!(parse_retry_after("Wed Oct 21 07:28:00 2015", now), secs(30));
+        assert_eq!(
+            parse_retry_after(
+                "Wed, 21 Oct 2015 07:28:00 GMT",
+                date + Duration::from_secs(5)
+            ),
+            secs(0),
+            "a date already past means now"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", SystemTime::UNIX_EPOCH),
+            Some(MAX_RETRY_AFTER),
+            "a date far ahead is capped"
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in ["", "soon", "-5", "1.5", "21 Oct 2015"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http_upstream_asking_to_retry_at_a_date_is_waited_for_until_then() {
+        let at = std::time::SystemTime::now() + Duration::from_secs(40);
+        let app = axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move || async move {
+                (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    [(http::header::RETRY_AFTER, httpdate::fmt_http_date(at))],
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let upstream = Upstream::connect(&UpstreamSettings {
+            endpoint: format!("http://{addr}"),
+            protocol: Protocol::HttpProtobuf,
+            ..Default::default()
+        })
+        .unwrap();
+        let err = upstream
+            .send(Signal::Logs, Bytes::new())
+            .await
+            .expect_err("503");
+        let Failure::Transient {
+            retry_after: Some(wait),
+        } = err.kind
+        else {
+            panic!("retryable with the upstream's delay: {:?}", err.kind);
+        };
+        // The date has whole seconds: 39 to 40 s from the request.
+        assert!(
+            wait >= Duration::from_secs(35) && wait <= Duration::from_secs(40),
+            "{wait:?}"
+        );
+        assert_eq!(row_delay(3, Some(wait)), wait, "the row waits that long");
+        server.abort();
     }
 
     #[test]

@@ -32,21 +32,25 @@ pub struct Intake {
 
 impl Intake {
     /// Accepts one decoded request: applies policy and queues it for delivery. Returns once the
-    /// request is safe in the outbox, which is when claude is acknowledged.
-    pub async fn accept(&self, mut request: ExportRequest) {
+    /// request is safe in the outbox, which is when claude is acknowledged; an error means it
+    /// was kept nowhere, and the receiver answers with the protocol's retryable error.
+    pub async fn accept(&self, mut request: ExportRequest) -> Result<(), outbox::OutboxError> {
         self.stats.record_received(&request);
         let withheld = self.policy.apply(&mut request);
         if !withheld.is_empty() {
             self.stats.record_withheld(withheld);
         }
-        if let Err(e) = self.outbox.push(request).await {
+        self.outbox.push(request).await.inspect_err(|_| {
             self.stats
-                .lost_requests
+                .refused_requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.stats.record_error(e.to_string());
-        }
+        })
     }
 }
+
+/// Seconds claude is told to wait before sending again a request nothing could keep (the
+/// store failed): longer than the load-shedding delay, as a full disk does not pass at once.
+pub const REFUSED_RETRY_AFTER_SECS: u64 = 5;
 
 /// Failure to start the relay; claude is still started without it (telemetry degrades, the
 /// session does not).
@@ -123,7 +127,7 @@ pub async fn start(
     let stop_forwarding = CancellationToken::new();
     // One set of bounds for both receivers: the connection cap and the byte budget are the
     // launcher's, not each port's.
-    let bounds = receive::bounds::Bounds::from_settings(relay);
+    let bounds = receive::bounds::Bounds::from_settings(relay).counting_into(stats.shed.clone());
     let receivers = vec![
         tokio::spawn(receive::grpc::serve(
             grpc_listener,
@@ -152,6 +156,7 @@ pub async fn start(
             Err(e) => {
                 stats.record_error(e.to_string());
                 upstream_problem = Some(e.to_string());
+                outbox.without_forwarder();
                 None
             }
         }

@@ -6,8 +6,11 @@
 //! left by an earlier (or killed) launcher are delivered by the next one. A row whose delivery
 //! failed waits in its own back-off (recorded in the store) while the rows behind it go on.
 //! Should the store fail during the run, requests go on to the upstream from a bounded memory
-//! queue instead and the failure is recorded once for the exit line. **Memory** (store
-//! disabled or unavailable at start): a bounded FIFO that drops the oldest, counted, when full.
+//! queue instead and the failure is recorded once for the exit line; when nothing can take a
+//! request then (local-only, no upstream connected, or that queue full) it is refused with an
+//! [`OutboxError`], which the receivers answer with the protocol's retryable error, so claude
+//! is never told that data which is gone was kept. **Memory** (store disabled or unavailable
+//! at start): a bounded FIFO that drops the oldest, counted, when full.
 
 use crate::otlp::{ExportRequest, Signal};
 use crate::store::{OutboxId, Store};
@@ -43,6 +46,9 @@ pub struct Outbox {
     closed: AtomicBool,
     /// The earliest time a deferred row becomes deliverable again (so `take` wakes for it).
     next_due: Mutex<Option<Instant>>,
+    /// No forwarder takes from this outbox (the upstream could not be set up): the memory
+    /// fallback would only hold requests until they are lost at exit.
+    no_forwarder: AtomicBool,
 }
 
 enum Backend {
@@ -56,7 +62,7 @@ enum Backend {
         /// Requests the store could not take while the upstream could: they go on from here.
         fallback: MemoryQueue,
         /// The first store failure of the run, said once at exit.
-        failure: Mutex<Option<StoreFailure>>,
+        failure: Box<Mutex<Option<StoreFailure>>>,
     },
 }
 
@@ -76,14 +82,28 @@ pub struct StoreFailure {
     pub at_unix_secs: u64,
     /// Requests that went on to the upstream from memory instead of the store.
     pub to_memory: u64,
-    /// Requests that could go nowhere (local-only: there is no upstream to take them).
-    pub lost: u64,
+    /// Requests nothing could keep, refused with a retryable error (claude sends them again).
+    pub refused: u64,
+    /// Why the last of them could not go on from memory.
+    pub refused_because: Option<&'static str>,
 }
 
-/// The store refused a request and nothing else could take it.
+/// The store refused a request and nothing else could take it: the request was not kept, and
+/// the sender must be told to retry, never that it succeeded.
 #[derive(Debug, thiserror::Error)]
-#[error("local store: {0}")]
-pub struct OutboxError(#[from] crate::store::StoreError);
+#[error("the local store cannot take telemetry ({source}) and nothing else can ({reason})")]
+pub struct OutboxError {
+    /// What the store said: safe to print (no payload content).
+    #[source]
+    pub source: crate::store::StoreError,
+    /// Why the request could not go on from memory instead.
+    pub reason: &'static str,
+}
+
+/// Why a request the store refused could not go on from memory.
+const LOCAL_ONLY: &str = "local-only mode: no upstream to send them to";
+const NO_FORWARDER: &str = "the upstream could not be set up";
+const FALLBACK_FULL: &str = "the memory queue of relay.max_queued_requests is full";
 
 /// What is left when the relay stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,7 +138,7 @@ impl Outbox {
             lease,
             local_only,
             fallback: MemoryQueue::new(fallback_capacity),
-            failure: Mutex::new(None),
+            failure: Box::new(Mutex::new(None)),
         })
     }
 
@@ -128,12 +148,19 @@ impl Outbox {
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             next_due: Mutex::new(None),
+            no_forwarder: AtomicBool::new(false),
         }
     }
 
+    /// Nothing will deliver from this outbox during the run (the upstream could not be set
+    /// up): should the store fail, requests are refused rather than held in memory to be lost.
+    pub fn without_forwarder(&self) {
+        self.no_forwarder.store(true, Ordering::Release);
+    }
+
     /// Queues a request. Durable: returns once it is committed, or once it is in the memory
-    /// fallback when the store fails (the upstream can still take it). Errors only when the
-    /// request is kept nowhere.
+    /// fallback when the store fails and a forwarder can still send it on. Errors only when the
+    /// request is kept nowhere: the caller must answer with a retryable error.
     pub async fn push(&self, request: ExportRequest) -> Result<(), OutboxError> {
         // Encoded once: the store keeps this, and the forwarder sends it as it is.
         let body = Bytes::from(request.encode_to_vec());
@@ -150,8 +177,11 @@ impl Outbox {
                 .await
             {
                 Ok(id) => {
+                    // The request and its usage rows are committed: kept, even should the
+                    // delete of its (never delivered) outbox row fail; answering an error
+                    // here would make claude send it again and count its usage twice.
                     if *local_only {
-                        store.mark_delivered(id).await?;
+                        let _ = store.mark_delivered(id).await;
                     }
                 }
                 Err(e) => {
@@ -162,14 +192,24 @@ impl Outbox {
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_secs()),
                         to_memory: 0,
-                        lost: 0,
+                        refused: 0,
+                        refused_because: None,
                     });
-                    if *local_only {
-                        f.lost += 1;
-                        return Err(OutboxError(e));
+                    let refused = if *local_only {
+                        Some(LOCAL_ONLY)
+                    } else if self.no_forwarder.load(Ordering::Acquire) {
+                        Some(NO_FORWARDER)
+                    } else if !fallback.try_push(&request, body) {
+                        Some(FALLBACK_FULL)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = refused {
+                        f.refused += 1;
+                        f.refused_because = Some(reason);
+                        return Err(OutboxError { source: e, reason });
                     }
                     f.to_memory += 1;
-                    fallback.push(&request, body);
                 }
             },
         }
@@ -406,6 +446,26 @@ impl MemoryQueue {
         });
     }
 
+    /// Queues a request unless the queue is full: what is already queued was acknowledged
+    /// and is never dropped to make room. `false`: not queued.
+    fn try_push(&self, request: &ExportRequest, body: Bytes) -> bool {
+        let Ok(mut q) = self.queue.lock() else {
+            return false;
+        };
+        if q.len() >= self.capacity {
+            return false;
+        }
+        q.push_back(Entry {
+            signal: request.signal(),
+            body,
+            items: request.item_count() as u64,
+            attempts: 0,
+            row: None,
+            received_ns: crate::store::now_ns(),
+        });
+        true
+    }
+
     fn push_back(&self, entry: Entry) {
         self.set_in_flight(None);
         if let Ok(mut q) = self.queue.lock() {
@@ -597,7 +657,7 @@ mod tests {
         outbox.push(req()).await.unwrap();
         outbox.push(req()).await.unwrap();
         let failure = outbox.store_failure().expect("the failure is recorded");
-        assert_eq!((failure.to_memory, failure.lost), (2, 0));
+        assert_eq!((failure.to_memory, failure.refused), (2, 0));
         let entry = outbox.take().await.unwrap().remove(0);
         outbox.settle(&entry).await;
         assert_eq!(outbox.remaining().await.in_memory, 1);
@@ -606,10 +666,49 @@ mod tests {
             store.close().await.unwrap();
             Outbox::durable(store, "b".into(), Duration::from_secs(30), true, 10)
         };
-        assert!(
-            local_only.push(req()).await.is_err(),
-            "nothing could take it: not acknowledged as kept"
+        let refused = local_only.push(req()).await.expect_err("kept nowhere");
+        assert_eq!(refused.reason, LOCAL_ONLY);
+        let failure = local_only.store_failure().expect("recorded");
+        assert_eq!((failure.to_memory, failure.refused), (0, 1));
+    }
+
+    /// A durable outbox whose store has failed, delivering upstream from memory of `capacity`.
+    async fn failed_store(dir: &std::path::Path, capacity: usize) -> Outbox {
+        let store = Store::open(&dir.join("s.db"), StoreBounds::default()).unwrap();
+        store.close().await.unwrap();
+        Outbox::durable(store, "a".into(), Duration::from_secs(30), false, capacity)
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_with_a_full_memory_queue_refuses_instead_of_dropping_what_was_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = failed_store(dir.path(), 2).await;
+        outbox.push(req()).await.unwrap();
+        outbox.push(req()).await.unwrap();
+        let refused = outbox.push(req()).await.expect_err("no room: refused");
+        assert_eq!(refused.reason, FALLBACK_FULL);
+        assert_eq!(
+            outbox.dropped().await,
+            0,
+            "nothing acknowledged was dropped"
         );
+        assert_eq!(outbox.remaining().await.in_memory, 2);
+        let failure = outbox.store_failure().unwrap();
+        assert_eq!((failure.to_memory, failure.refused), (2, 1));
+        // Room again once one is delivered.
+        let entry = outbox.take().await.unwrap().remove(0);
+        outbox.settle(&entry).await;
+        outbox.push(req()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_without_a_forwarder_refuses_instead_of_holding_requests_to_lose() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = failed_store(dir.path(), 10).await;
+        outbox.without_forwarder();
+        let refused = outbox.push(req()).await.expect_err("nothing would send it");
+        assert_eq!(refused.reason, NO_FORWARDER);
+        assert_eq!(outbox.remaining().await.in_memory, 0);
     }
 
     #[tokio::test]

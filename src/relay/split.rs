@@ -1,12 +1,14 @@
 //! Splitting a request the upstream cannot take whole: halves by resource, then by scope, then
-//! by record (log records, spans, metrics), each half keeping its resource and scope, so every
-//! item still arrives with what describes it. A request of one item (one metric, one record)
-//! cannot be split; the forwarder then drops it with its reason.
+//! by record (log records, spans, metrics), and a single metric by its data points, each half
+//! keeping its resource, scope and metric description, so every item still arrives with what
+//! describes it (one huge metric can still fit). A request of one item (one data point, one
+//! record) cannot be split; the forwarder then drops it with its reason.
 
 use crate::otlp::ExportRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data};
 use prost::Message;
 
 /// The encoded size in bytes, as the upstream receives it (before any compression).
@@ -19,7 +21,8 @@ pub fn encoded_len(request: &ExportRequest) -> usize {
 }
 
 /// Two halves holding together exactly the items of `request`, or `None` when it holds a
-/// single resource with a single scope with a single record.
+/// single resource with a single scope with a single record (for metrics: a single data
+/// point).
 pub fn halve(request: &ExportRequest) -> Option<(ExportRequest, ExportRequest)> {
     match request {
         ExportRequest::Logs(r) => {
@@ -29,6 +32,7 @@ pub fn halve(request: &ExportRequest) -> Option<(ExportRequest, ExportRequest)> 
                 |rl, s| rl.scope_logs = s,
                 |sl| &sl.log_records,
                 |sl, v| sl.log_records = v,
+                |_| None,
             )?;
             Some((
                 ExportRequest::Logs(ExportLogsServiceRequest { resource_logs: a }),
@@ -42,6 +46,7 @@ pub fn halve(request: &ExportRequest) -> Option<(ExportRequest, ExportRequest)> 
                 |rs, s| rs.scope_spans = s,
                 |ss| &ss.spans,
                 |ss, v| ss.spans = v,
+                |_| None,
             )?;
             Some((
                 ExportRequest::Traces(ExportTraceServiceRequest { resource_spans: a }),
@@ -55,6 +60,7 @@ pub fn halve(request: &ExportRequest) -> Option<(ExportRequest, ExportRequest)> 
                 |rm, s| rm.scope_metrics = s,
                 |sm| &sm.metrics,
                 |sm, v| sm.metrics = v,
+                halve_metric,
             )?;
             Some((
                 ExportRequest::Metrics(ExportMetricsServiceRequest {
@@ -69,13 +75,15 @@ pub fn halve(request: &ExportRequest) -> Option<(ExportRequest, ExportRequest)> 
 }
 
 /// The three levels are the same shape for every signal: resources holding scopes holding
-/// records. Halves the first level with more than one element, copying the levels above.
+/// records. Halves the first level with more than one element, copying the levels above; a
+/// lone record is then halved by `halve_item` (a metric's data points), if it can be.
 fn halve_nested<R: Clone, S: Clone, I: Clone>(
     resources: &[R],
     scopes: impl Fn(&R) -> &Vec<S>,
     set_scopes: impl Fn(&mut R, Vec<S>),
     items: impl Fn(&S) -> &Vec<I>,
     set_items: impl Fn(&mut S, Vec<I>),
+    halve_item: impl Fn(&I) -> Option<(I, I)>,
 ) -> Option<(Vec<R>, Vec<R>)> {
     if resources.len() > 1 {
         let mid = resources.len() / 2;
@@ -97,19 +105,68 @@ fn halve_nested<R: Clone, S: Clone, I: Clone>(
     }
     let scope = scope_list.first()?;
     let records = items(scope);
-    if records.len() < 2 {
-        return None;
-    }
-    let mid = records.len() / 2;
     let with_items = |v: Vec<I>| {
         let mut s = scope.clone();
         set_items(&mut s, v);
         with_scopes(vec![s])
     };
+    if records.len() < 2 {
+        let (a, b) = halve_item(records.first()?)?;
+        return Some((with_items(vec![a]), with_items(vec![b])));
+    }
+    let mid = records.len() / 2;
     Some((
         with_items(records[..mid].to_vec()),
         with_items(records[mid..].to_vec()),
     ))
+}
+
+/// Halves one metric by its data points; each half keeps the name, description, unit,
+/// metadata and the kind's own fields (temporality, monotonicity). `None` for one point.
+fn halve_metric(metric: &Metric) -> Option<(Metric, Metric)> {
+    fn halves<P: Clone>(points: &[P]) -> Option<(Vec<P>, Vec<P>)> {
+        (points.len() >= 2).then(|| {
+            let mid = points.len() / 2;
+            (points[..mid].to_vec(), points[mid..].to_vec())
+        })
+    }
+    let with = |data: Data| Metric {
+        data: Some(data),
+        ..metric.clone()
+    };
+    let (a, b) = match metric.data.as_ref()? {
+        Data::Gauge(g) => {
+            let (a, b) = halves(&g.data_points)?;
+            let (mut x, mut y) = (g.clone(), g.clone());
+            (x.data_points, y.data_points) = (a, b);
+            (Data::Gauge(x), Data::Gauge(y))
+        }
+        Data::Sum(m) => {
+            let (a, b) = halves(&m.data_points)?;
+            let (mut x, mut y) = (m.clone(), m.clone());
+            (x.data_points, y.data_points) = (a, b);
+            (Data::Sum(x), Data::Sum(y))
+        }
+        Data::Histogram(m) => {
+            let (a, b) = halves(&m.data_points)?;
+            let (mut x, mut y) = (m.clone(), m.clone());
+            (x.data_points, y.data_points) = (a, b);
+            (Data::Histogram(x), Data::Histogram(y))
+        }
+        Data::ExponentialHistogram(m) => {
+            let (a, b) = halves(&m.data_points)?;
+            let (mut x, mut y) = (m.clone(), m.clone());
+            (x.data_points, y.data_points) = (a, b);
+            (Data::ExponentialHistogram(x), Data::ExponentialHistogram(y))
+        }
+        Data::Summary(m) => {
+            let (a, b) = halves(&m.data_points)?;
+            let (mut x, mut y) = (m.clone(), m.clone());
+            (x.data_points, y.data_points) = (a, b);
+            (Data::Summary(x), Data::Summary(y))
+        }
+    };
+    Some((with(a), with(b)))
 }
 
 #[cfg(test)]
@@ -168,6 +225,74 @@ mod tests {
         times.sort_unstable();
         assert_eq!(times.len(), 30);
         assert_eq!(times.iter().filter(|t| **t == 4).count(), 6);
+    }
+
+    /// One resource, one scope, one cumulative monotonic sum of `points` points valued 0, 1, …
+    fn one_sum(points: usize) -> ExportRequest {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, number_data_point,
+        };
+        ExportRequest::Metrics(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "claude_code.token.usage".into(),
+                        unit: "tokens".into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: (0..points)
+                                .map(|i| NumberDataPoint {
+                                    value: Some(number_data_point::Value::AsInt(i as i64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    #[test]
+    fn one_metric_with_many_points_is_split_by_points_keeping_its_description() {
+        use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+        let request = one_sum(7);
+        assert!(encoded_len(&request) > 0);
+        let parts = leaves(request);
+        assert_eq!(parts.len(), 7, "down to single points");
+        let mut values = Vec::new();
+        for part in &parts {
+            let ExportRequest::Metrics(r) = part else {
+                unreachable!()
+            };
+            let metrics = &r.resource_metrics[0].scope_metrics[0].metrics;
+            assert_eq!(metrics.len(), 1);
+            let m = &metrics[0];
+            assert_eq!(
+                (m.name.as_str(), m.unit.as_str()),
+                ("claude_code.token.usage", "tokens")
+            );
+            let Some(Data::Sum(sum)) = &m.data else {
+                panic!("still a sum: {m:?}")
+            };
+            assert_eq!((sum.aggregation_temporality, sum.is_monotonic), (2, true));
+            assert_eq!(sum.data_points.len(), 1);
+            match sum.data_points[0].value {
+                Some(Value::AsInt(v)) => values.push(v),
+                ref other => panic!("{other:?}"),
+            }
+        }
+        values.sort_unstable();
+        assert_eq!(
+            values,
+            (0..7).collect::<Vec<_>>(),
+            "each point exactly once"
+        );
+        assert!(halve(&one_sum(1)).is_none(), "one point cannot be split");
     }
 
     #[test]

@@ -222,6 +222,11 @@ async fn bad_http_requests_get_proper_errors_and_the_relay_keeps_serving() {
     relay.shutdown(Duration::from_millis(10)).await;
     assert_eq!(stats.received_requests.load(Ordering::Relaxed), 4);
     assert_eq!(stats.received_metric_points.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        stats.shed.snapshot().too_large,
+        2,
+        "the oversize body and the oversize inflation are counted for the exit line"
+    );
 }
 
 #[tokio::test]
@@ -496,4 +501,229 @@ async fn rows_of_one_signal_go_upstream_as_one_export() {
     assert_eq!(*exports.lock().unwrap(), [3], "three rows, one export");
     assert_eq!(stats.delivered_requests.load(Ordering::Relaxed), 3);
     server.abort();
+}
+
+/// A durable outbox over a store that has already failed (closed under it).
+async fn failed_store_outbox(dir: &std::path::Path, local_only: bool) -> Outbox {
+    let store = crate::store::Store::open(&dir.join("s.db"), Default::default()).unwrap();
+    store.close().await.unwrap();
+    Outbox::durable(store, "a".into(), Duration::from_secs(30), local_only, 10)
+}
+
+#[tokio::test]
+async fn a_failed_store_with_nowhere_else_to_go_answers_retryable_never_success() {
+    let mut unusable = UpstreamSettings {
+        endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    unusable.headers.insert("bad header".into(), "x".into());
+    for (upstream, case) in [(local_only(), "local-only"), (unusable, "no upstream")] {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = failed_store_outbox(dir.path(), !upstream.is_active()).await;
+        let relay = start(&RelaySettings::default(), &upstream, pass_policy(), outbox)
+            .await
+            .unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/v1/metrics", relay.http_addr))
+            .header("content-type", "application/x-protobuf")
+            .body(sample_metrics(1.0).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{case}: HTTP");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(
+            retry_after.as_deref(),
+            Some(REFUSED_RETRY_AFTER_SECS.to_string().as_str()),
+            "{case}"
+        );
+        let body = response.bytes().await.unwrap();
+        let status = crate::relay::rpc::RpcStatus::decode(body).unwrap();
+        assert_eq!(status.code, 14, "{case}: {}", status.message);
+        assert!(status.message.contains("local store"), "{}", status.message);
+
+        let mut client = opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient::connect(
+            format!("http://{}", relay.grpc_addr),
+        )
+        .await
+        .unwrap();
+        let status = client.export(sample_metrics(2.0)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "{case}: {status:?}"
+        );
+        assert_eq!(
+            crate::relay::rpc::retry_delay(status.details()),
+            Some(Duration::from_secs(REFUSED_RETRY_AFTER_SECS)),
+            "{case}: a RetryInfo says when"
+        );
+
+        let stats = relay.stats.clone();
+        let report = relay.shutdown(Duration::from_millis(100)).await;
+        let failure = report.store_failure.expect("the failure is reported");
+        assert_eq!((failure.to_memory, failure.refused), (0, 2), "{case}");
+        assert_eq!(stats.refused_requests.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            report.undelivered_in_memory, 0,
+            "{case}: nothing held to be lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_metric_too_large_for_the_upstream_arrives_split_by_its_data_points() {
+    // An OTLP/HTTP upstream that answers 413 to any body over 8 KiB.
+    const LIMIT: usize = 8 * 1024;
+    let points: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
+    let app = {
+        let points = points.clone();
+        axum::Router::new().route(
+            "/v1/metrics",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                if body.len() > LIMIT {
+                    return http::StatusCode::PAYLOAD_TOO_LARGE;
+                }
+                let request = ExportMetricsServiceRequest::decode(body).expect("metrics");
+                for rm in &request.resource_metrics {
+                    for sm in &rm.scope_metrics {
+                        for m in &sm.metrics {
+                            assert_eq!(m.name, "claude_code.cost.usage");
+                            let Some(metric::Data::Sum(sum)) = &m.data else {
+                                panic!("a sum stays a sum");
+                            };
+                            assert!(sum.is_monotonic && sum.aggregation_temporality == 1);
+                            for p in &sum.data_points {
+                                if let Some(number_data_point::Value::AsDouble(v)) = p.value {
+                                    points.lock().unwrap().push(v);
+                                }
+                            }
+                        }
+                    }
+                }
+                http::StatusCode::OK
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // One metric of 4,000 points (over 10 times the limit): only its points can be split.
+    let mut request = sample_metrics(0.0);
+    let sum = match &mut request.resource_metrics[0].scope_metrics[0].metrics[0].data {
+        Some(metric::Data::Sum(sum)) => sum,
+        _ => unreachable!(),
+    };
+    let point = sum.data_points[0].clone();
+    sum.data_points = (0..4000)
+        .map(|i| NumberDataPoint {
+            value: Some(number_data_point::Value::AsDouble(f64::from(i))),
+            ..point.clone()
+        })
+        .collect();
+    assert!(request.encoded_len() > 10 * LIMIT);
+    let outbox = Arc::new(Outbox::memory(10));
+    outbox.push(ExportRequest::Metrics(request)).await.unwrap();
+    outbox.close();
+    let upstream = forward::Upstream::connect(&UpstreamSettings {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::HttpProtobuf,
+        ..Default::default()
+    })
+    .unwrap();
+    let stats = Arc::new(RelayStats::default());
+    forward::Forwarder::new(outbox, upstream, stats.clone(), Duration::from_secs(1))
+        .run(CancellationToken::new())
+        .await;
+    let mut got = points.lock().unwrap().clone();
+    got.sort_by(f64::total_cmp);
+    let want: Vec<f64> = (0..4000).map(f64::from).collect();
+    assert_eq!(got, want, "every point once");
+    assert_eq!(stats.dropped_too_large_items.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.split_requests.load(Ordering::Relaxed), 1);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_relay_whose_grpc_upstream_is_another_relay_with_a_smaller_limit_splits_not_drops() {
+    // The upstream relay (a team relay) takes at most 64 KiB per request and answers larger
+    // ones with its own RESOURCE_EXHAUSTED.
+    let team = start(
+        &relay_settings(64 * 1024),
+        &local_only(),
+        pass_policy(),
+        Outbox::memory(10_000),
+    )
+    .await
+    .unwrap();
+    let relay = start(
+        &RelaySettings::default(),
+        &UpstreamSettings {
+            endpoint: format!("http://{}", team.grpc_addr),
+            protocol: Protocol::Grpc,
+            ..Default::default()
+        },
+        pass_policy(),
+        Outbox::memory(100),
+    )
+    .await
+    .unwrap();
+    // One metric of 4,000 points, each its own series (~300 KB).
+    let mut request = sample_metrics(0.0);
+    if let Some(metric::Data::Sum(sum)) =
+        &mut request.resource_metrics[0].scope_metrics[0].metrics[0].data
+    {
+        let point = sum.data_points[0].clone();
+        sum.data_points = (0..4000)
+            .map(|i| {
+                let mut p = point.clone();
+                p.attributes.push(KeyValue {
+                    key: "model".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("m{i}"))),
+                    }),
+                    ..Default::default()
+                });
+                p
+            })
+            .collect();
+    }
+    let mut forwarded = ExportRequest::Metrics(request.clone());
+    pass_policy().apply(&mut forwarded);
+    let expected = forwarded.item_count() as u64;
+    let size = split::encoded_len(&forwarded);
+    assert!(
+        expected > 1000 && size > 2 * 64 * 1024,
+        "{expected} points, {size} bytes"
+    );
+    let (status, body) = post(
+        relay.http_addr,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        request.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stats = relay.stats.clone();
+    let report = relay.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(report.undelivered_requests, 0, "{report:?}");
+    assert_eq!(
+        stats.rejected_requests.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        stats.last_error.lock().unwrap()
+    );
+    assert_eq!(stats.dropped_too_large_items.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        team.stats.received_metric_points.load(Ordering::Relaxed),
+        expected,
+        "every point arrived at the team relay"
+    );
+    team.shutdown(Duration::ZERO).await;
 }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::relay::stats::ShedCounts;
 use crate::settings::RelaySettings;
 
 /// Seconds a client is told to wait (Retry-After, gRPC RetryInfo) when the relay sheds load.
@@ -36,8 +37,9 @@ pub struct Bounds {
     pub body_timeout: Duration,
     /// A connection with no request in progress is closed after this.
     pub idle_timeout: Duration,
-    /// Connections and requests turned away by a bound (for tests and reports).
-    pub shed: Arc<AtomicU64>,
+    /// What the bounds turned away, by reason (the relay's stats, for the exit line and
+    /// `doctor`).
+    pub shed: Arc<ShedCounts>,
 }
 
 /// Why a body could not be read; each maps to a protocol answer.
@@ -63,7 +65,14 @@ impl BudgetedBody {
     /// Counts `extra` more bytes (e.g. an inflated copy) against the budget, waiting at most
     /// the body timeout for room.
     pub async fn reserve_more(&mut self, bounds: &Bounds, extra: usize) -> Result<(), BodyError> {
-        let permit = bounds.acquire(extra, bounds.body_timeout).await?;
+        let permit = bounds
+            .acquire(extra, bounds.body_timeout)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, BodyError::TooLarge(_)) {
+                    ShedCounts::add(&bounds.shed.too_large);
+                }
+            })?;
         match (&mut self._permit, permit) {
             (Some(held), Some(more)) => held.merge(more),
             (slot @ None, more) => *slot = more,
@@ -90,8 +99,14 @@ impl Bounds {
             header_timeout: Duration::from_millis(relay.header_timeout_ms.max(1)),
             body_timeout: Duration::from_millis(relay.body_timeout_ms.max(1)),
             idle_timeout: Duration::from_millis(relay.idle_timeout_ms.max(1)),
-            shed: Arc::new(AtomicU64::new(0)),
+            shed: Arc::default(),
         }
+    }
+
+    /// These bounds count what they turn away into `shed` (the relay's stats).
+    pub fn counting_into(mut self, shed: Arc<ShedCounts>) -> Self {
+        self.shed = shed;
+        self
     }
 
     /// Bytes currently buffered by requests in flight.
@@ -116,7 +131,7 @@ impl Bounds {
             Ok(Ok(permit)) => Ok(Some(permit)),
             // The semaphore is never closed; treat it as busy all the same.
             Ok(Err(_)) | Err(_) => {
-                self.shed.fetch_add(1, Ordering::Relaxed);
+                ShedCounts::add(&self.shed.busy);
                 Err(BodyError::Busy)
             }
         }
@@ -126,6 +141,19 @@ impl Bounds {
     /// frame against the shared budget as it arrives (waiting for room, within the same
     /// deadline, when other requests hold it).
     pub async fn read_body<B>(&self, body: B, limit: usize) -> Result<BudgetedBody, BodyError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let read = self.read_body_within(body, limit).await;
+        if matches!(read, Err(BodyError::TooLarge(_))) {
+            // Not retried by the sender: this request is gone, so it is said at exit.
+            ShedCounts::add(&self.shed.too_large);
+        }
+        read
+    }
+
+    async fn read_body_within<B>(&self, body: B, limit: usize) -> Result<BudgetedBody, BodyError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::fmt::Display,
@@ -149,7 +177,10 @@ impl Bounds {
         }
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(BodyError::TooSlow(self.body_timeout)),
+                Err(_) => {
+                    ShedCounts::add(&self.shed.slow_bodies);
+                    return Err(BodyError::TooSlow(self.body_timeout));
+                }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(BodyError::Broken(e.to_string())),
                 Ok(Some(Ok(frame))) => frame,
@@ -281,7 +312,7 @@ pub async fn serve<S, RB>(
         };
         tune(&stream);
         let Ok(permit) = bounds.connections.clone().try_acquire_owned() else {
-            bounds.shed.fetch_add(1, Ordering::Relaxed);
+            ShedCounts::add(&bounds.shed.connections);
             if wire == Wire::Http {
                 connections.spawn(refuse_http(stream));
             }
@@ -369,13 +400,27 @@ async fn connection<S, RB>(
             None => tokio::time::Instant::now() + poll_every,
         };
         tokio::select! {
-            _ = conn.as_mut() => return,
+            _ = conn.as_mut() => {
+                // hyper's own header timeout may end it first: still a stalled client.
+                if activity.served.load(Ordering::SeqCst) == 0
+                    && activity.in_flight.load(Ordering::SeqCst) == 0
+                    && activity.started.elapsed() >= bounds.header_timeout
+                {
+                    ShedCounts::add(&bounds.shed.stalled_connections);
+                }
+                return;
+            }
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {
                 if activity
                     .idle_deadline(&bounds)
                     .is_some_and(|at| Instant::now() >= at)
                 {
+                    // Idle after serving requests is a keep-alive ending; never getting a
+                    // whole request in is a stalled (or slowloris) client turned away.
+                    if activity.served.load(Ordering::SeqCst) == 0 {
+                        ShedCounts::add(&bounds.shed.stalled_connections);
+                    }
                     break;
                 }
             }
@@ -496,11 +541,62 @@ mod tests {
             .read_body(http_body_util::Full::new(Bytes::from(vec![0u8; 50])), 100)
             .await;
         assert_eq!(second.err(), Some(BodyError::Busy));
+        assert_eq!(b.shed.snapshot().busy, 1, "counted for the exit line");
         drop(held);
         let third = b
             .read_body(http_body_util::Full::new(Bytes::from(vec![0u8; 50])), 100)
             .await;
         assert!(third.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_body_not_received_in_time_is_counted_as_slow() {
+        let b = bounds(0, 50);
+        let never = http_body_util::StreamBody::new(tokio_stream::pending::<
+            Result<http_body::Frame<Bytes>, std::io::Error>,
+        >());
+        let r = b.read_body(never, 100).await;
+        assert_eq!(r.err(), Some(BodyError::TooSlow(Duration::from_millis(50))));
+        assert_eq!(b.shed.snapshot().slow_bodies, 1);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_and_stalled_ones_are_counted_by_reason() {
+        let b = Bounds::from_settings(&RelaySettings {
+            max_connections: 1,
+            header_timeout_ms: 200,
+            ..RelaySettings::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            tower_service_fn(),
+            b.clone(),
+            Wire::Http,
+            stop.clone(),
+        ));
+        use tokio::io::AsyncReadExt;
+        // Holds the only connection without ever sending a request.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut refused = TcpStream::connect(addr).await.unwrap();
+        let mut answer = String::new();
+        refused.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest))
+            .await
+            .expect("the silent connection is closed after the header timeout");
+        assert!(closed.is_ok());
+        let shed = b.shed.snapshot();
+        assert_eq!(
+            (shed.connections, shed.stalled_connections),
+            (1, 1),
+            "{shed:?}"
+        );
+        stop.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test]
@@ -510,6 +606,11 @@ mod tests {
             .read_body(http_body_util::Full::new(Bytes::from(vec![0u8; 101])), 100)
             .await;
         assert_eq!(r.err(), Some(BodyError::TooLarge(100)));
+        assert_eq!(
+            b.shed.snapshot().too_large,
+            1,
+            "counted: the sender does not retry it"
+        );
         assert_eq!(b.buffered_bytes(), 0);
     }
 

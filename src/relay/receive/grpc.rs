@@ -145,19 +145,22 @@ where
 /// `google.rpc.RetryInfo`, which OTLP exporters retry after the given delay.
 fn body_status(e: BodyError) -> Status {
     match e {
-        BodyError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+        // Worded as grpc-go words it, which senders (our own forwarder among them: a relay
+        // whose upstream is a team relay) read as "split it", not as a quota.
+        BodyError::TooLarge(limit) => Status::resource_exhausted(format!(
+            "received message larger than max ({limit} bytes): {e}"
+        )),
         BodyError::TooSlow(_) => Status::deadline_exceeded(e.to_string()),
         BodyError::Broken(_) => Status::cancelled(e.to_string()),
-        BodyError::Busy => {
-            let message = e.to_string();
-            let details = crate::relay::rpc::status_with_retry(
-                tonic::Code::Unavailable as i32,
-                &message,
-                Duration::from_secs(RETRY_AFTER_SECS),
-            );
-            Status::with_details(tonic::Code::Unavailable, message, details.into())
-        }
+        BodyError::Busy => unavailable(e.to_string(), Duration::from_secs(RETRY_AFTER_SECS)),
     }
+}
+
+/// `UNAVAILABLE` carrying a `google.rpc.RetryInfo` of `delay`: retried after it.
+fn unavailable(message: String, delay: Duration) -> Status {
+    let details =
+        crate::relay::rpc::status_with_retry(tonic::Code::Unavailable as i32, &message, delay);
+    Status::with_details(tonic::Code::Unavailable, message, details.into())
 }
 
 struct ExportMethod {
@@ -180,7 +183,14 @@ impl UnaryService<Bytes> for ExportMethod {
                     signal.as_str()
                 ))
             })?;
-            intake.accept(decoded).await;
+            if let Err(e) = intake.accept(decoded).await {
+                // Kept nowhere: `UNAVAILABLE` with a `RetryInfo`, which OTLP exporters retry,
+                // so claude sends it again instead of believing it kept.
+                return Err(unavailable(
+                    format!("{e}; retry later"),
+                    Duration::from_secs(crate::relay::REFUSED_RETRY_AFTER_SECS),
+                ));
+            }
             // An empty Export…ServiceResponse encodes to zero bytes: full success.
             Ok(Response::new(Bytes::new()))
         })

@@ -105,6 +105,7 @@ async fn export(
                 &inflated
             }
             Err(GunzipError::TooLarge) => {
+                crate::relay::stats::ShedCounts::add(&rx.bounds.shed.too_large);
                 return error(
                     encoding,
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -134,8 +135,10 @@ async fn export(
     match decoded {
         Ok(request) => {
             drop(wire);
-            rx.intake.accept(request).await;
-            success(encoding)
+            match rx.intake.accept(request).await {
+                Ok(()) => success(encoding),
+                Err(e) => refused(encoding, &e),
+            }
         }
         Err(message) => error(
             encoding,
@@ -216,6 +219,21 @@ fn body_error(encoding: Encoding, e: BodyError) -> Response {
     headers.insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// A request nothing could keep: `503` with `Retry-After`, which OTLP/HTTP exporters retry,
+/// so claude sends it again instead of believing it kept.
+fn refused(encoding: Encoding, e: &crate::relay::outbox::OutboxError) -> Response {
+    let mut response = error(
+        encoding,
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{e}; retry later"),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(crate::relay::REFUSED_RETRY_AFTER_SECS),
     );
     response
 }
