@@ -1,9 +1,10 @@
-//! Plan usage-limit samples (the `limit_samples` table) and the one spend figure the status
-//! line needs; SQL for the status line lives here, beside the rest of the store's SQL.
+//! Plan usage-limit samples (the `limit_samples` table): the status line's SQL for them lives
+//! here, beside the rest of the store's SQL (its "today" is `budget::spent_today`, counted as
+//! budgets and `report` count it).
 //!
 //! The status line runs on every refresh of Claude Code's prompt, so every query here reads
-//! an index range (`limit_samples_window`, or the leading `hour` of `usage_hourly`'s primary
-//! key) and never scans a table.
+//! an index range (`limit_samples_window`, or the first rows of the rowid order) and never
+//! scans a table.
 
 use std::path::Path;
 
@@ -77,16 +78,6 @@ pub fn period_start(
         Some(r) => Some((r.get(0)?, r.get(1)?)),
         None => None,
     })
-}
-
-/// Cost recorded since local midnight (from the hourly rollup: telemetry and imports).
-pub fn spent_today(conn: &Connection) -> Result<f64, StoreError> {
-    Ok(conn.query_row(
-        "SELECT coalesce(sum(cost_usd), 0) FROM usage_hourly
-         WHERE hour >= CAST(strftime('%s', 'now', 'localtime', 'start of day', 'utc') AS INTEGER)",
-        [],
-        |r| r.get(0),
-    )?)
 }
 
 /// One window's history, for `claude-telemetry limits`.
@@ -193,6 +184,5 @@ mod tests {
             period_start(&conn, "five_hour", Some(1000), 150 * 1_000_000_000).unwrap(),
             Some((200 * 1_000_000_000, 100.0))
         );
-        assert_eq!(spent_today(&conn).unwrap(), 0.0);
     }
 }
