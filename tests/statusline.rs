@@ -128,40 +128,80 @@ fn bad_input_prints_a_plain_line_and_a_chained_command_keeps_its_output() {
     assert_eq!(out, "mine: {} | $0.00 session · $0.00 today\n");
 }
 
-#[test]
-fn setup_statusline_installs_with_backup_chains_the_old_command_and_undo_restores_it() {
-    let api = FakeAnthropic::start();
-    let mut sandbox = Sandbox::for_launcher(&api, "");
+/// Settings as Claude Code writes them (JSON.stringify(settings, null, 2) and a newline; keys
+/// in the order they were set, not sorted).
+const CLAUDE_WRITTEN: &str = r#"{
+  "model": "opus",
+  "statusLine": {
+    "type": "command",
+    "command": "echo old"
+  },
+  "env": {
+    "ZED": "1",
+    "ALPHA": "2"
+  },
+  "permissions": {
+    "allow": [],
+    "deny": [
+      "Bash(rm:*)"
+    ]
+  }
+}
+"#;
+
+/// A sandbox whose Claude Code config dir holds `settings` (None: no settings file), and a
+/// runner of `claude-telemetry <args>` in it.
+fn settings_sandbox(api: &FakeAnthropic, settings: Option<&str>) -> (Sandbox, std::path::PathBuf) {
+    let mut sandbox = Sandbox::for_launcher(api, "");
     let config = sandbox.scratch().join("claude-config");
     std::fs::create_dir_all(&config).expect("config dir");
-    let file = config.join("settings.json");
-    let original = r#"{"model":"opus","statusLine":{"type":"command","command":"echo old"}}"#;
-    std::fs::write(&file, original).expect("write settings");
+    if let Some(text) = settings {
+        std::fs::write(config.join("settings.json"), text).expect("write settings");
+    }
     sandbox.set_env("CLAUDE_CONFIG_DIR", config.display().to_string());
-    let run = |args: &[&str]| {
-        let out = sandbox
-            .command(LAUNCHER)
-            .args(args)
-            .output()
-            .expect("setup");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
-    let said = run(&["setup", "--statusline"]);
+    (sandbox, config)
+}
+
+fn run_launcher(sandbox: &Sandbox, args: &[&str]) -> String {
+    let out = sandbox
+        .command(LAUNCHER)
+        .args(args)
+        .output()
+        .expect("setup");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn setup_statusline_changes_only_the_status_line_value_chains_the_old_command_and_undo_restores_the_bytes()
+ {
+    let api = FakeAnthropic::start();
+    let (sandbox, config) = settings_sandbox(&api, Some(CLAUDE_WRITTEN));
+    let file = config.join("settings.json");
+    let said = run_launcher(&sandbox, &["setup", "--statusline"]);
     assert!(
         said.contains("- \"statusLine\"") && said.contains("+ \"statusLine\""),
         "{said}"
     );
     let backup = config.join("settings.json.claude-telemetry-backup");
-    assert_eq!(std::fs::read_to_string(&backup).expect("backup"), original);
-    let now: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert_eq!(
+        std::fs::read_to_string(&backup).expect("backup"),
+        CLAUDE_WRITTEN
+    );
+    let installed = std::fs::read_to_string(&file).expect("read");
+    let now: serde_json::Value = serde_json::from_str(&installed).expect("json");
     let command = now["statusLine"]["command"].as_str().expect("command");
     assert!(
         command.ends_with("statusline --chain 'echo old'"),
         "{command}"
     );
-    assert_eq!(now["model"], "opus");
+    // Byte for byte the same file apart from the command's text.
+    let quoted = serde_json::Value::String(command.to_owned()).to_string();
+    assert_eq!(
+        installed,
+        CLAUDE_WRITTEN.replace("\"echo old\"", &quoted),
+        "only the statusLine value changes"
+    );
     // The installed command runs and keeps the old one's output.
     let out = Command::new("sh")
         .args(["-c", command])
@@ -174,13 +214,59 @@ fn setup_statusline_installs_with_backup_chains_the_old_command_and_undo_restore
         String::from_utf8_lossy(&out.stdout).starts_with("old | $0.00 session"),
         "{out:?}"
     );
-    run(&["setup", "--statusline", "--undo"]);
-    let back: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    run_launcher(&sandbox, &["setup", "--statusline", "--undo"]);
     assert_eq!(
-        back,
-        serde_json::from_str::<serde_json::Value>(original).expect("json")
+        std::fs::read_to_string(&file).expect("read"),
+        CLAUDE_WRITTEN,
+        "undo restores the file byte for byte"
     );
+}
+
+#[test]
+fn setup_statusline_undo_after_other_changes_keeps_them_and_removes_an_added_status_line() {
+    let api = FakeAnthropic::start();
+    let original = CLAUDE_WRITTEN.replace(
+        "  \"statusLine\": {\n    \"type\": \"command\",\n    \"command\": \"echo old\"\n  },\n",
+        "",
+    );
+    let (sandbox, config) = settings_sandbox(&api, Some(&original));
+    let file = config.join("settings.json");
+    run_launcher(&sandbox, &["setup", "--statusline"]);
+    let installed = std::fs::read_to_string(&file).expect("read");
+    let command = serde_json::from_str::<serde_json::Value>(&installed).expect("json")
+        ["statusLine"]["command"]
+        .as_str()
+        .expect("command")
+        .to_owned();
+    // Appended after the last member, in the file's own layout.
+    let quoted = serde_json::Value::String(command).to_string();
+    assert_eq!(
+        installed,
+        original.replace(
+            "  }\n}\n",
+            &format!(
+                "  }},\n  \"statusLine\": {{\n    \"type\": \"command\",\n    \"command\": {quoted}\n  }}\n}}\n"
+            )
+        )
+    );
+    // Claude Code changes the model meanwhile; undo keeps that and drops only our member.
+    std::fs::write(&file, installed.replace("\"opus\"", "\"sonnet\"")).expect("edit");
+    run_launcher(&sandbox, &["setup", "--statusline", "--undo"]);
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        original.replace("\"opus\"", "\"sonnet\"")
+    );
+    // No settings file before: undo leaves none.
+    let (sandbox, config) = settings_sandbox(&api, None);
+    run_launcher(&sandbox, &["setup", "--statusline"]);
+    let file = config.join("settings.json");
+    let text = std::fs::read_to_string(&file).expect("created");
+    assert!(
+        text.starts_with("{\n  \"statusLine\": {\n    \"type\": \"command\","),
+        "{text}"
+    );
+    run_launcher(&sandbox, &["setup", "--statusline", "--undo"]);
+    assert!(!file.exists(), "undo removes the file it created");
 }
 
 /// The real claude, interactive under tmux through the launcher, with the status line that
