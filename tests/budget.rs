@@ -335,3 +335,72 @@ fn the_budgets_reach_the_upstream_as_a_gauge_for_the_alert_rules() {
         "no monthly limit, no monthly point"
     );
 }
+
+/// `date` in the sandbox's zone with `args` (e.g. `-u -d '3 days ago' +%FT%TZ`).
+fn date(s: &Sandbox, args: &[&str]) -> String {
+    let out = s.command("date").args(args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One assistant line of a Claude Code transcript (the shape 2.1.197 writes): a request only
+/// the transcript saw.
+fn transcript_line(cwd: &Path, session: &str, request: &str, at: &str, input: u64) -> String {
+    serde_json::json!({
+        "parentUuid": "p", "cwd": cwd.display().to_string(), "sessionId": session,
+        "version": "2.1.197", "type": "assistant", "uuid": format!("u-{request}"),
+        "timestamp": at, "requestId": request,
+        "message": {"id": format!("msg_{request}"), "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-6", "content": [{"type": "text", "text": "hi"}],
+                    "usage": {"input_tokens": input, "output_tokens": 0,
+                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+    })
+    .to_string()
+}
+
+/// The status line's "today" is what `report` says today's spend is: claude's own cost from
+/// telemetry plus the estimated cost of imported history (requests only a transcript saw),
+/// and history from three days ago is not in it.
+#[test]
+fn the_status_line_today_counts_telemetry_and_imported_history_as_report_does() {
+    let api = FakeAnthropic::start();
+    let s = sandbox(&api);
+    let project = s.project().to_path_buf();
+    spend(&s, &project, "telemetry-session", 1.25);
+    // Imported history: 200k input tokens of sonnet 4.6 now ($0.60 at $3/M), and a large
+    // request three days ago that today must not count.
+    let dir = s.home().join(".claude/projects/-sandbox-project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = date(&s, &["-u", "+%Y-%m-%dT%H:%M:%S.000Z"]);
+    let old = date(&s, &["-u", "-d", "3 days ago", "+%Y-%m-%dT%H:%M:%S.000Z"]);
+    std::fs::write(
+        dir.join("history-session.jsonl"),
+        format!(
+            "{}\n{}\n",
+            transcript_line(&project, "history-session", "req_today", &now, 200_000),
+            transcript_line(&project, "history-session", "req_old", &old, 3_000_000)
+        ),
+    )
+    .unwrap();
+    let import = s.command(LAUNCHER).args(["import"]).output().unwrap();
+    assert!(import.status.success(), "{import:?}");
+
+    let today = date(&s, &["+%Y-%m-%d"]);
+    let out = s
+        .command(LAUNCHER)
+        .current_dir(&project)
+        .args(["report", "--json", "--since", &today])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reported = j["summary"]["cost_usd"].as_f64().unwrap();
+    let estimated = j["summary"]["cost_estimated_usd"].as_f64().unwrap();
+    assert!((estimated - 0.60).abs() < 1e-9, "{j}");
+    assert!((reported - 1.85).abs() < 1e-9, "{j}");
+    let line = status_line(&s, &project, &[]);
+    assert!(
+        line.contains(&format!(" · ${reported:.2} today")),
+        "report says ${reported:.2} today: {line}"
+    );
+}

@@ -254,17 +254,27 @@ impl Plan {
 /// the same sum `report` shows.
 fn spent_usd(conn: &Connection, filter: &Filter) -> Result<f64, StoreError> {
     let telemetry = queries::cost_usd(conn, filter)?;
-    let transcripts_only = crate::store::ledger::ledger_groups(
+    let transcripts_only = crate::store::ledger::transcript_only_cost(
         conn,
         filter,
-        None,
-        queries::Zone::Local,
         &crate::history::prices::estimate_parts,
-    )?
-    .into_iter()
-    .map(|g| g.sums.estimated_cost_usd)
-    .sum::<f64>();
+    )?;
     Ok(telemetry + transcripts_only)
+}
+
+/// What this machine spent since local midnight of `now` (Unix seconds), counted as budgets
+/// and `report` count it (telemetry plus imported history, each request once): the status
+/// line's "today", so the three never disagree.
+pub fn spent_today(conn: &Connection, now: i64) -> Result<f64, StoreError> {
+    let midnight = queries::local_period_starts(conn, now)?[0];
+    spent_usd(
+        conn,
+        &Filter {
+            since: Some(midnight),
+            until: None,
+            project: None,
+        },
+    )
 }
 
 /// The current standing of every configured budget for a session in `cwd`, read from the

@@ -177,4 +177,30 @@ fn imported_history_counts_toward_the_budget_once() {
         "{} != 4.5 + {priced}",
         s.0[0].spent_usd
     );
+    // The status line's "today" is the same figure.
+    assert_eq!(spent_today(&conn, now).unwrap(), s.0[0].spent_usd);
+    // And the lean ledger sum is what the report's ledger groups estimate.
+    let filter = Filter {
+        since: Some(day),
+        until: None,
+        project: None,
+    };
+    let groups: f64 = crate::store::ledger::ledger_groups(
+        &conn,
+        &filter,
+        None,
+        queries::Zone::Local,
+        &crate::history::prices::estimate_parts,
+    )
+    .unwrap()
+    .iter()
+    .map(|g| g.sums.estimated_cost_usd)
+    .sum();
+    let lean = crate::store::ledger::transcript_only_cost(
+        &conn,
+        &filter,
+        &crate::history::prices::estimate_parts,
+    )
+    .unwrap();
+    assert!((groups - priced).abs() < 1e-9 && (lean - groups).abs() < 1e-12);
 }

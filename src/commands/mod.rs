@@ -4,4 +4,5 @@
 pub mod config;
 pub mod doctor;
 pub mod import;
+pub mod settings_text;
 pub mod setup_statusline;

@@ -263,7 +263,10 @@ fn line(input: &Input, loaded: &Loaded, now_ns: i64) -> anyhow::Result<String> {
     let path = loaded.paths.store_file(&loaded.settings.store.path);
     let mut conn = limits::open(&path)?;
     let mut parts = vec![format!("${:.2} session", input.cost_usd.unwrap_or(0.0))];
-    parts.push(format!("${:.2} today", limits::spent_today(&conn)?));
+    parts.push(format!(
+        "${:.2} today",
+        crate::budget::spent_today(&conn, now)?
+    ));
     if let Some(budget) = budget_segment(loaded, &conn, now) {
         parts.push(budget);
     }

@@ -777,6 +777,40 @@ pub fn ledger_groups(
     Ok(groups.into_values().collect())
 }
 
+/// The estimated cost of the requests only transcripts saw in `filter`'s range, priced per
+/// (model, context tier) with `price` exactly as [`ledger_groups`] prices them: the one ledger
+/// figure a budget or the status line needs, read from the `hour` range of `request_hourly`'s
+/// key without the session counts (which look at every `usage_hourly` row).
+pub fn transcript_only_cost(
+    conn: &rusqlite::Connection,
+    filter: &super::queries::Filter,
+    price: &PriceFn,
+) -> Result<f64, super::StoreError> {
+    let (where_sql, params) = ledger_where(filter);
+    let select = format!(
+        "SELECT coalesce(m.name, ''), r.long, sum(r.est_input_tokens), sum(r.est_output_tokens),
+                sum(r.est_cache_read_tokens), sum(r.est_cache_5m_tokens),
+                sum(r.est_cache_1h_tokens)
+         {{FROM}} {where_sql} GROUP BY r.model, r.long"
+    );
+    let sql = select.replace("{FROM}", &ledger_from(&select));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut total = 0.0;
+    while let Some(row) = rows.next()? {
+        let model: String = row.get(0)?;
+        let long: i64 = row.get(1)?;
+        let mut est = [0.0; 5];
+        for (i, e) in est.iter_mut().enumerate() {
+            *e = row.get::<_, Option<f64>>(2 + i)?.unwrap_or(0.0);
+        }
+        if est.iter().any(|x| *x > 0.0) {
+            total += price(&model, long != 0, est).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
 /// Requests per (day, session) by provenance, for `report --check`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CheckRow {

@@ -1,9 +1,10 @@
-//! Plan usage-limit samples (the `limit_samples` table) and the one spend figure the status
-//! line needs; SQL for the status line lives here, beside the rest of the store's SQL.
+//! Plan usage-limit samples (the `limit_samples` table): the status line's SQL for them lives
+//! here, beside the rest of the store's SQL (its "today" is `budget::spent_today`, counted as
+//! budgets and `report` count it).
 //!
 //! The status line runs on every refresh of Claude Code's prompt, so every query here reads
-//! an index range (`limit_samples_window`, or the leading `hour` of `usage_hourly`'s primary
-//! key) and never scans a table.
+//! an index range (`limit_samples_window`, or the first rows of the rowid order) and never
+//! scans a table.
 
 use std::path::Path;
 
@@ -34,11 +35,23 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Appends `samples` in one transaction.
+/// Samples are kept this long (90 days: a quarter of weekly windows for `limits`), then
+/// pruned as new ones are recorded.
+pub const RETENTION_NS: i64 = 90 * 86_400 * 1_000_000_000;
+
+/// At most this many expired rows go per recording, so the first refresh after a long break
+/// (or after retention came in, on a store with a year of samples) stays as fast as any other;
+/// a refresh records a few samples, so a backlog drains within a few hundred refreshes.
+pub const PRUNE_BATCH: i64 = 500;
+
+/// Appends `samples` and prunes up to [`PRUNE_BATCH`] samples older than [`RETENTION_NS`]
+/// before the newest of them, in one transaction (one commit per refresh). The oldest rows
+/// are found in rowid order (rows are appended as they are read, so oldest first): the first
+/// rows of the table, never a scan.
 pub fn record(conn: &mut Connection, samples: &[Sample]) -> Result<(), StoreError> {
-    if samples.is_empty() {
+    let Some(newest) = samples.iter().map(|s| s.time_ns).max() else {
         return Ok(());
-    }
+    };
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(
@@ -54,6 +67,11 @@ pub fn record(conn: &mut Connection, samples: &[Sample]) -> Result<(), StoreErro
                 s.session_id
             ])?;
         }
+        tx.prepare_cached(
+            "DELETE FROM limit_samples
+             WHERE id IN (SELECT id FROM limit_samples ORDER BY id LIMIT ?2) AND time_ns < ?1",
+        )?
+        .execute(params![newest - RETENTION_NS, PRUNE_BATCH])?;
     }
     tx.commit()?;
     Ok(())
@@ -77,16 +95,6 @@ pub fn period_start(
         Some(r) => Some((r.get(0)?, r.get(1)?)),
         None => None,
     })
-}
-
-/// Cost recorded since local midnight (from the hourly rollup: telemetry and imports).
-pub fn spent_today(conn: &Connection) -> Result<f64, StoreError> {
-    Ok(conn.query_row(
-        "SELECT coalesce(sum(cost_usd), 0) FROM usage_hourly
-         WHERE hour >= CAST(strftime('%s', 'now', 'localtime', 'start of day', 'utc') AS INTEGER)",
-        [],
-        |r| r.get(0),
-    )?)
 }
 
 /// One window's history, for `claude-telemetry limits`.
@@ -193,6 +201,59 @@ mod tests {
             period_start(&conn, "five_hour", Some(1000), 150 * 1_000_000_000).unwrap(),
             Some((200 * 1_000_000_000, 100.0))
         );
-        assert_eq!(spent_today(&conn).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn samples_older_than_ninety_days_are_pruned_a_batch_per_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("s.db")).unwrap();
+        let day = 86_400;
+        let now = 400 * day;
+        // A year of samples every 5 minutes (older than the retention first), then one kept
+        // at the edge: 89 days old.
+        let year: Vec<Sample> = (0..365 * 288)
+            .map(|i| sample(now - 365 * day + i * 300, "five_hour", 10.0, now))
+            .collect();
+        let expired = year
+            .iter()
+            .filter(|s| s.time_ns < (now * 1_000_000_000 - RETENTION_NS))
+            .count() as i64;
+        assert!(expired > 2 * PRUNE_BATCH);
+        for chunk in year.chunks(10_000) {
+            // Written directly, as a store from before retention holds them.
+            let tx = conn.transaction().unwrap();
+            for s in chunk {
+                tx.execute(
+                    "INSERT INTO limit_samples(time_ns, window, used_pct, resets_at, session_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![s.time_ns, s.window, s.used_pct, s.resets_at, s.session_id],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM limit_samples", [], |r| r.get(0))
+                .unwrap()
+        };
+        let total = count(&conn);
+        // One refresh now: its sample in, the oldest batch out, nothing younger touched.
+        record(&mut conn, &[sample(now, "five_hour", 20.0, now)]).unwrap();
+        assert_eq!(count(&conn), total + 1 - PRUNE_BATCH);
+        // Refreshes drain the backlog and stop at the retention edge.
+        let mut refreshes = 1;
+        while count(&conn) > total - expired + refreshes {
+            refreshes += 1;
+            record(&mut conn, &[sample(now, "seven_day", 5.0, now)]).unwrap();
+            assert!(refreshes < 1000, "the backlog does not drain");
+        }
+        assert_eq!(refreshes, (expired + PRUNE_BATCH - 1) / PRUNE_BATCH);
+        let oldest: i64 = conn
+            .query_row("SELECT min(time_ns) FROM limit_samples", [], |r| r.get(0))
+            .unwrap();
+        assert!(oldest >= now * 1_000_000_000 - RETENTION_NS, "{oldest}");
+        assert!(oldest < (now - 89 * day) * 1_000_000_000, "young rows kept");
+        record(&mut conn, &[sample(now, "seven_day", 5.0, now)]).unwrap();
+        assert_eq!(count(&conn), total - expired + refreshes + 1);
     }
 }

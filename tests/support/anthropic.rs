@@ -192,6 +192,8 @@ struct ApiState {
     calls: Mutex<Vec<ApiCall>>,
     unknown: Mutex<Vec<String>>,
     plan: Box<UsagePlan>,
+    /// Extra headers on every `/v1/messages` answer (see [`FakeAnthropic::set_answer_headers`]).
+    answer_headers: Mutex<Vec<(String, String)>>,
 }
 
 /// The running fake API; dropping it stops the server.
@@ -229,6 +231,7 @@ impl FakeAnthropic {
             calls: Mutex::new(Vec::new()),
             unknown: Mutex::new(Vec::new()),
             plan: Box::new(plan),
+            answer_headers: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/v1/messages", post(messages))
@@ -254,6 +257,20 @@ impl FakeAnthropic {
     /// Value for `ANTHROPIC_BASE_URL`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sets the extra headers every later `/v1/messages` answer carries (replacing those set
+    /// before), e.g. the plan usage-limit headers a subscription session gets from the real API
+    /// ([`unified_limit_headers`]). Panics on a name or value that is not a valid header.
+    pub fn set_answer_headers(&self, headers: &[(String, String)]) {
+        for (k, v) in headers {
+            assert!(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                    && HeaderValue::from_str(v).is_ok(),
+                "not a valid answer header: {k}: {v}"
+            );
+        }
+        *lock(&self.state.answer_headers) = headers.to_vec();
     }
 
     /// Every `/v1/messages` call so far, in order.
@@ -448,13 +465,60 @@ async fn messages(State(state): State<Arc<ApiState>>, uri: Uri, body: Bytes) -> 
         if let Ok(v) = HeaderValue::from_str(&call.request_id) {
             response.headers_mut().insert("request-id", v);
         }
+        add_answer_headers(&state, &mut response);
         return response;
     }
-    if call.stream {
+    let mut response = if call.stream {
         sse_response(&call)
     } else {
         json_response(&call)
+    };
+    add_answer_headers(&state, &mut response);
+    response
+}
+
+fn add_answer_headers(state: &ApiState, response: &mut Response) {
+    for (k, v) in lock(&state.answer_headers).iter() {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            response.headers_mut().insert(k, v);
+        }
     }
+}
+
+/// The plan usage-limit headers the Messages API sends a subscription (OAuth) session, as
+/// claude 2.1.197 and 2.1.332 read them (verified in both binaries): per window (`5h`, `7d`)
+/// `anthropic-ratelimit-unified-<w>-utilization` as a fraction 0–1 and `-<w>-reset` as Unix
+/// seconds (claude shows `utilization * 100` as the status line's `used_percentage`, 2.1.332
+/// rounded to 0.1 and capped at 100), `-<w>-status` and the overall `-status` / `-reset` /
+/// `-representative-claim`.
+pub fn unified_limit_headers(
+    five_hour: (f64, i64),
+    seven_day: (f64, i64),
+) -> Vec<(String, String)> {
+    let mut h = vec![
+        (
+            "anthropic-ratelimit-unified-status".to_owned(),
+            "allowed".to_owned(),
+        ),
+        (
+            "anthropic-ratelimit-unified-reset".to_owned(),
+            five_hour.1.to_string(),
+        ),
+        (
+            "anthropic-ratelimit-unified-representative-claim".to_owned(),
+            "five_hour".to_owned(),
+        ),
+    ];
+    for (abbrev, (utilization, reset)) in [("5h", five_hour), ("7d", seven_day)] {
+        let name = |part: &str| format!("anthropic-ratelimit-unified-{abbrev}-{part}");
+        h.push((name("utilization"), utilization.to_string()));
+        h.push((name("reset"), reset.to_string()));
+        h.push((name("status"), "allowed".to_owned()));
+    }
+    h
 }
 
 fn sse_response(call: &ApiCall) -> Response {

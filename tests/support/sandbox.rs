@@ -28,6 +28,10 @@ use super::tmux::Tmux;
 /// The API key the sandbox hands claude; any value works against the fake API.
 pub const API_KEY: &str = "sk-ant-test-dummy-key-for-fake-api";
 
+/// The OAuth token a subscription-style sandbox hands claude (`CLAUDE_CODE_OAUTH_TOKEN`); the
+/// fake API accepts any bearer token.
+pub const OAUTH_TOKEN: &str = "sk-ant-oat01-test-dummy-token-for-fake-api";
+
 /// An isolated HOME (with XDG dirs inside it) and a trusted project directory, plus the exact
 /// environment to run claude (or the launcher) with. Removed on drop.
 pub struct Sandbox {
@@ -144,6 +148,17 @@ impl Sandbox {
     pub fn set_env(&mut self, key: &str, value: impl Into<String>) -> &mut Sandbox {
         self.env.insert(key.to_string(), value.into());
         self
+    }
+
+    /// Makes claude run as a subscription (claude.ai) session instead of with an API key:
+    /// `CLAUDE_CODE_OAUTH_TOKEN` set, `ANTHROPIC_API_KEY` removed. Found by running 2.1.197 and
+    /// 2.1.332 against the fake API: both then send `Authorization: Bearer <token>` to
+    /// `ANTHROPIC_BASE_URL`, ask for nothing else offline (2.1.332 adds a `HEAD /api/hello`
+    /// probe), and read the `anthropic-ratelimit-unified-*` answer headers into the status
+    /// line's `rate_limits` (an API-key session ignores them).
+    pub fn use_subscription_token(&mut self) -> &mut Sandbox {
+        self.remove_env("ANTHROPIC_API_KEY");
+        self.set_env("CLAUDE_CODE_OAUTH_TOKEN", OAUTH_TOKEN)
     }
 
     /// Removes one environment variable.
