@@ -808,6 +808,49 @@ pub fn ledger_groups(
         "{FROM}",
         &ledger_from(&sql).replace("FROM request_hourly r", &format!("FROM ({inner}) r")),
     );
+    // Without calendar buckets the hour plays no part: one pass grouped on the integer ids,
+    // each group's names looked up once (a second level of 18 sums over 25,000 sessions'
+    // rows took 0.25 s of the session report).
+    let label_of =
+        |column: &str| format!("coalesce((SELECT name FROM labels WHERE id = r.{column}), '')");
+    let flat = match by {
+        None => Some(("''".to_owned(), "")),
+        Some(super::queries::GroupBy::Model) => Some((label_of("model"), "")),
+        Some(super::queries::GroupBy::Session) => Some((label_of("session"), ", r.session")),
+        Some(super::queries::GroupBy::Project) => Some((label_of("project"), ", r.project")),
+        Some(super::queries::GroupBy::Branch) => Some((label_of("branch"), ", r.branch")),
+        _ => None,
+    };
+    let sql = match flat {
+        None => sql,
+        Some((key, grouped)) => {
+            let sums: Vec<String> = [
+                "requests",
+                "telemetry_only",
+                "transcript_only",
+                "both",
+                "input_tokens",
+                "output_tokens",
+                "cache_read_tokens",
+                "cache_creation_tokens",
+                "cost_usd_micros",
+                "est_input_tokens",
+                "est_output_tokens",
+                "est_cache_read_tokens",
+                "est_cache_5m_tokens",
+                "est_cache_1h_tokens",
+            ]
+            .iter()
+            .map(|c| format!("sum(r.{c})"))
+            .collect();
+            format!(
+                "SELECT {key} AS k, min(r.hour), {}, r.long, {}
+                 {inner_from} {where_sql} GROUP BY r.model, r.long{grouped}",
+                label_of("model"),
+                sums.join(", ")
+            )
+        }
+    };
     let mut groups: HashMap<String, LedgerGroup> = HashMap::new();
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
