@@ -45,7 +45,15 @@ fig() { awk -v what="$1" '{ printf "history-bench: %-34s %9.3f s, peak RSS %8.1f
 
 # --- (a) transcripts ---------------------------------------------------------------------
 claude_dir="$work/claude"
-cargo bench --locked --bench gen_transcripts -- "$claude_dir" "$requests" "$work/manifest.json"
+# Built with the release profile, as the binary below: `cargo bench` would build the crate a
+# second time under the bench profile (minutes on a small machine) for a generator.
+gen=$(cargo build --release --locked --bench gen_transcripts --message-format=json |
+  python3 -c 'import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gen_transcripts" \
+            and m.get("executable"):
+        print(m["executable"])')
+"$gen" "$claude_dir" "$requests" "$work/manifest.json"
 size=$(du -sb "$claude_dir" | cut -f1)
 files=$(find "$claude_dir/projects" -name '*.jsonl' | wc -l)
 echo "history-bench: transcripts: $requests requests in $files files, $(awk -v s="$size" 'BEGIN { printf "%.2f GB", s / 1e9 }') on disk"

@@ -20,7 +20,7 @@ rows = []
 for i in range(1_000_000):
     t = start + i * 31
     rows.append((t * 10**9, i // 36 + 1, "claude-sonnet-4-6", 0.01))
-c.executemany("INSERT INTO api_requests(time_ns, session, model, cost_usd) VALUES (?,?,?,?)", rows)
+c.executemany("INSERT INTO api_requests_unkeyed(time_ns, session, model, cost_usd) VALUES (?,?,?,?)", rows)
 hourly = {}
 for (tns, s, m, cost) in rows:
     k = (tns // 10**9 // 3600 * 3600, f"s{s}", m, "")

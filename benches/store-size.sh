@@ -19,9 +19,15 @@ for tool in sqlite3 /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "store-size: $tool is missing" >&2; exit 1; }
 done
 
-cargo build --release --locked --bin claude-telemetry
-STORE_SIZE_REQUESTS="$requests" STORE_SIZE_DIR="$work/data" \
-  cargo bench --locked --bench store-size
+# The release profile for both (`cargo bench` would build the crate again under its own).
+bench=$(cargo build --release --locked --bin claude-telemetry --bench store-size \
+  --message-format=json |
+  python3 -c 'import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "store-size" \
+            and m.get("executable"):
+        print(m["executable"])')
+STORE_SIZE_REQUESTS="$requests" STORE_SIZE_DIR="$work/data" "$bench"
 
 db="$work/data/store.db"
 echo "store-size: bytes per table (dbstat: pages used by each table and its indexes)"

@@ -219,7 +219,10 @@ pub fn main() -> i32 {
             let path = loaded.paths.store_file(&loaded.settings.store.path);
             let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
             let budgets = budget_lines(&crate::budget::current(loaded, &cwd)?)?;
-            crate::report::run_with_budgets(&args, &path, &budgets, &mut std::io::stdout().lock())?;
+            // Buffered: a breakdown of 25,000 rows is as many lines, one write each otherwise.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::report::run_with_budgets(&args, &path, &budgets, &mut out)?;
+            std::io::Write::flush(&mut out)?;
             Ok(0)
         }),
         Command::Import(args) => with_settings(&[], |loaded| {

@@ -194,7 +194,7 @@ pub fn run_with_budgets(
         }),
         None => None,
     };
-    let report = Report {
+    let mut report = Report {
         schema_version: 1,
         empty: false,
         zone,
@@ -218,10 +218,11 @@ pub fn run_with_budgets(
         _ => report.summary.clone(),
     };
     let total_row = render::Row::new("Total".to_owned(), 0, String::new(), total);
+    // Moved, not copied: 25,000 session rows are megabytes.
     let mut rows = report
         .breakdown
-        .as_ref()
-        .map(|b| b.rows.clone())
+        .as_mut()
+        .map(|b| std::mem::take(&mut b.rows))
         .unwrap_or_default();
     if args.csv {
         rows.push(total_row);
@@ -261,6 +262,20 @@ fn breakdown_rows(
     .into_iter()
     .map(|g| (g.key.clone(), g))
     .collect();
+    // Only the session table shows when a row started; sessions start in far fewer distinct
+    // hours than there are sessions, and each local-time conversion is a libc `localtime`.
+    let mut started_texts: std::collections::HashMap<i64, String> = Default::default();
+    let mut started = |hour: i64| -> anyhow::Result<String> {
+        if by != GroupBy::Session {
+            return Ok(String::new());
+        }
+        if let Some(text) = started_texts.get(&hour) {
+            return Ok(text.clone());
+        }
+        let text = queries::format_time(conn, hour, zone)?;
+        started_texts.insert(hour, text.clone());
+        Ok(text)
+    };
     let mut rows = Vec::new();
     if by != GroupBy::Branch {
         for g in queries::breakdown(conn, filter, by, zone)? {
@@ -268,13 +283,11 @@ fn breakdown_rows(
             let first = l
                 .as_ref()
                 .map_or(g.first_hour, |l| l.first_hour.min(g.first_hour));
-            let started = queries::format_time(conn, first, zone)?;
             let figures = render::Figures::combined(&g.totals, l.as_ref().map(|l| &l.sums));
-            rows.push(render::Row::new(g.key, first, started, figures));
+            rows.push(render::Row::new(g.key, first, started(first)?, figures));
         }
     }
     for (_, l) in ledger {
-        let started = queries::format_time(conn, l.first_hour, zone)?;
         let figures = if by == GroupBy::Branch {
             render::Figures::from_ledger(&l.sums)
         } else {
@@ -283,6 +296,7 @@ fn breakdown_rows(
             }
             render::Figures::combined(&Default::default(), Some(&l.sums))
         };
+        let started = started(l.first_hour)?;
         rows.push(render::Row::new(l.key, l.first_hour, started, figures));
     }
     match by {

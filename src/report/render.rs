@@ -324,7 +324,7 @@ pub(super) fn text(
         if rows.is_empty() {
             writeln!(out, "No rows for this breakdown.")?;
         } else {
-            writeln!(out, "{}", breakdown_table(by, rows, width))?;
+            write_breakdown(by, rows, width, out)?;
             if rows.iter().any(|r| r.figures.cost_estimated_usd > 0.0) {
                 writeln!(
                     out,
@@ -621,37 +621,101 @@ fn breakdown_columns(by: GroupBy) -> Vec<Column> {
     cols
 }
 
-/// Builds the breakdown table, leaving out the least important columns until it fits.
-fn breakdown_table(by: GroupBy, rows: &[Row], width: Option<u16>) -> Table {
+/// Writes the breakdown table, leaving out the least important columns until it fits.
+///
+/// Streamed, not built: 25,000 sessions are 350,000 cells, which a `comfy_table::Table` holds
+/// all at once (with its rendering, again per width tried: 144 MiB and half a second at that
+/// size). Column widths come from one pass over the rows, the lines from a second, each written
+/// as it is made; the output is the `UTF8_FULL_CONDENSED` table comfy-table draws (the snapshot
+/// tests hold both to the same text). Only when the key and cost alone are still too wide is
+/// comfy-table asked to wrap them.
+fn write_breakdown(
+    by: GroupBy,
+    rows: &[Row],
+    width: Option<u16>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let mut cols = breakdown_columns(by);
-    loop {
-        let table = build_breakdown(&cols, rows);
-        let fits = match width {
-            None => true,
-            Some(w) => table.lines().all(|l| l.chars().count() <= usize::from(w)),
-        };
-        let droppable = cols
-            .iter()
-            .filter(|c| c.keep < 250)
-            .min_by_key(|c| c.keep)
-            .map(|c| c.keep);
-        match (fits, droppable) {
-            (true, _) => return table,
-            (false, Some(keep)) => cols.retain(|c| c.keep != keep),
-            (false, None) => {
-                // Only the key and cost are left: let comfy-table wrap them.
-                let mut table = table;
-                if let Some(w) = width {
-                    table
-                        .set_content_arrangement(ContentArrangement::Dynamic)
-                        .set_width(w);
-                }
-                return table;
-            }
+    let mut widths: Vec<usize> = cols.iter().map(|c| text_width(c.header)).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(&cols) {
+            *w = (*w).max(text_width(&(c.cell)(r)));
         }
     }
+    // A line is its borders plus, per column, the content and one space either side.
+    let line_width = |widths: &[usize]| 1 + widths.iter().map(|w| w + 3).sum::<usize>();
+    loop {
+        let fits = width.is_none_or(|w| line_width(&widths) <= usize::from(w));
+        if fits {
+            break;
+        }
+        let droppable = cols.iter().filter(|c| c.keep < 250).map(|c| c.keep).min();
+        let Some(keep) = droppable else {
+            // Only the key and cost are left: let comfy-table wrap them.
+            let mut table = build_breakdown(&cols, rows);
+            if let Some(w) = width {
+                table
+                    .set_content_arrangement(ContentArrangement::Dynamic)
+                    .set_width(w);
+            }
+            writeln!(out, "{table}")?;
+            return Ok(());
+        };
+        let mut i = 0;
+        cols.retain(|c| {
+            let kept = c.keep != keep;
+            if !kept {
+                widths.remove(i);
+            } else {
+                i += 1;
+            }
+            kept
+        });
+    }
+    let rule = |out: &mut dyn Write, [left, fill, join, right]: [char; 4]| -> std::io::Result<()> {
+        let mut line = String::new();
+        line.push(left);
+        for (i, w) in widths.iter().enumerate() {
+            if i > 0 {
+                line.push(join);
+            }
+            line.extend(std::iter::repeat_n(fill, w + 2));
+        }
+        line.push(right);
+        writeln!(out, "{line}")
+    };
+    let cells = |out: &mut dyn Write, texts: &mut dyn Iterator<Item = String>| {
+        let mut line = String::from("│");
+        for (i, (text, w)) in texts.zip(&widths).enumerate() {
+            if i > 0 {
+                line.push('┆');
+            }
+            let pad = w.saturating_sub(text_width(&text));
+            line.push(' ');
+            // The key column reads left to right, the figures line up on the right.
+            if i == 0 {
+                line.push_str(&text);
+                line.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(&text);
+            }
+            line.push(' ');
+        }
+        line.push('│');
+        writeln!(out, "{line}")
+    };
+    rule(out, ['┌', '─', '┬', '┐'])?;
+    cells(out, &mut cols.iter().map(|c| c.header.to_owned()))?;
+    rule(out, ['╞', '═', '╪', '╡'])?;
+    for r in rows {
+        cells(out, &mut cols.iter().map(|c| (c.cell)(r)))?;
+    }
+    rule(out, ['└', '─', '┴', '┘'])?;
+    Ok(())
 }
 
+/// The breakdown as a comfy-table, for the narrow case where it has to wrap cells.
 fn build_breakdown(cols: &[Column], rows: &[Row]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED);
@@ -665,6 +729,11 @@ fn build_breakdown(cols: &[Column], rows: &[Row]) -> Table {
         }
     }
     t
+}
+
+/// Columns a text takes in a terminal, as comfy-table measures cells.
+fn text_width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 /// 1234567 → "1,234,567".

@@ -316,8 +316,56 @@ CREATE TABLE limit_samples (
 CREATE INDEX limit_samples_window ON limit_samples(window, time_ns);
 "#;
 
+/// Version 7: a relayed request is stored once (issue 12: a million requests in <= 300 MB).
+/// An `api_request` event with a request id was a 160-byte `api_requests` row repeating what
+/// its ledger row (`requests`, version 4) holds: time, session, model, project, tokens, cost,
+/// the id itself. Its own fields (nanosecond time, prompt id, duration, query source, resource,
+/// which token fields it lacked) now go into that ledger row; `api_requests` becomes a view
+/// over both, so readers see every event as before. Events without a request id (older
+/// releases) stay rows of `api_requests_unkeyed`. Rows stored before move: their fields into
+/// the ledger row of their request, the duplicate row deleted (of repeated copies of one
+/// event, as the ledger, one is kept). Events from before the ledger (no ledger row) stay.
+const V7: &str = r#"
+ALTER TABLE requests ADD COLUMN event_ns INTEGER;
+ALTER TABLE requests ADD COLUMN prompt_id TEXT;
+ALTER TABLE requests ADD COLUMN duration_ms REAL;
+ALTER TABLE requests ADD COLUMN query_source TEXT;
+ALTER TABLE requests ADD COLUMN resource_id INTEGER;
+-- Bits of the token fields the event did not carry (1 input, 2 output, 4 cache read,
+-- 8 cache creation; the ledger holds 0 for them); NULL when it carried all four.
+ALTER TABLE requests ADD COLUMN absent INTEGER;
+UPDATE requests SET event_ns = a.time_ns, prompt_id = a.prompt_id, duration_ms = a.duration_ms,
+       query_source = a.query_source, resource_id = a.resource_id,
+       absent = nullif((a.input_tokens IS NULL) | ((a.output_tokens IS NULL) << 1)
+                       | ((a.cache_read_tokens IS NULL) << 2)
+                       | ((a.cache_creation_tokens IS NULL) << 3), 0)
+  FROM api_requests a
+ WHERE a.request_id = requests.key AND requests.sources & 1;
+DELETE FROM api_requests
+ WHERE request_id IN (SELECT key FROM requests WHERE event_ns IS NOT NULL);
+ALTER TABLE api_requests RENAME TO api_requests_unkeyed;
+CREATE VIEW api_requests AS
+SELECT id, time_ns, session, prompt_id, project, model, cost_usd, input_tokens, output_tokens,
+       cache_read_tokens, cache_creation_tokens, duration_ms, request_id, query_source,
+       resource_id, cache_creation_5m_tokens, cache_creation_1h_tokens
+  FROM api_requests_unkeyed
+UNION ALL
+SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.prompt_id,
+       coalesce(p.name, ''), m.name, r.cost_usd,
+       CASE WHEN r.absent & 1 THEN NULL ELSE r.input_tokens END,
+       CASE WHEN r.absent & 2 THEN NULL ELSE r.output_tokens END,
+       CASE WHEN r.absent & 4 THEN NULL ELSE r.cache_read_tokens END,
+       CASE WHEN r.absent & 8 THEN NULL ELSE r.cache_creation_tokens END,
+       r.duration_ms, r.key, r.query_source, r.resource_id, r.cache_5m_tokens, r.cache_1h_tokens
+  FROM requests r
+  LEFT JOIN labels s ON s.id = r.session
+  LEFT JOIN labels m ON m.id = r.model
+  LEFT JOIN labels p ON p.id = r.project
+ WHERE r.event_ns IS NOT NULL;
+"#;
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -475,6 +523,68 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, CURRENT_VERSION);
+    }
+
+    #[test]
+    fn a_version_6_store_keeps_every_api_request_when_keyed_ones_move_into_the_ledger() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        // As the version-6 writer stored them: a keyed event (in both tables), one the ledger
+        // never saw (stored before version 4), one without a request id.
+        conn.execute_batch(
+            r#"INSERT INTO sessions(id, session_id, first_seen_ns, last_seen_ns)
+                 VALUES (5, 's1', 1, 2);
+            INSERT INTO labels(id, kind, name) VALUES (1, 0, 's1'), (2, 1, 'claude-opus-4-8'),
+                 (3, 2, 'api');
+            INSERT INTO api_requests(time_ns, session, prompt_id, project, model, cost_usd,
+                 input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+                 duration_ms, request_id, query_source, resource_id, cache_creation_5m_tokens,
+                 cache_creation_1h_tokens) VALUES
+              (3600000000123, 5, 'p-1', 'api', 'claude-opus-4-8', 0.25, 10, 20, NULL, 40,
+               1500.0, 'req_a', 'main', 1, 15, 25),
+              (3600000000456, 5, 'p-2', 'api', 'claude-opus-4-8', 0.5, 1, 2, 3, 4, 900.0,
+               'req_old', 'main', 1, NULL, NULL),
+              (3600000000789, 5, 'p-3', 'api', 'claude-opus-4-8', 0.75, 5, 6, 7, 8, 800.0,
+               NULL, 'main', 1, NULL, NULL);
+            INSERT INTO requests(key, time_s, session, model, project, branch, input_tokens,
+                 output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+                 cache_1h_tokens, cost_usd, sources) VALUES
+              ('req_a', 3600, 1, 2, 3, 0, 10, 20, 0, 40, 15, 25, 0.25, 1);"#,
+        )
+        .unwrap();
+        let all = "SELECT time_ns, session, prompt_id, project, model, cost_usd, input_tokens,
+                          output_tokens, cache_read_tokens, cache_creation_tokens, duration_ms,
+                          request_id, query_source, resource_id, cache_creation_5m_tokens,
+                          cache_creation_1h_tokens FROM api_requests ORDER BY time_ns";
+        let rows = |c: &Connection| -> Vec<Vec<rusqlite::types::Value>> {
+            c.prepare(all)
+                .unwrap()
+                .query_map([], |r| (0..16).map(|i| r.get(i)).collect())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let before = rows(&conn);
+
+        migrate(&mut conn).unwrap();
+
+        assert_eq!(rows(&conn), before, "every event reads back as it was");
+        let kept: Vec<Option<String>> = conn
+            .prepare("SELECT request_id FROM api_requests_unkeyed ORDER BY time_ns")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            [Some("req_old".to_owned()), None],
+            "req_a is stored once"
+        );
     }
 
     #[test]

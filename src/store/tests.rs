@@ -1085,3 +1085,193 @@ fn a_claim_sends_the_bytes_committed_from_memory_and_another_process_reads_the_s
         );
     });
 }
+
+/// Every column of `api_requests` (the view from schema version 7 on), in time order.
+type ApiRowOut = (
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<f64>,
+    [Option<i64>; 4],
+    Option<f64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    [Option<i64>; 2],
+);
+
+fn api_rows(conn: &Connection) -> Vec<ApiRowOut> {
+    conn.prepare(
+        "SELECT time_ns, session, prompt_id, project, model, cost_usd, input_tokens,
+                output_tokens, cache_read_tokens, cache_creation_tokens, duration_ms,
+                request_id, query_source, resource_id, cache_creation_5m_tokens,
+                cache_creation_1h_tokens
+         FROM api_requests ORDER BY time_ns",
+    )
+    .expect("prepare")
+    .query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
+            r.get(10)?,
+            r.get(11)?,
+            r.get(12)?,
+            r.get(13)?,
+            [r.get(14)?, r.get(15)?],
+        ))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+#[test]
+fn a_relayed_request_is_stored_once_and_reads_back_whole() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    // As claude 2.1.332 sends it: a request id, the cache split.
+    let mut keyed = fixtures::api_request("s1", T0 + 7, "claude-opus-4-8", usage(2));
+    keyed.attributes.extend([
+        fixtures::kv("request_id", "req_011CAbc"),
+        fixtures::kv_int("cache_creation_5m_tokens", 40),
+        fixtures::kv_int("cache_creation_1h_tokens", 60),
+    ]);
+    // A request id but no cache-read field, and no session.
+    let mut sparse = fixtures::api_request("s2", T0 + 9, "claude-haiku-4-5", usage(1));
+    sparse.attributes.retain(|kv| {
+        !matches!(
+            kv.key.as_str(),
+            "cache_read_tokens" | "session.id" | "prompt.id"
+        )
+    });
+    sparse
+        .attributes
+        .push(fixtures::kv("request_id", "req_011CDef"));
+    // As older releases send it: no request id.
+    let unkeyed = fixtures::api_request("s1", T0 + 8, "claude-opus-4-8", usage(3));
+    store
+        .append_blocking(fixtures::logs(
+            fixtures::resource(Some("alpha")),
+            vec![keyed, unkeyed, sparse],
+        ))
+        .expect("append");
+    drop(store);
+    let conn = raw(&path);
+    let s1: i64 = conn
+        .query_row("SELECT id FROM sessions WHERE session_id = 's1'", [], |r| {
+            r.get(0)
+        })
+        .expect("session row");
+    let resource: i64 = conn
+        .query_row("SELECT min(id) FROM resources", [], |r| r.get(0))
+        .expect("resource row");
+    let row =
+        |t: u64, session, prompt: Option<&str>, model: &str, cost, tok, id: Option<&str>, split| {
+            (
+                Some(t as i64),
+                session,
+                prompt.map(str::to_owned),
+                "alpha".to_owned(),
+                Some(model.to_owned()),
+                Some(cost),
+                tok,
+                Some(1500.0),
+                id.map(str::to_owned),
+                Some("main".to_owned()),
+                Some(resource),
+                split,
+            )
+        };
+    assert_eq!(
+        api_rows(&conn),
+        vec![
+            row(
+                T0 + 7,
+                Some(s1),
+                Some("p-1"),
+                "claude-opus-4-8",
+                usage(2).cost_usd,
+                [Some(20), Some(200), Some(2000), Some(100)],
+                Some("req_011CAbc"),
+                [Some(40), Some(60)]
+            ),
+            row(
+                T0 + 8,
+                Some(s1),
+                Some("p-1"),
+                "claude-opus-4-8",
+                usage(3).cost_usd,
+                [Some(30), Some(300), Some(3000), Some(150)],
+                None,
+                [None, None]
+            ),
+            row(
+                T0 + 9,
+                None,
+                None,
+                "claude-haiku-4-5",
+                usage(1).cost_usd,
+                [Some(10), Some(100), None, Some(50)],
+                Some("req_011CDef"),
+                [None, None]
+            ),
+        ]
+    );
+    // Stored once: the keyed events are their ledger rows, only the other one is a row of its own.
+    assert_eq!(count(&conn, "SELECT count(*) FROM api_requests_unkeyed"), 1);
+    assert_eq!(count(&conn, "SELECT count(*) FROM requests"), 2);
+}
+
+#[test]
+fn a_transcript_copy_merged_later_keeps_the_events_fields() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path, big_bounds()).expect("open");
+    let mut keyed = fixtures::api_request("s1", T0, "claude-opus-4-8", usage(1));
+    keyed.attributes.push(fixtures::kv("request_id", "req_1"));
+    store
+        .append_blocking(fixtures::logs(
+            fixtures::resource(Some("alpha")),
+            vec![keyed],
+        ))
+        .expect("append");
+    drop(store);
+    let mut conn = raw(&path);
+    let before = api_rows(&conn);
+    let tx = conn.transaction().expect("tx");
+    let mut labels = ledger::Labels::default();
+    let mut l = ledger::LedgerTx::new(&tx, &mut labels);
+    let change = l
+        .apply(&ledger::Record {
+            key: "req_1".into(),
+            time_ns: T0 as i64,
+            session: "s1".into(),
+            model: "claude-opus-4-8".into(),
+            project: "alpha".into(),
+            branch: Some("main".into()),
+            tokens: ledger::Tokens {
+                input: 10,
+                output: 100,
+                cache_read: 1000,
+                cache_creation: 50,
+                ..Default::default()
+            },
+            cost_usd: None,
+            source: ledger::Source::Transcript,
+        })
+        .expect("apply");
+    l.finish().expect("finish");
+    tx.commit().expect("commit");
+    assert_eq!(change, ledger::Change::Merged);
+    assert_eq!(api_rows(&conn), before);
+    assert_eq!(
+        count(&conn, "SELECT sources FROM requests WHERE key = 'req_1'"),
+        3
+    );
+}

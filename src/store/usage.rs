@@ -671,15 +671,16 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
             ])?;
         }
     }
-    if !d.api.is_empty() {
+    // Events with a request id are stored once, in their ledger row (below); the others here.
+    if d.api.iter().any(|a| a.request_id.is_none()) {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO api_requests(time_ns, session, prompt_id, project, model, cost_usd,
+            "INSERT INTO api_requests_unkeyed(time_ns, session, prompt_id, project, model, cost_usd,
                  input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
                  duration_ms, request_id, query_source, resource_id,
                  cache_creation_5m_tokens, cache_creation_1h_tokens)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
-        for a in &d.api {
+        for a in d.api.iter().filter(|a| a.request_id.is_none()) {
             let t = a.tokens.map(|t| t.map(|v| v as i64));
             let split = a.cache_split.map(|t| t.map(|v| v as i64));
             stmt.execute(params![
@@ -710,7 +711,21 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
         for a in with_ids {
             let t = a.tokens.map(|t| t.map_or(0, |v| v.max(0.0) as u64));
             let split = a.cache_split.map(|t| t.map(|v| v.max(0.0) as u64));
-            ledger.apply(&super::ledger::Record {
+            let detail = super::ledger::ApiDetail {
+                time_ns: a.time_ns,
+                prompt_id: a.prompt.clone(),
+                duration_ms: a.duration_ms,
+                query_source: a.query_source.clone(),
+                resource_id: rid(a.resource),
+                absent: a
+                    .tokens
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(i, _)| 1 << i)
+                    .sum(),
+            };
+            let record = super::ledger::Record {
                 key: a.request_id.clone().unwrap_or_default(),
                 time_ns: a.time_ns,
                 session: a.session.clone().unwrap_or_default(),
@@ -727,7 +742,8 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
                 },
                 cost_usd: a.cost_usd,
                 source: super::ledger::Source::Telemetry,
-            })?;
+            };
+            ledger.apply_with_detail(&record, Some(&detail))?;
         }
         ledger.finish()?;
     }
