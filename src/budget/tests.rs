@@ -72,9 +72,8 @@ fn standings_count_each_period_from_its_local_start() {
         limits: vec![
             (Period::Day, 5.0, Scope::Machine),
             (Period::Week, 100.0, Scope::Machine),
-            // Under on every day of the month: at most 4.5 + 2 + 4 is spent (on the days when
-            // the week and the month both start before today), so the day's "near" is the
-            // launch line's most pressing figure whatever the date.
+            // Above the most the seed can put in a month (4.5 + 2 + 4), whatever the date:
+            // the launch line below is the day's.
             (Period::Month, 20.0, Scope::Team),
         ],
     };

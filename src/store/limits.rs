@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{StoreError, open_connection, schema};
 
@@ -67,11 +67,20 @@ pub fn record(conn: &mut Connection, samples: &[Sample]) -> Result<(), StoreErro
                 s.session_id
             ])?;
         }
-        tx.prepare_cached(
-            "DELETE FROM limit_samples
-             WHERE id IN (SELECT id FROM limit_samples ORDER BY id LIMIT ?2) AND time_ns < ?1",
-        )?
-        .execute(params![newest - RETENTION_NS, PRUNE_BATCH])?;
+        let cutoff = newest - RETENTION_NS;
+        // Usually nothing has expired: one seek to the oldest row says so.
+        let oldest: Option<i64> = tx
+            .prepare_cached("SELECT time_ns FROM limit_samples ORDER BY id LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        if oldest.is_some_and(|t| t < cutoff) {
+            tx.prepare_cached(
+                "DELETE FROM limit_samples
+                 WHERE id IN (SELECT id FROM limit_samples ORDER BY id LIMIT ?2)
+                   AND time_ns < ?1",
+            )?
+            .execute(params![cutoff, PRUNE_BATCH])?;
+        }
     }
     tx.commit()?;
     Ok(())
