@@ -7,8 +7,11 @@
 //!
 //! Each round starts one peer fresh, sends the same load to its OTLP/gRPC port on 127.0.0.1
 //! and stops it: the relay is the real launcher holding a stand-in claude session open, with
-//! an upstream (a rotel-agent with the blackhole exporter, not measured); rotel-agent
-//! (`$CLAUDE_TELEMETRY_TEST_ROTEL`) exports to its blackhole. Rounds alternate relay, rotel.
+//! an upstream (a rotel-agent with the blackhole exporter, the sink, not measured); the peer
+//! rotel-agent (`$CLAUDE_TELEMETRY_TEST_ROTEL`) does the relay's job, receiving and exporting
+//! over OTLP/gRPC (uncompressed, as the relay sends) to the same sink. A rotel-agent that
+//! exports to its own blackhole (receives and drops) is measured too, for reference only.
+//! Rounds alternate relay, rotel, rotel→blackhole.
 //! Measured per round: items/s (wall time of the whole load, acknowledged by the peer) and the
 //! peer process's CPU time (user + system from /proc, all threads, including 2 s after the
 //! last acknowledgement for work done behind it) per 1,000 items.
@@ -179,16 +182,30 @@ fn load(grpc: SocketAddr, requests: usize) -> Option<Duration> {
     })
 }
 
-/// rotel-agent receiving on a free port, exporting to its blackhole.
-fn start_rotel(dir: &Path) -> (Child, SocketAddr) {
+/// rotel-agent receiving on a free port, exporting over OTLP/gRPC to `upstream`
+/// (`http://127.0.0.1:port`), or to its blackhole when there is none.
+fn start_rotel(dir: &Path, upstream: Option<&str>) -> (Child, SocketAddr) {
     let bin = support::rotel_bin();
+    let exporter: Vec<&str> = match upstream {
+        Some(endpoint) => vec![
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            endpoint,
+            "--otlp-exporter-protocol",
+            "grpc",
+            "--otlp-exporter-compression",
+            "none",
+        ],
+        None => vec!["--exporter", "blackhole"],
+    };
     for _ in 0..3 {
         let (grpc, http) = (free_port(), free_port());
         let mut child = Command::new(&bin)
             .arg("start")
             .args(["--otlp-grpc-endpoint", &grpc.to_string()])
             .args(["--otlp-http-endpoint", &http.to_string()])
-            .args(["--exporter", "blackhole"])
+            .args(&exporter)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -272,9 +289,9 @@ fn relay_round(api: &FakeAnthropic, upstream: &str, launcher: &str, requests: us
     round
 }
 
-fn rotel_round(requests: usize) -> Round {
+fn rotel_round(upstream: Option<&str>, requests: usize) -> Round {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, grpc) = start_rotel(dir.path());
+    let (mut child, grpc) = start_rotel(dir.path(), upstream);
     let round = measure(child.id(), grpc, requests);
     let _ = child.kill();
     let _ = child.wait();
@@ -286,7 +303,7 @@ fn main() {
     let rounds = env_usize("RELAY_BENCH_ROUNDS", 3).max(1);
     let api = FakeAnthropic::start();
     let upstream_dir = tempfile::tempdir().unwrap();
-    let (mut upstream_rotel, upstream_grpc) = start_rotel(upstream_dir.path());
+    let (mut upstream_rotel, upstream_grpc) = start_rotel(upstream_dir.path(), None);
     let upstream = format!("http://{upstream_grpc}");
     println!(
         "relay vs rotel-agent: {rounds} alternating rounds of {requests} requests × \
@@ -295,13 +312,21 @@ fn main() {
     // Another build of the launcher (say, the last commit's) as a third peer, for before/after
     // figures from the same run.
     let baseline_bin = std::env::var("RELAY_BENCH_BASELINE").ok();
-    let (mut relay, mut rotel, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut relay, mut rotel, mut blackhole, mut baseline) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let a = relay_round(&api, &upstream, LAUNCHER, requests);
-        let b = rotel_round(requests);
+        let b = rotel_round(Some(&upstream), requests);
+        let h = rotel_round(None, requests);
         let mut line = format!(
-            "round {round}: relay {:>9.0} items/s {:>7.2} CPU ms/1k | rotel {:>9.0} items/s {:>7.2} CPU ms/1k",
-            a.items_per_s, a.cpu_ms_per_1k, b.items_per_s, b.cpu_ms_per_1k
+            "round {round}: relay {:>9.0} items/s {:>7.2} CPU ms/1k | rotel {:>9.0} items/s {:>7.2} CPU ms/1k \
+             | rotel→blackhole {:>9.0} items/s {:>7.2} CPU ms/1k",
+            a.items_per_s,
+            a.cpu_ms_per_1k,
+            b.items_per_s,
+            b.cpu_ms_per_1k,
+            h.items_per_s,
+            h.cpu_ms_per_1k
         );
         if let Some(bin) = &baseline_bin {
             let c = relay_round(&api, &upstream, bin, requests);
@@ -314,6 +339,7 @@ fn main() {
         println!("{line}");
         relay.push(a);
         rotel.push(b);
+        blackhole.push(h);
     }
     let med = |v: &[Round], f: fn(&Round) -> f64| median(v.iter().map(f).collect());
     let (ra, rc) = (
@@ -326,6 +352,11 @@ fn main() {
     );
     println!("median: relay {ra:.0} items/s, {rc:.2} CPU ms per 1k items");
     println!("median: rotel {oa:.0} items/s, {oc:.2} CPU ms per 1k items");
+    println!(
+        "median: rotel→blackhole (reference: forwards nothing) {:.0} items/s, {:.2} CPU ms per 1k items",
+        med(&blackhole, |r| r.items_per_s),
+        med(&blackhole, |r| r.cpu_ms_per_1k)
+    );
     if !baseline.is_empty() {
         let (ba, bc) = (
             med(&baseline, |r| r.items_per_s),
