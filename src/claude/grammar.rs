@@ -309,6 +309,14 @@ fn load(file: &Path, key: &BinaryKey) -> Option<Grammar> {
 /// Writes atomically (temp file + rename): a reader sees the old file or the new, never half.
 fn save(file: &Path, grammar: &Grammar) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
+    // The launcher owns its cache directory and the `claude-grammar` folder in it, not the
+    // folders above: when the one holding the cache is gone (the user removed the tree, or a
+    // test's temporary home was deleted while a detached learner or a probe still ran), the
+    // grammar is not kept rather than the whole tree recreated and left behind.
+    let above_cache = dir.parent().and_then(Path::parent);
+    if !dir.is_dir() && above_cache.is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
@@ -860,6 +868,33 @@ pub fn learn_into_cache(program: &Path, cache_dir: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grammar_saved_after_its_cache_tree_was_removed_does_not_recreate_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = BinaryKey {
+            path: PathBuf::from("/nowhere/claude"),
+            size: 1,
+            mtime_ns: 2,
+        };
+        let grammar = Grammar::unusable(key.clone());
+        // A cache directory not made yet, inside a folder that exists: made, and kept.
+        let fresh = dir
+            .path()
+            .join("cache")
+            .join("claude-grammar")
+            .join(key.file_name());
+        save(&fresh, &grammar).expect("save");
+        assert!(
+            load(&fresh, &key).is_some(),
+            "a first save makes the cache and keeps it"
+        );
+        // The folder that held the cache was removed meanwhile: nothing is recreated.
+        let home = dir.path().join("sandbox");
+        let gone = home.join("scratch").join("cache").join("claude-grammar");
+        save(&gone.join(key.file_name()), &grammar).expect("save");
+        assert!(!home.exists(), "the removed tree stays removed");
+    }
 
     const HELP: &str = "\
 Usage: claude [options] [command] [prompt]
