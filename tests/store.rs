@@ -99,12 +99,16 @@ fn upstream_outage_loses_nothing_and_delivers_each_request_once() {
     );
 }
 
-/// A stand-in claude that sends one event through the relay, says so, then waits to be killed.
+/// A stand-in claude that sends one event through the relay, says so, then waits to be killed
+/// (its pid in `exporting-claude.pid` beside it, so the test stops it: a SIGKILLed launcher
+/// leaves its child running). Asked `--help` (the launcher's grammar learner), it exits at once.
 fn exporting_claude(dir: &Path, linger: bool) -> PathBuf {
     let body = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"claude-code"}}]},"scopeLogs":[{"logRecords":[{"body":{"stringValue":"claude_code.api_request"},"attributes":[{"key":"event.name","value":{"stringValue":"api_request"}},{"key":"session.id","value":{"stringValue":"crash-session"}},{"key":"request_id","value":{"stringValue":"req-crash-1"}},{"key":"model","value":{"stringValue":"claude-sonnet-4-6"}},{"key":"input_tokens","value":{"stringValue":"123"}}]}]}]}]}"#;
     let script = format!(
         "import os, sys, time, urllib.request\n\
          if '--version' in sys.argv: print('0.0.0'); sys.exit(0)\n\
+         if '--help' in sys.argv: sys.exit(0)\n\
+         open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'exporting-claude.pid'), 'w').write(str(os.getpid()))\n\
          req = urllib.request.Request(os.environ['CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT'] + '/v1/logs',\n\
              data={body:?}.encode(), headers={{'content-type': 'application/json'}})\n\
          print(urllib.request.urlopen(req).status, flush=True)\n\
@@ -141,6 +145,12 @@ fn launcher_killed_after_the_ack_loses_nothing() {
     assert_eq!(line.trim(), "200", "the relay acknowledged the export");
     child.kill().unwrap(); // SIGKILL: no drain, no goodbye
     child.wait().unwrap();
+    // The launcher's claude outlives it; stop it, as a crashed launcher's user would.
+    let pid = std::fs::read_to_string(s.scratch().join("exporting-claude.pid")).unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
 
     sink.restart();
     std::thread::sleep(Duration::from_millis(1600)); // any lease the killed launcher held expires

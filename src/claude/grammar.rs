@@ -757,7 +757,10 @@ impl Scratch {
             "claude-telemetry-probe-{}-{nanos}",
             std::process::id()
         ));
-        let _ = std::fs::create_dir_all(&dir);
+        // Only the probe's own folder: a temp dir that is gone (TMPDIR inside a home or test
+        // sandbox deleted while a detached learner still probes) is not recreated and left
+        // behind; the probe then fails to start, and the learner with it.
+        let _ = std::fs::create_dir(&dir);
         Scratch(dir)
     }
 
