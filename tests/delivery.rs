@@ -249,19 +249,22 @@ impl Drop for Immutable {
     }
 }
 
-#[test]
-fn a_store_that_cannot_be_written_loses_nothing_the_upstream_can_take_and_says_so() {
-    let api = FakeAnthropic::start();
-    let sink = OtlpSink::start();
-    let data = tempfile::tempdir().unwrap();
-    let s = sandbox(&api, &sink.grpc_endpoint(), data.path());
+/// Runs a `-p` session whose stand-in sends `batches` batches of 10 events tagged `tag`, makes
+/// the store's files immutable once that first half is in (after `before_break`, which sees
+/// the store still writable), then lets the stand-in send as many again; the launcher's output.
+fn launch_breaking_the_store_midway(
+    s: &Sandbox,
+    data: &Path,
+    (batches, tag): (u32, &str),
+    before_break: impl FnOnce(),
+) -> Output {
     let half = s.scratch().join("half-sent");
     let go = s.scratch().join("go");
     let plan = serde_json::json!([
-        {"send": [100, 10, "unwritable", 0]},
+        {"send": [batches, 10, tag, 0]},
         {"touch": half.display().to_string()},
         {"wait": go.display().to_string()},
-        {"send": [100, 10, "unwritable", 0]},
+        {"send": [batches, 10, tag, 0]},
     ]);
     let child = s
         .command(LAUNCHER)
@@ -275,9 +278,9 @@ fn a_store_that_cannot_be_written_loses_nothing_the_upstream_can_take_and_says_s
         support::wait_until(Duration::from_secs(60), || half.exists()),
         "the stand-in sent its first half"
     );
-    let store = data.path().join("store.db");
-    let mut files = vec![store.clone()];
-    let wal = data.path().join("store.db-wal");
+    before_break();
+    let mut files = vec![data.join("store.db")];
+    let wal = data.join("store.db-wal");
     if wal.exists() {
         files.push(wal);
     }
@@ -286,6 +289,16 @@ fn a_store_that_cannot_be_written_loses_nothing_the_upstream_can_take_and_says_s
     let out = child.wait_with_output().unwrap();
     drop(guard);
     assert!(out.status.success(), "{out:?}");
+    out
+}
+
+#[test]
+fn a_store_that_cannot_be_written_loses_nothing_the_upstream_can_take_and_says_so() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let data = tempfile::tempdir().unwrap();
+    let s = sandbox(&api, &sink.grpc_endpoint(), data.path());
+    let out = launch_breaking_the_store_midway(&s, data.path(), (100, "unwritable"), || {});
     let err = stderr(&out);
     eprintln!("launcher: {err}");
     assert!(
@@ -311,40 +324,12 @@ fn a_store_that_cannot_be_written_in_local_only_mode_asks_claude_to_retry_and_sa
     let api = FakeAnthropic::start();
     let data = tempfile::tempdir().unwrap();
     // No upstream: local-only, so a request the store refuses has nowhere else to go.
-    let s = sandbox(&api, "", data.path());
-    let half = s.scratch().join("half-sent");
-    let go = s.scratch().join("go");
+    let mut s = sandbox(&api, "", data.path());
     let refusals = s.scratch().join("refusals");
-    let plan = serde_json::json!([
-        {"send": [10, 10, "local", 0]},
-        {"touch": half.display().to_string()},
-        {"wait": go.display().to_string()},
-        {"send": [10, 10, "local", 0]},
-    ]);
-    let child = s
-        .command(LAUNCHER)
-        .args(["-p", "x"])
-        .env("PLAN", plan.to_string())
-        .env("REFUSALS", &refusals)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        support::wait_until(Duration::from_secs(60), || half.exists()),
-        "the stand-in sent its first half"
-    );
-    assert!(!refusals.exists(), "a writable store takes every request");
-    let mut files = vec![data.path().join("store.db")];
-    let wal = data.path().join("store.db-wal");
-    if wal.exists() {
-        files.push(wal);
-    }
-    let guard = Immutable::set(files);
-    std::fs::write(&go, "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    drop(guard);
-    assert!(out.status.success(), "{out:?}");
+    s.set_env("REFUSALS", refusals.display().to_string());
+    let out = launch_breaking_the_store_midway(&s, data.path(), (10, "local"), || {
+        assert!(!refusals.exists(), "a writable store takes every request");
+    });
     let err = stderr(&out);
     eprintln!("launcher: {err}");
     // Every request after the failure was answered "retry", never a success for data gone.
