@@ -435,15 +435,20 @@ impl MemoryQueue {
         }
     }
 
-    fn push(&self, request: &ExportRequest, body: Bytes) {
-        self.push_back(Entry {
+    /// A request just accepted, as the queue holds it.
+    fn entry(request: &ExportRequest, body: Bytes) -> Entry {
+        Entry {
             signal: request.signal(),
             body,
             items: request.item_count() as u64,
             attempts: 0,
             row: None,
             received_ns: crate::store::now_ns(),
-        });
+        }
+    }
+
+    fn push(&self, request: &ExportRequest, body: Bytes) {
+        self.push_back(Self::entry(request, body));
     }
 
     /// Queues a request unless the queue is full: what is already queued was acknowledged
@@ -455,14 +460,7 @@ impl MemoryQueue {
         if q.len() >= self.capacity {
             return false;
         }
-        q.push_back(Entry {
-            signal: request.signal(),
-            body,
-            items: request.item_count() as u64,
-            attempts: 0,
-            row: None,
-            received_ns: crate::store::now_ns(),
-        });
+        q.push_back(Self::entry(request, body));
         true
     }
 
