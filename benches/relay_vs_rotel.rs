@@ -61,8 +61,8 @@ fn free_port() -> SocketAddr {
         .expect("a free port on 127.0.0.1")
 }
 
-/// CPU seconds (user + system, every thread) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds in user and in system mode (every thread) a process has used.
+fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -75,7 +75,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
+    (ticks(11) / hz, ticks(12) / hz)
 }
 
 fn s(key: &str, value: &str) -> KeyValue {
@@ -227,19 +227,23 @@ fn start_rotel(dir: &Path, upstream: Option<&str>) -> (Child, SocketAddr) {
 struct Round {
     items_per_s: f64,
     cpu_ms_per_1k: f64,
+    /// The part of `cpu_ms_per_1k` spent in the kernel (syscalls, page faults).
+    sys_ms_per_1k: f64,
 }
 
 fn measure(pid: u32, grpc: SocketAddr, requests: usize) -> Round {
-    let cpu0 = cpu_seconds(pid);
+    let (user0, sys0) = cpu_split(pid);
     let wall = load(grpc, requests).expect("round finished within 120 s");
     // Work after the acknowledgement (batching, store, export upstream) belongs to the round:
     // let it settle for both peers alike.
     std::thread::sleep(Duration::from_secs(2));
-    let cpu = cpu_seconds(pid) - cpu0;
+    let (user1, sys1) = cpu_split(pid);
+    let cpu = (user1 - user0) + (sys1 - sys0);
     let items = (requests * RECORDS_PER_REQUEST) as f64;
     Round {
         items_per_s: items / wall.as_secs_f64(),
         cpu_ms_per_1k: cpu * 1000.0 / (items / 1000.0),
+        sys_ms_per_1k: (sys1 - sys0) * 1000.0 / (items / 1000.0),
     }
 }
 
@@ -319,20 +323,22 @@ fn main() {
         let b = rotel_round(Some(&upstream), requests);
         let h = rotel_round(None, requests);
         let mut line = format!(
-            "round {round}: relay {:>9.0} items/s {:>7.2} CPU ms/1k | rotel {:>9.0} items/s {:>7.2} CPU ms/1k \
-             | rotel→blackhole {:>9.0} items/s {:>7.2} CPU ms/1k",
+            "round {round}: relay {:>9.0} items/s {:>7.2} CPU ms/1k ({:.2} sys) | rotel {:>9.0} items/s \
+             {:>7.2} CPU ms/1k ({:.2} sys) | rotel→blackhole {:>9.0} items/s {:>7.2} CPU ms/1k",
             a.items_per_s,
             a.cpu_ms_per_1k,
+            a.sys_ms_per_1k,
             b.items_per_s,
             b.cpu_ms_per_1k,
+            b.sys_ms_per_1k,
             h.items_per_s,
             h.cpu_ms_per_1k
         );
         if let Some(bin) = &baseline_bin {
             let c = relay_round(&api, &upstream, bin, requests);
             line.push_str(&format!(
-                " | baseline {:>9.0} items/s {:>7.2} CPU ms/1k",
-                c.items_per_s, c.cpu_ms_per_1k
+                " | baseline {:>9.0} items/s {:>7.2} CPU ms/1k ({:.2} sys)",
+                c.items_per_s, c.cpu_ms_per_1k, c.sys_ms_per_1k
             ));
             baseline.push(c);
         }
@@ -350,8 +356,14 @@ fn main() {
         med(&rotel, |r| r.items_per_s),
         med(&rotel, |r| r.cpu_ms_per_1k),
     );
-    println!("median: relay {ra:.0} items/s, {rc:.2} CPU ms per 1k items");
-    println!("median: rotel {oa:.0} items/s, {oc:.2} CPU ms per 1k items");
+    println!(
+        "median: relay {ra:.0} items/s, {rc:.2} CPU ms per 1k items ({:.2} in the kernel)",
+        med(&relay, |r| r.sys_ms_per_1k)
+    );
+    println!(
+        "median: rotel {oa:.0} items/s, {oc:.2} CPU ms per 1k items ({:.2} in the kernel)",
+        med(&rotel, |r| r.sys_ms_per_1k)
+    );
     println!(
         "median: rotel→blackhole (reference: forwards nothing) {:.0} items/s, {:.2} CPU ms per 1k items",
         med(&blackhole, |r| r.items_per_s),
