@@ -412,3 +412,68 @@ fn half_sent_bodies_and_slowloris_neither_grow_memory_nor_hold_connections_and_v
         },
     );
 }
+
+#[test]
+fn port_probes_and_connections_that_send_nothing_leave_no_exit_warning_and_no_doctor_warning() {
+    let api = FakeAnthropic::start();
+    let sink = OtlpSink::start();
+    let mut sandbox = Sandbox::for_launcher(&api, &sink.grpc_endpoint());
+    let scratch = sandbox.scratch();
+    let claude = holding_claude(&scratch);
+    let header_timeout = Duration::from_millis(500);
+    sandbox
+        .set_env(
+            "CLAUDE_TELEMETRY_CLAUDE__PATH",
+            claude.display().to_string(),
+        )
+        .set_env(
+            "CLAUDE_TELEMETRY_RELAY__HEADER_TIMEOUT_MS",
+            header_timeout.as_millis().to_string(),
+        );
+    let stderr_path = scratch.join("launcher.stderr");
+    let mut launcher = sandbox
+        .command(LAUNCHER)
+        .args(["-p", "hold"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let ports_file = scratch.join("ports");
+    assert!(
+        wait_until(Duration::from_secs(30), || ports_file.exists()),
+        "the stand-in claude never started"
+    );
+    let ports = std::fs::read_to_string(&ports_file).unwrap();
+    let mut ports = ports.split_whitespace();
+    let grpc = addr_of(ports.next().expect("gRPC endpoint"));
+    let http = addr_of(ports.next().expect("HTTP endpoint"));
+    for addr in [http, grpc] {
+        // Port probes: connect, close at once or after a moment, never a byte.
+        for pause in [0, 100, 300] {
+            let probe = TcpStream::connect(addr).unwrap();
+            std::thread::sleep(Duration::from_millis(pause));
+            drop(probe);
+        }
+        // A connection opened and never used: still closed at the header timeout.
+        let mut silent = TcpStream::connect(addr).unwrap();
+        assert!(
+            closed_by_peer_within(&mut silent, header_timeout + Duration::from_secs(5)),
+            "{addr}: a connection that sends nothing is closed"
+        );
+    }
+    assert_eq!(post_valid_http(http, "after-the-probes"), 200);
+
+    std::fs::write(scratch.join("release"), "").unwrap();
+    let status = launcher.wait().unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "launcher: {status:?}\n{stderr}");
+    assert!(
+        !stderr.contains("bounds turned away"),
+        "probes and unused connections are not senders turned away: {stderr}"
+    );
+    let doctor = sandbox.command(LAUNCHER).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(text.contains("last session"), "{text}");
+    assert!(!text.contains("relay bounds"), "{text}");
+}

@@ -103,8 +103,14 @@ pub struct ShedCounts {
     pub busy: AtomicU64,
     /// Request bodies not received within `relay.body_timeout_ms`.
     pub slow_bodies: AtomicU64,
-    /// Connections closed for sending no complete request within `relay.header_timeout_ms`.
+    /// Connections closed for sending part of a request but no complete one within
+    /// `relay.header_timeout_ms` (slowloris, or a client stalled mid-request).
     pub stalled_connections: AtomicU64,
+    /// Connections closed at `relay.header_timeout_ms` without their client having sent a
+    /// single byte: connection hygiene (a probe or pre-opened connection left unused), not a
+    /// sender turned away, so counted apart and not warned about. A connection closed by its
+    /// client before sending anything is not counted at all.
+    pub unused_connections: AtomicU64,
     /// Requests over `relay.max_request_bytes` (on the wire or inflated): senders do not retry
     /// a "too large" answer, so these are lost.
     pub too_large: AtomicU64,
@@ -119,6 +125,7 @@ impl ShedCounts {
             busy: get(&self.busy),
             slow_bodies: get(&self.slow_bodies),
             stalled_connections: get(&self.stalled_connections),
+            unused_connections: get(&self.unused_connections),
             too_large: get(&self.too_large),
         }
     }
@@ -141,12 +148,15 @@ pub struct Shed {
     pub slow_bodies: u64,
     /// See [`ShedCounts::stalled_connections`].
     pub stalled_connections: u64,
+    /// See [`ShedCounts::unused_connections`]; never part of [`Shed::sentence`].
+    pub unused_connections: u64,
     /// See [`ShedCounts::too_large`].
     pub too_large: u64,
 }
 
 impl Shed {
     /// What was turned away and why, each reason with its setting and value, or `None`.
+    /// Unused connections are not in it: closing them turned no sender away.
     pub fn sentence(&self, limits: &RelaySettings) -> Option<String> {
         let mut parts = Vec::new();
         if self.connections > 0 {
@@ -193,6 +203,15 @@ mod tests {
     fn what_the_bounds_turned_away_is_said_with_each_reason_and_its_setting() {
         let limits = RelaySettings::default();
         assert_eq!(Shed::default().sentence(&limits), None);
+        let unused = Shed {
+            unused_connections: 3,
+            ..Shed::default()
+        };
+        assert_eq!(
+            unused.sentence(&limits),
+            None,
+            "an unused connection turned no sender away"
+        );
         let counts = ShedCounts::default();
         ShedCounts::add(&counts.connections);
         ShedCounts::add(&counts.busy);

@@ -1,7 +1,9 @@
 //! What a hostile or broken client can cost the launcher: both receivers accept connections
 //! through [`serve`], which caps concurrent connections, closes connections that send no
 //! complete request in time (slowloris) or sit idle, and sets `TCP_NODELAY` on every accepted
-//! socket; request bodies are read through [`Bounds::read_body`], which draws on one byte budget
+//! socket. A connection that never sends a byte (a port probe, a client that opened one it did
+//! not need) is closed the same way but is not a sender turned away: a probe that closes is not
+//! counted at all, one left open past the header timeout only as unused; request bodies are read through [`Bounds::read_body`], which draws on one byte budget
 //! shared by every request in flight and enforces a body read timeout. Past a bound the client
 //! gets the protocol's back-pressure answer and the relay keeps serving everyone else.
 
@@ -9,10 +11,12 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -230,6 +234,9 @@ struct Activity {
     in_flight: AtomicUsize,
     served: AtomicUsize,
     idle_since_ms: AtomicU64,
+    /// The client sent at least one byte: a connection that ends without one was never a
+    /// request, however long it stayed open.
+    received: AtomicBool,
 }
 
 impl Activity {
@@ -239,6 +246,17 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            received: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a connection closed without a complete request: a slowloris (or stalled) client
+    /// if it sent anything, an unused connection (not a sender turned away) if it sent nothing.
+    fn count_unfinished(&self, shed: &ShedCounts) {
+        if self.received.load(Ordering::Relaxed) {
+            ShedCounts::add(&shed.stalled_connections);
+        } else {
+            ShedCounts::add(&shed.unused_connections);
         }
     }
 
@@ -263,6 +281,59 @@ impl Activity {
 }
 
 struct InFlight(Arc<Activity>);
+
+/// An accepted socket that notes in its [`Activity`] when the client first sends a byte, so a
+/// connection that never did is told apart from a slow request.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before && !this.activity.received.load(Ordering::Relaxed) {
+            this.activity.received.store(true, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -388,7 +459,11 @@ async fn connection<S, RB>(
     if wire == Wire::Grpc {
         builder = builder.http2_only();
     }
-    let conn = builder.serve_connection(TokioIo::new(stream), tracked);
+    let watched = Watched {
+        stream,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(watched), tracked);
     let mut conn = std::pin::pin!(conn);
     let poll_every = bounds
         .header_timeout
@@ -401,12 +476,13 @@ async fn connection<S, RB>(
         };
         tokio::select! {
             _ = conn.as_mut() => {
-                // hyper's own header timeout may end it first: still a stalled client.
+                // hyper's own header timeout may end it first: still a stalled client. One
+                // that closed sooner (a port probe: connect, close) turned nothing away.
                 if activity.served.load(Ordering::SeqCst) == 0
                     && activity.in_flight.load(Ordering::SeqCst) == 0
                     && activity.started.elapsed() >= bounds.header_timeout
                 {
-                    ShedCounts::add(&bounds.shed.stalled_connections);
+                    activity.count_unfinished(&bounds.shed);
                 }
                 return;
             }
@@ -417,9 +493,10 @@ async fn connection<S, RB>(
                     .is_some_and(|at| Instant::now() >= at)
                 {
                     // Idle after serving requests is a keep-alive ending; never getting a
-                    // whole request in is a stalled (or slowloris) client turned away.
+                    // whole request in is a stalled (or slowloris) client turned away, or,
+                    // without a byte sent, a connection its client never used.
                     if activity.served.load(Ordering::SeqCst) == 0 {
-                        ShedCounts::add(&bounds.shed.stalled_connections);
+                        activity.count_unfinished(&bounds.shed);
                     }
                     break;
                 }
@@ -561,7 +638,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_over_the_cap_and_stalled_ones_are_counted_by_reason() {
+    async fn connections_over_the_cap_and_silent_ones_are_counted_by_reason() {
         let b = Bounds::from_settings(&RelaySettings {
             max_connections: 1,
             header_timeout_ms: 200,
@@ -591,7 +668,133 @@ mod tests {
         assert!(closed.is_ok());
         let shed = b.shed.snapshot();
         assert_eq!(
-            (shed.connections, shed.stalled_connections),
+            (shed.connections, shed.unused_connections),
+            (1, 1),
+            "{shed:?}"
+        );
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// A relay serving HTTP under a 200 ms header timeout, with its bounds (for their counts).
+    async fn short_header_timeout_server() -> (
+        std::net::SocketAddr,
+        Bounds,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let b = Bounds::from_settings(&RelaySettings {
+            header_timeout_ms: 200,
+            ..RelaySettings::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            tower_service_fn(),
+            b.clone(),
+            Wire::Http,
+            stop.clone(),
+        ));
+        (addr, b, stop, server)
+    }
+
+    /// Reads until the server closes `stream`; panics if it stays open for 5 s.
+    async fn closed_by_server(stream: &mut TcpStream) {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .expect("closed by the server after the header timeout");
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_connects_and_closes_without_a_byte_is_not_counted() {
+        let (addr, b, stop, server) = short_header_timeout_server().await;
+        for _ in 0..3 {
+            drop(TcpStream::connect(addr).await.unwrap());
+        }
+        // Past the header timeout, so a probe still counted as stalled would show.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(b.shed.snapshot(), Default::default(), "nothing counted");
+        assert_eq!(b.shed.snapshot().sentence(&RelaySettings::default()), None);
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_is_closed_and_counted_as_unused_not_shed() {
+        let (addr, b, stop, server) = short_header_timeout_server().await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        closed_by_server(&mut silent).await;
+        let shed = b.shed.snapshot();
+        assert_eq!(
+            (shed.unused_connections, shed.stalled_connections),
+            (1, 0),
+            "{shed:?}"
+        );
+        assert_eq!(
+            shed.sentence(&RelaySettings::default()),
+            None,
+            "no warning for a connection its client never used"
+        );
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slowloris_that_sent_part_of_a_head_is_closed_and_counted_as_stalled() {
+        let (addr, b, stop, server) = short_header_timeout_server().await;
+        for partial in [
+            &b"POST /v1/logs HTTP/1.1\r\nhost: x"[..],
+            b"P",
+            b"PRI * HTTP/2.0\r\n",
+        ] {
+            let mut slow = TcpStream::connect(addr).await.unwrap();
+            slow.write_all(partial).await.unwrap();
+            closed_by_server(&mut slow).await;
+        }
+        let shed = b.shed.snapshot();
+        assert_eq!(
+            (shed.stalled_connections, shed.unused_connections),
+            (3, 0),
+            "{shed:?}"
+        );
+        assert!(
+            shed.sentence(&RelaySettings::default())
+                .is_some_and(|s| s.contains("3 connection(s) closed for sending no complete")),
+            "{shed:?}"
+        );
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_grpc_connection_that_sends_nothing_is_unused_and_a_partial_preface_is_stalled() {
+        let b = Bounds::from_settings(&RelaySettings {
+            header_timeout_ms: 200,
+            ..RelaySettings::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            tower_service_fn(),
+            b.clone(),
+            Wire::Grpc,
+            stop.clone(),
+        ));
+        drop(TcpStream::connect(addr).await.unwrap());
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        closed_by_server(&mut silent).await;
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        closed_by_server(&mut slow).await;
+        let shed = b.shed.snapshot();
+        assert_eq!(
+            (shed.unused_connections, shed.stalled_connections),
             (1, 1),
             "{shed:?}"
         );
