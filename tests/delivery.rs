@@ -540,3 +540,92 @@ fn waiting_batches_stay_for_their_upstream_unless_retarget_follows() {
     assert_exactly_once(&second, "for-first", 20);
     assert_exactly_once(&second, "for-second", 10);
 }
+
+/// A stand-in claude that writes the telemetry set-up it was given to `$TELEMETRY_SEEN`.
+fn telemetry_reporting_claude(s: &Sandbox) -> PathBuf {
+    let path = s.scratch().join("reporting-claude");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\n\
+         for a in \"$@\"; do case \"$a\" in --help) exit 0;; --version) echo 0.0.0; exit 0;; esac; done\n\
+         { echo \"enable=${CLAUDE_CODE_ENABLE_TELEMETRY-unset}\"\n\
+           echo \"metrics=${OTEL_METRICS_EXPORTER-unset} logs=${OTEL_LOGS_EXPORTER-unset}\"\n\
+           echo \"endpoint=${OTEL_EXPORTER_OTLP_ENDPOINT-unset}\"\n\
+           echo \"relay=${CLAUDE_TELEMETRY_OTLP_HTTP_ENDPOINT-unset}\"\n\
+           echo \"args=$*\"; } > \"$TELEMETRY_SEEN\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn with_no_store_and_no_upstream_claude_is_not_pointed_at_a_relay_that_keeps_nothing() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    let not_a_dir = data.path().join("a-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let unopenable = not_a_dir.join("store.db");
+    for (store_env, said, case) in [
+        (
+            ("CLAUDE_TELEMETRY_STORE__ENABLED", "false".to_string()),
+            "the local store is disabled (store.enabled = false)".to_string(),
+            "store disabled",
+        ),
+        (
+            (
+                "CLAUDE_TELEMETRY_STORE__PATH",
+                unopenable.display().to_string(),
+            ),
+            format!("local store {} unavailable (", unopenable.display()),
+            "store cannot be opened",
+        ),
+    ] {
+        // Local-only: no upstream.
+        let mut s = sandbox(&api, "", data.path());
+        s.set_env(store_env.0, store_env.1.clone());
+        let seen = s.scratch().join("telemetry-seen");
+        s.set_env("TELEMETRY_SEEN", seen.display().to_string());
+        let fake = telemetry_reporting_claude(&s);
+        s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+        let out = launch(&s, &serde_json::json!([]));
+        let err = stderr(&out);
+        eprintln!("{case}: {err}");
+        let seen = std::fs::read_to_string(&seen).expect("the stand-in ran");
+        // Claude's exporters are off: nothing is sent to be acknowledged into nothing.
+        assert!(seen.contains("enable=0\n"), "{case}: {seen}");
+        assert!(seen.contains("metrics=none logs=none"), "{case}: {seen}");
+        assert!(seen.contains("endpoint=unset"), "{case}: {seen}");
+        assert!(
+            seen.contains("relay=unset"),
+            "{case}: no relay for hooks: {seen}"
+        );
+        assert!(
+            seen.contains(r#""CLAUDE_CODE_ENABLE_TELEMETRY":"0""#),
+            "{case}: the injected --settings switch them off too: {seen}"
+        );
+        // One line, before claude starts, saying why.
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("telemetry off for this session"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{case}: said once: {err}");
+        assert!(
+            lines[0].contains(&said) && lines[0].contains("no upstream (local-only)"),
+            "{case}: {err}"
+        );
+        assert!(!err.contains("kept in memory only"), "{case}: {err}");
+        assert!(!err.contains("sent no telemetry"), "{case}: {err}");
+        assert!(!err.contains("were not kept"), "{case}: {err}");
+        // `doctor` says the same about the last session.
+        let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+        let text = String::from_utf8_lossy(&doctor.stdout);
+        assert!(
+            text.contains(
+                "[warn] last session: telemetry was off (claude's exporters switched off)"
+            ) && text.contains(&said),
+            "{case}: {text}"
+        );
+    }
+}

@@ -417,10 +417,13 @@ fn reconciliation_summary(loaded: &Loaded) -> Option<(Level, String)> {
 pub fn store_summary(loaded: &Loaded) -> (Level, String) {
     let store = &loaded.settings.store;
     if !store.enabled {
-        return (
-            Level::Warn,
-            "disabled: telemetry survives an upstream outage only while the launcher runs".into(),
-        );
+        let text = if loaded.settings.upstream.is_active() {
+            "disabled: telemetry survives an upstream outage only while the launcher runs"
+        } else {
+            "disabled, and no upstream is enabled: sessions run with claude's telemetry switched \
+             off, as nothing would keep it"
+        };
+        return (Level::Warn, text.into());
     }
     let path = loaded.paths.store_file(&store.path);
     let stats = match crate::store::open_reader(&path) {
@@ -533,6 +536,14 @@ fn check_last_run(loaded: &Loaded, report: &mut Report) {
         report.line(Level::Ok, "last session", "no session recorded yet");
         return;
     };
+    if let Some(why) = &last.telemetry_off {
+        report.line(
+            Level::Warn,
+            "last session",
+            format!("telemetry was off (claude's exporters switched off): {why}"),
+        );
+        return;
+    }
     if last.metric_points == 0 && last.log_records == 0 {
         report.line(
             Level::Warn,

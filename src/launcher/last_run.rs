@@ -36,6 +36,10 @@ pub struct LastRun {
     /// `doctor` to list with how to allow them.
     #[serde(default)]
     pub withheld_keys: Vec<String>,
+    /// The session ran with claude's exporters switched off, and why (no relay, or a relay
+    /// that could keep nothing): `doctor` says so instead of "sent no telemetry".
+    #[serde(default)]
+    pub telemetry_off: Option<String>,
 }
 
 /// `HH:MM:SS UTC` of a Unix time, for one-line messages.
@@ -64,7 +68,16 @@ impl LastRun {
             shed: stats.shed.snapshot(),
             last_error: stats.last_error.lock().ok().and_then(|e| e.clone()),
             withheld_keys: stats.withheld(),
+            telemetry_off: None,
         }
+    }
+
+    /// The record of a session whose telemetry was switched off, with why.
+    pub fn telemetry_off(program: &Path, why: String) -> LastRun {
+        let mut record =
+            LastRun::from_stats(program, &RelayStats::default(), &DrainReport::default());
+        record.telemetry_off = Some(why);
+        record
     }
 
     /// Writes the record (creating the data dir).

@@ -171,7 +171,10 @@ fn run_session(
     report_loosening(loaded);
     say_budget(loaded);
     let upstream = upstream_for_this_run(loaded);
-    let relay = start_relay(loaded, &upstream, &rt);
+    let (relay, telemetry_off) = match start_relay(loaded, &upstream, &rt) {
+        Ok(handle) => (Some(handle), None),
+        Err(why) => (None, Some(why)),
+    };
     let budget_export = relay.as_ref().and_then(|h| export_budgets(loaded, h, &rt));
     let spec = match child_spec(loaded, &program, &args, relay.as_ref()) {
         Ok(spec) => spec,
@@ -223,18 +226,25 @@ fn run_session(
         let deadline = Duration::from_millis(settings.relay.drain_timeout_ms);
         let drain = rt.block_on(handle.shutdown(deadline));
         summarise(loaded, &upstream, &program, &stats, drain);
+    } else if let Some(why) = telemetry_off {
+        // Said before claude started; recorded so `doctor` says why the session has none.
+        let _ = last_run::LastRun::telemetry_off(&program, why).save(&loaded.paths.last_run_file());
     }
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
 }
 
 /// Policy, outbox and listeners, before claude starts. Any failure leaves claude running
-/// without the relay (said in one line): telemetry degrades, the session does not.
+/// without the relay, its exporters switched off (said in one line, the error returned for the
+/// last-run record): telemetry degrades, the session does not. So does a relay that could keep
+/// nothing (no store, and nothing forwarding): claude would be told its telemetry was taken
+/// while every batch is gone at exit, so it is not pointed at one.
 fn start_relay(
     loaded: &Loaded,
     upstream: &UpstreamSettings,
     rt: &tokio::runtime::Runtime,
-) -> Option<RelayHandle> {
+) -> Result<RelayHandle, String> {
+    let (outbox, no_store) = open_outbox(loaded, upstream);
     let started = prepare_policy(loaded)
         .map_err(|e| e.to_string())
         .and_then(|policy| {
@@ -242,24 +252,44 @@ fn start_relay(
                 &loaded.settings.relay,
                 upstream,
                 policy,
-                open_outbox(loaded, upstream),
+                outbox,
             ))
             .map_err(|e| e.to_string())
         });
     match started {
+        Ok(handle) if handle.keeps_nothing() => {
+            let no_upstream = match &handle.upstream_problem {
+                Some(problem) => format!("the upstream could not be set up ({problem})"),
+                None => "no upstream (local-only)".to_string(),
+            };
+            rt.block_on(handle.shutdown(Duration::ZERO));
+            let why = format!(
+                "{} and {no_upstream}: nothing could keep it",
+                no_store.as_deref().unwrap_or("no local store")
+            );
+            eprintln!(
+                "claude-telemetry: telemetry off for this session (claude's exporters are switched \
+                 off): {why}"
+            );
+            Err(why)
+        }
         Ok(handle) => {
+            if let Some(no_store) = &no_store {
+                eprintln!("claude-telemetry: {no_store}; telemetry is kept in memory only");
+            }
             if let Some(problem) = &handle.upstream_problem {
+                // Only with a store: without one the relay keeps nothing and is not run.
                 eprintln!(
                     "claude-telemetry: nothing is forwarded this session, {problem}; telemetry is kept locally"
                 );
             }
-            Some(handle)
+            Ok(handle)
         }
         Err(e) => {
             eprintln!(
                 "claude-telemetry: telemetry withheld for this session (claude's exporters are switched off): {e}"
             );
-            None
+            Err(format!("the relay could not start: {e}"))
         }
     }
 }
@@ -328,13 +358,15 @@ fn upstream_for_this_run(loaded: &Loaded) -> UpstreamSettings {
     upstream
 }
 
-/// The durable outbox in the store, or a memory one when the store is disabled or unusable
-/// (said in one line: telemetry then survives an outage only while the launcher runs).
-fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> Outbox {
+/// The durable outbox in the store, or a memory one when the store is disabled or unusable,
+/// with why there is no store (the caller says it: telemetry then survives an outage only while
+/// the launcher runs, and with no upstream it is not collected at all).
+fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> (Outbox, Option<String>) {
     let settings = &loaded.settings;
     let memory = || Outbox::memory(settings.relay.max_queued_requests as usize);
     if !settings.store.enabled {
-        return memory();
+        let why = "the local store is disabled (store.enabled = false)".to_string();
+        return (memory(), Some(why));
     }
     let path = loaded.paths.store_file(&settings.store.path);
     let bounds = StoreBounds {
@@ -358,20 +390,18 @@ fn open_outbox(loaded: &Loaded, upstream: &UpstreamSettings) -> Outbox {
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            Outbox::durable(
+            let outbox = Outbox::durable(
                 store,
                 format!("{}-{started}", std::process::id()),
                 Duration::from_millis(settings.store.delivery_lease_ms),
                 !upstream.is_active(),
                 settings.relay.max_queued_requests as usize,
-            )
+            );
+            (outbox, None)
         }
         Err(e) => {
-            eprintln!(
-                "claude-telemetry: local store {} unavailable ({e}); telemetry is kept in memory only",
-                path.display()
-            );
-            memory()
+            let why = format!("local store {} unavailable ({e})", path.display());
+            (memory(), Some(why))
         }
     }
 }

@@ -179,6 +179,14 @@ pub async fn start(
 }
 
 impl RelayHandle {
+    /// Nothing can keep what claude would send: no store (a memory outbox) and nothing that
+    /// delivers from it (local-only, or the upstream could not be set up). Acknowledging claude
+    /// then would be a success for data that is gone, so the launcher does not run such a
+    /// relay.
+    pub fn keeps_nothing(&self) -> bool {
+        self.forwarder.is_none() && !self.outbox.is_durable()
+    }
+
     /// Ordered shutdown: stop receiving, deliver what is queued until `deadline`, then stop.
     pub async fn shutdown(mut self, deadline: Duration) -> DrainReport {
         self.stop_receiving.cancel();

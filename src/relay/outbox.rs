@@ -409,6 +409,11 @@ impl Outbox {
         }
     }
 
+    /// Requests are committed to the store (until it fails), not only held in memory.
+    pub fn is_durable(&self) -> bool {
+        matches!(self.backend, Backend::Durable { .. })
+    }
+
     /// The store's failure during this run, if it failed.
     pub fn store_failure(&self) -> Option<StoreFailure> {
         match &self.backend {

@@ -727,3 +727,40 @@ async fn a_relay_whose_grpc_upstream_is_another_relay_with_a_smaller_limit_split
     );
     team.shutdown(Duration::ZERO).await;
 }
+
+#[tokio::test]
+async fn a_relay_with_no_store_and_nothing_delivering_says_it_keeps_nothing() {
+    let mut unusable = UpstreamSettings {
+        endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    unusable.headers.insert("bad header".into(), "x".into());
+    let reachable = UpstreamSettings {
+        endpoint: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let durable = || {
+        let store =
+            crate::store::Store::open(&dir.path().join("s.db"), Default::default()).unwrap();
+        Outbox::durable(store, "a".into(), Duration::from_secs(30), true, 10)
+    };
+    for (upstream, outbox, keeps_nothing, case) in [
+        (local_only(), Outbox::memory(10), true, "memory, local-only"),
+        (
+            unusable.clone(),
+            Outbox::memory(10),
+            true,
+            "memory, upstream unusable",
+        ),
+        (reachable, Outbox::memory(10), false, "memory, forwarded"),
+        (local_only(), durable(), false, "store, local-only"),
+        (unusable, durable(), false, "store, upstream unusable"),
+    ] {
+        let relay = start(&RelaySettings::default(), &upstream, pass_policy(), outbox)
+            .await
+            .unwrap();
+        assert_eq!(relay.keeps_nothing(), keeps_nothing, "{case}");
+        relay.shutdown(Duration::ZERO).await;
+    }
+}
