@@ -627,5 +627,13 @@ fn with_no_store_and_no_upstream_claude_is_not_pointed_at_a_relay_that_keeps_not
             ) && text.contains(&said),
             "{case}: {text}"
         );
+        if case == "store disabled" {
+            assert!(
+                text.contains(
+                    "no upstream is enabled: sessions run with claude's telemetry switched off"
+                ),
+                "{text}"
+            );
+        }
     }
 }
