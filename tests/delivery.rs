@@ -560,80 +560,106 @@ fn telemetry_reporting_claude(s: &Sandbox) -> PathBuf {
     path
 }
 
+/// Launches `s` with a stand-in claude that reports its telemetry set-up; asserts claude's
+/// exporters were switched off, with no relay endpoint, and that one line before it started
+/// said why, naming each of `said`. Returns what `doctor` printed next.
+fn launch_expecting_telemetry_off(s: &mut Sandbox, said: &[String], case: &str) -> String {
+    let seen = s.scratch().join("telemetry-seen");
+    s.set_env("TELEMETRY_SEEN", seen.display().to_string());
+    let fake = telemetry_reporting_claude(s);
+    s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
+    let out = launch(s, &serde_json::json!([]));
+    let err = stderr(&out);
+    eprintln!("{case}: {err}");
+    let seen = std::fs::read_to_string(&seen).expect("the stand-in ran");
+    // Claude's exporters are off: nothing is sent to be acknowledged into nothing.
+    assert!(seen.contains("enable=0\n"), "{case}: {seen}");
+    assert!(seen.contains("metrics=none logs=none"), "{case}: {seen}");
+    assert!(seen.contains("endpoint=unset"), "{case}: {seen}");
+    assert!(
+        seen.contains("relay=unset"),
+        "{case}: no relay for hooks: {seen}"
+    );
+    assert!(
+        seen.contains(r#""CLAUDE_CODE_ENABLE_TELEMETRY":"0""#),
+        "{case}: the injected --settings switch them off too: {seen}"
+    );
+    // One line, before claude starts, saying why.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("telemetry off for this session"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{case}: said once: {err}");
+    for part in said {
+        assert!(
+            lines[0].contains(part.as_str()),
+            "{case}: {part:?} in {err}"
+        );
+    }
+    assert!(!err.contains("kept in memory only"), "{case}: {err}");
+    assert!(!err.contains("kept locally"), "{case}: {err}");
+    assert!(!err.contains("sent no telemetry"), "{case}: {err}");
+    assert!(!err.contains("were not kept"), "{case}: {err}");
+    // `doctor` says the same about the last session.
+    let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        text.contains("[warn] last session: telemetry was off (claude's exporters switched off)")
+            && said.iter().all(|part| text.contains(part.as_str())),
+        "{case}: {text}"
+    );
+    text
+}
+
 #[test]
 fn with_no_store_and_no_upstream_claude_is_not_pointed_at_a_relay_that_keeps_nothing() {
     let api = FakeAnthropic::start();
     let data = tempfile::tempdir().unwrap();
+    let local_only = "no upstream (local-only)".to_string();
+
+    let mut s = sandbox(&api, "", data.path());
+    s.set_env("CLAUDE_TELEMETRY_STORE__ENABLED", "false");
+    let said = [
+        "the local store is disabled (store.enabled = false)".to_string(),
+        local_only.clone(),
+    ];
+    let doctor = launch_expecting_telemetry_off(&mut s, &said, "store disabled");
+    assert!(
+        doctor
+            .contains("no upstream is enabled: sessions run with claude's telemetry switched off"),
+        "{doctor}"
+    );
+
     let not_a_dir = data.path().join("a-file");
     std::fs::write(&not_a_dir, "").unwrap();
     let unopenable = not_a_dir.join("store.db");
-    for (store_env, said, case) in [
-        (
-            ("CLAUDE_TELEMETRY_STORE__ENABLED", "false".to_string()),
-            "the local store is disabled (store.enabled = false)".to_string(),
-            "store disabled",
-        ),
-        (
-            (
-                "CLAUDE_TELEMETRY_STORE__PATH",
-                unopenable.display().to_string(),
-            ),
-            format!("local store {} unavailable (", unopenable.display()),
-            "store cannot be opened",
-        ),
-    ] {
-        // Local-only: no upstream.
-        let mut s = sandbox(&api, "", data.path());
-        s.set_env(store_env.0, store_env.1.clone());
-        let seen = s.scratch().join("telemetry-seen");
-        s.set_env("TELEMETRY_SEEN", seen.display().to_string());
-        let fake = telemetry_reporting_claude(&s);
-        s.set_env("CLAUDE_TELEMETRY_CLAUDE__PATH", fake.display().to_string());
-        let out = launch(&s, &serde_json::json!([]));
-        let err = stderr(&out);
-        eprintln!("{case}: {err}");
-        let seen = std::fs::read_to_string(&seen).expect("the stand-in ran");
-        // Claude's exporters are off: nothing is sent to be acknowledged into nothing.
-        assert!(seen.contains("enable=0\n"), "{case}: {seen}");
-        assert!(seen.contains("metrics=none logs=none"), "{case}: {seen}");
-        assert!(seen.contains("endpoint=unset"), "{case}: {seen}");
-        assert!(
-            seen.contains("relay=unset"),
-            "{case}: no relay for hooks: {seen}"
-        );
-        assert!(
-            seen.contains(r#""CLAUDE_CODE_ENABLE_TELEMETRY":"0""#),
-            "{case}: the injected --settings switch them off too: {seen}"
-        );
-        // One line, before claude starts, saying why.
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.contains("telemetry off for this session"))
-            .collect();
-        assert_eq!(lines.len(), 1, "{case}: said once: {err}");
-        assert!(
-            lines[0].contains(&said) && lines[0].contains("no upstream (local-only)"),
-            "{case}: {err}"
-        );
-        assert!(!err.contains("kept in memory only"), "{case}: {err}");
-        assert!(!err.contains("sent no telemetry"), "{case}: {err}");
-        assert!(!err.contains("were not kept"), "{case}: {err}");
-        // `doctor` says the same about the last session.
-        let doctor = s.command(LAUNCHER).arg("doctor").output().unwrap();
-        let text = String::from_utf8_lossy(&doctor.stdout);
-        assert!(
-            text.contains(
-                "[warn] last session: telemetry was off (claude's exporters switched off)"
-            ) && text.contains(&said),
-            "{case}: {text}"
-        );
-        if case == "store disabled" {
-            assert!(
-                text.contains(
-                    "no upstream is enabled: sessions run with claude's telemetry switched off"
-                ),
-                "{text}"
-            );
-        }
-    }
+    let mut s = sandbox(&api, "", data.path());
+    s.set_env(
+        "CLAUDE_TELEMETRY_STORE__PATH",
+        unopenable.display().to_string(),
+    );
+    let said = [
+        format!("local store {} unavailable (", unopenable.display()),
+        local_only,
+    ];
+    launch_expecting_telemetry_off(&mut s, &said, "store cannot be opened");
+}
+
+#[test]
+fn with_no_store_and_an_upstream_that_cannot_be_set_up_claude_s_telemetry_is_off() {
+    let api = FakeAnthropic::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut s = sandbox(&api, "http://127.0.0.1:9", data.path());
+    s.set_env("CLAUDE_TELEMETRY_STORE__ENABLED", "false");
+    // A header name no gRPC metadata can carry: the upstream client cannot be built.
+    std::fs::write(
+        s.project().join(".claude-telemetry.toml"),
+        "[upstream.headers]\n\"bad header\" = \"x\"\n",
+    )
+    .unwrap();
+    let said = [
+        "the local store is disabled (store.enabled = false)".to_string(),
+        "the upstream could not be set up (".to_string(),
+    ];
+    launch_expecting_telemetry_off(&mut s, &said, "store disabled, upstream unusable");
 }
