@@ -94,3 +94,42 @@ impl LastRun {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_telemetry_off_and_unused_connections_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-run.json");
+        std::fs::write(
+            &path,
+            r#"{"finished_unix": 1, "claude_path": "/bin/claude", "claude_version": null,
+                "metric_points": 3, "log_records": 4, "delivered_requests": 2,
+                "undelivered_requests": 0, "last_error": null,
+                "shed": {"connections": 0, "busy": 0, "slow_bodies": 0,
+                         "stalled_connections": 1, "too_large": 0}}"#,
+        )
+        .unwrap();
+        let record = LastRun::load(&path).expect("an older record loads");
+        assert_eq!(record.telemetry_off, None);
+        assert_eq!(record.shed.stalled_connections, 1);
+        assert_eq!(record.shed.unused_connections, 0);
+    }
+
+    #[test]
+    fn a_session_with_telemetry_off_is_recorded_with_why_and_nothing_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last-run.json");
+        LastRun::telemetry_off(Path::new("/bin/claude"), "no store and no upstream".into())
+            .save(&path)
+            .unwrap();
+        let record = LastRun::load(&path).unwrap();
+        assert_eq!(
+            record.telemetry_off.as_deref(),
+            Some("no store and no upstream")
+        );
+        assert_eq!((record.metric_points, record.log_records), (0, 0));
+    }
+}
