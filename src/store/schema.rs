@@ -364,8 +364,122 @@ SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.
  WHERE r.event_ns IS NOT NULL;
 "#;
 
+/// Version 8: the ledger's row id is a stable 64-bit hash of the request key
+/// (`ledger::key_id`, probed to the next free id on a collision) instead of the key text as a
+/// `WITHOUT ROWID` primary key (issue 11: the relay's CPU per item). Every write looked the
+/// key up and inserted it with text comparisons at each level of the tree; an integer id is
+/// one cheap seek, and the key stays a plain column (the `api_requests` view's `request_id`,
+/// the collision check). Rows move over in id order (appends, no page splits); the few whose
+/// hash another key took first are placed by [`finish_v8`] before the old table is dropped.
+const V8: &str = r#"
+DROP VIEW api_requests;
+ALTER TABLE requests RENAME TO requests_v7;
+CREATE TABLE requests (
+    id                    INTEGER PRIMARY KEY,
+    key                   TEXT    NOT NULL,
+    time_s                INTEGER NOT NULL,
+    session               INTEGER NOT NULL,
+    model                 INTEGER NOT NULL,
+    project               INTEGER NOT NULL,
+    branch                INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    cache_read_tokens     INTEGER NOT NULL,
+    cache_creation_tokens INTEGER NOT NULL,
+    cache_5m_tokens       INTEGER,
+    cache_1h_tokens       INTEGER,
+    cost_usd              REAL,
+    sources               INTEGER NOT NULL,
+    event_ns              INTEGER,
+    prompt_id             TEXT,
+    duration_ms           REAL,
+    query_source          TEXT,
+    resource_id           INTEGER,
+    absent                INTEGER
+);
+INSERT OR IGNORE INTO requests
+SELECT ledger_key_id(key), key, time_s, session, model, project, branch, input_tokens,
+       output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+       cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+       resource_id, absent
+  FROM requests_v7 ORDER BY 1;
+CREATE VIEW api_requests AS
+SELECT id, time_ns, session, prompt_id, project, model, cost_usd, input_tokens, output_tokens,
+       cache_read_tokens, cache_creation_tokens, duration_ms, request_id, query_source,
+       resource_id, cache_creation_5m_tokens, cache_creation_1h_tokens
+  FROM api_requests_unkeyed
+UNION ALL
+SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.prompt_id,
+       coalesce(p.name, ''), m.name, r.cost_usd,
+       CASE WHEN r.absent & 1 THEN NULL ELSE r.input_tokens END,
+       CASE WHEN r.absent & 2 THEN NULL ELSE r.output_tokens END,
+       CASE WHEN r.absent & 4 THEN NULL ELSE r.cache_read_tokens END,
+       CASE WHEN r.absent & 8 THEN NULL ELSE r.cache_creation_tokens END,
+       r.duration_ms, r.key, r.query_source, r.resource_id, r.cache_5m_tokens, r.cache_1h_tokens
+  FROM requests r
+  LEFT JOIN labels s ON s.id = r.session
+  LEFT JOIN labels m ON m.id = r.model
+  LEFT JOIN labels p ON p.id = r.project
+ WHERE r.event_ns IS NOT NULL;
+"#;
+
+/// The columns of `requests` after `id`, in table order (version 8).
+const REQUEST_COLUMNS: &str = "key, time_s, session, model, project, branch, input_tokens,
+       output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+       cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+       resource_id, absent";
+
+/// The rest of version 8: a row whose hash another key's row took first (the bulk copy left
+/// it out) goes to the next free id, as `ledger::LedgerTx` places it; then the old table goes.
+/// Astronomically rare with 64-bit hashes, but a row is never lost to it.
+fn finish_v8(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let moved: i64 = tx.query_row("SELECT count(*) FROM requests", [], |r| r.get(0))?;
+    let old: i64 = tx.query_row("SELECT count(*) FROM requests_v7", [], |r| r.get(0))?;
+    if moved != old {
+        let left: Vec<String> = tx
+            .prepare(
+                "SELECT key FROM requests_v7 WHERE key NOT IN (SELECT key FROM requests)
+                 ORDER BY key",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut taken = tx.prepare("SELECT 1 FROM requests WHERE id = ?1")?;
+        let mut insert = tx.prepare(&format!(
+            "INSERT INTO requests(id, {REQUEST_COLUMNS})
+             SELECT ?1, {REQUEST_COLUMNS} FROM requests_v7 WHERE key = ?2"
+        ))?;
+        for key in left {
+            let mut id = super::ledger::key_id(&key);
+            while taken.exists([id])? {
+                id = id.wrapping_add(1);
+            }
+            insert.execute(rusqlite::params![id, key])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE requests_v7")?;
+    Ok(())
+}
+
+/// Registers the SQL functions migrations call (`ledger_key_id`, version 8) on `conn`.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "ledger_key_id",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let key = ctx.get_raw(0).as_str()?;
+            Ok(super::ledger::key_id(key))
+        },
+    )
+}
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+
+/// Work a migration finishes in Rust after its SQL, by the index of its [`MIGRATIONS`] entry.
+const FINISH: &[(usize, fn(&rusqlite::Transaction<'_>) -> Result<(), StoreError>)] =
+    &[(7, finish_v8)];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -389,8 +503,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: CURRENT_VERSION,
         });
     }
-    for sql in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+    register_functions(&tx)?;
+    let first = usize::try_from(version).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(first) {
         tx.execute_batch(sql)?;
+        if let Some((_, finish)) = FINISH.iter().find(|(at, _)| *at == i) {
+            finish(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
@@ -585,6 +704,117 @@ mod tests {
             [Some("req_old".to_owned()), None],
             "req_a is stored once"
         );
+    }
+
+    /// A version-7 store as its writer left it: three ledger rows (a relayed event with its
+    /// fields, a transcript-only request, one seen by both), their rollup, an unkeyed event.
+    fn version_7_store() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.execute_batch(
+            r#"INSERT INTO sessions(id, session_id, first_seen_ns, last_seen_ns)
+                 VALUES (5, 's1', 1, 2);
+            INSERT INTO labels(id, kind, name) VALUES (1, 0, 's1'), (2, 1, 'claude-opus-4-8'),
+                 (3, 2, 'api'), (4, 3, 'main');
+            INSERT INTO requests(key, time_s, session, model, project, branch, input_tokens,
+                 output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+                 cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms,
+                 query_source, resource_id, absent) VALUES
+              ('req_a', 3600, 1, 2, 3, 0, 10, 20, 0, 40, 15, 25, 0.25, 1, 3600000000123,
+               'p-1', 1500.0, 'main', 1, 4),
+              ('msg:m1', 3700, 1, 2, 3, 4, 1, 2, 3, 4, NULL, NULL, NULL, 2, NULL, NULL,
+               NULL, NULL, NULL, NULL),
+              ('req_b', 3800, 1, 2, 3, 4, 5, 6, 7, 8, NULL, NULL, 0.5, 3, 3800000000456,
+               'p-2', 900.0, 'main', 1, NULL);
+            INSERT INTO request_hourly(hour, session, model, project, branch, long, requests)
+              VALUES (3600, 1, 2, 3, 0, 0, 1), (3600, 1, 2, 3, 4, 0, 2);
+            INSERT INTO api_requests_unkeyed(time_ns, session, project, model, cost_usd,
+                 input_tokens) VALUES (3600000000789, 5, 'api', 'claude-opus-4-8', 0.75, 5);"#,
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        conn
+    }
+
+    const LEDGER_ROWS: &str = "SELECT key, time_s, session, model, project, branch,
+        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+        cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+        resource_id, absent FROM requests ORDER BY key";
+
+    fn table(c: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    const EVENTS: &str = "SELECT * FROM api_requests ORDER BY time_ns";
+
+    #[test]
+    fn a_version_7_store_keeps_every_ledger_row_and_event_when_rows_take_hashed_ids() {
+        let mut conn = version_7_store();
+        let (rows, events) = (table(&conn, LEDGER_ROWS), table(&conn, EVENTS));
+        let rollup = table(&conn, "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(events.len(), 3);
+
+        migrate(&mut conn).unwrap();
+
+        assert_eq!(table(&conn, LEDGER_ROWS), rows, "every row and column as it was");
+        assert_eq!(table(&conn, EVENTS), events, "the view reads every event as before");
+        assert_eq!(
+            table(&conn, "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6"),
+            rollup
+        );
+        for key in ["req_a", "msg:m1", "req_b"] {
+            let id: i64 = conn
+                .query_row("SELECT id FROM requests WHERE key = ?1", [key], |r| r.get(0))
+                .unwrap();
+            assert_eq!(id, crate::store::ledger::key_id(key), "{key} sits at its hash");
+        }
+        let old: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'requests_v7'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old table is gone");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+    }
+
+    #[test]
+    fn version_8_places_the_rows_whose_hash_another_key_took_instead_of_dropping_them() {
+        let conn = version_7_store();
+        let rows = table(&conn, LEDGER_ROWS);
+        // Every key hashing alike: the bulk copy keeps one row, the rest collide.
+        conn.create_scalar_function(
+            "ledger_key_id",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+            |_| Ok(42_i64),
+        )
+        .unwrap();
+        conn.execute_batch(V8).unwrap();
+        let copied: i64 = conn
+            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(copied, 1);
+        let mut conn = conn;
+        let tx = conn.transaction().unwrap();
+        finish_v8(&tx).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(table(&conn, LEDGER_ROWS), rows, "no row lost to a collision");
     }
 
     #[test]
