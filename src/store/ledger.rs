@@ -4,9 +4,10 @@
 //! so; the report adds what only transcripts saw to the telemetry figures, so every request is
 //! counted once.
 //!
-//! Rows are small on purpose (a million of them are expected): the row id is a stable 64-bit
-//! hash of the request id ([`key_id`], schema version 8; no second index), session, model,
-//! project and branch are integer ids into `labels`, tokens are integers. `request_hourly` sums them per (UTC hour, session,
+//! Rows are small on purpose (a million of them are expected): they are appended in arrival
+//! order and found by a stable 64-bit hash of the request id ([`key_id`], schema version 8) in
+//! a unique integer index; session, model, project and branch are integer ids into `labels`,
+//! tokens are integers. `request_hourly` sums them per (UTC hour, session,
 //! model, project, branch, context tier) and is kept exact at every write: a change to a row
 //! takes the row's old contribution out and puts its new one in, in the same transaction.
 
@@ -165,13 +166,13 @@ impl Record {
     }
 }
 
-/// The ledger row id of a request key (schema version 8): the 64-bit FNV-1a hash of its bytes.
-/// Written here, not taken from std's hasher (randomly keyed per process) or a crate's (free to
-/// change between releases): the id must mean the same row to every build that opens the
-/// store. An integer key is one cheap B-tree seek per write where the text key cost two text
-/// comparisons per tree level. Two keys with one hash: the later takes the next free id
-/// (`id + 1`, ...); since no ledger row is ever deleted, a lookup that probes from the hash
-/// until it meets its key or a free id is sound.
+/// The slot of a request key's ledger row (schema version 8): the 64-bit FNV-1a hash of its
+/// bytes. Written here, not taken from std's hasher (randomly keyed per process) or a crate's
+/// (free to change between releases): a slot must mean the same row to every build that opens
+/// the store. An integer is one cheap index seek per write where the key text cost text
+/// comparisons at every tree level. Two keys with one hash: the later takes the next free slot
+/// (`slot + 1`, ...); since no ledger row is ever deleted, a lookup that probes from the hash
+/// until it meets its key or a free slot is sound.
 pub fn key_id(key: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
@@ -304,15 +305,15 @@ pub struct LedgerTx<'a, 't> {
 /// adversarial, and SipHash cost as much as the lookup itself.
 pub type Labels = [FxHashMap<String, i64>; 4];
 
-/// The insert of a new ledger row; a row already holding the id leaves the statement with
+/// The insert of a new ledger row; a row already holding the slot leaves the statement with
 /// no change (`DO NOTHING`), so a new key, the relay's case, takes this one statement.
-const INSERT_SQL: &str = "INSERT INTO requests(id, key, time_s, session, model, project, branch,
+const INSERT_SQL: &str = "INSERT INTO requests(slot, key, time_s, session, model, project, branch,
          input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
          cache_5m_tokens, cache_1h_tokens, cost_usd, sources,
          event_ns, prompt_id, duration_ms, query_source, resource_id, absent)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
              ?16, ?17, ?18, ?19, ?20, ?21)
-     ON CONFLICT(id) DO NOTHING";
+     ON CONFLICT(slot) DO NOTHING";
 
 impl<'a, 't> LedgerTx<'a, 't> {
     /// Starts writing in `tx`; `labels` caches label ids across transactions of one writer.
@@ -333,14 +334,23 @@ impl<'a, 't> LedgerTx<'a, 't> {
         if let Some(id) = self.labels[kind as usize].get(name) {
             return Ok(*id);
         }
-        let mut ins = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO labels(kind, name) VALUES (?1, ?2)")?;
-        ins.execute(params![kind as u8, name])?;
+        // Looked up first: after a session's first request its labels exist, and the writer
+        // starts each request with an empty cache.
         let mut sel = self
             .tx
             .prepare_cached("SELECT id FROM labels WHERE kind = ?1 AND name = ?2")?;
-        let id: i64 = sel.query_row(params![kind as u8, name], |r| r.get(0))?;
+        let found: Option<i64> = sel
+            .query_row(params![kind as u8, name], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.tx
+                    .prepare_cached("INSERT OR IGNORE INTO labels(kind, name) VALUES (?1, ?2)")?
+                    .execute(params![kind as u8, name])?;
+                sel.query_row(params![kind as u8, name], |r| r.get(0))?
+            }
+        };
         self.labels[kind as usize].insert(name.to_owned(), id);
         Ok(id)
     }
@@ -382,23 +392,23 @@ impl<'a, 't> LedgerTx<'a, 't> {
         // record (the ledger keeps only the first). A transcript merged into a telemetry row
         // leaves them as they are.
         let detail = detail.filter(|_| r.source == Source::Telemetry);
-        let mut id = key_id(r.key);
+        let mut slot = key_id(r.key);
         loop {
-            if self.insert_new(id, r.key, &incoming, detail)? {
+            if self.insert_new(slot, r.key, &incoming, detail)? {
                 self.account(&incoming, 1);
                 return Ok(Change::Added);
             }
-            match self.stored(id, r.key)? {
-                Probe::Same(old) => return self.merge_into(id, &old, &incoming, detail),
-                Probe::Other => id = id.wrapping_add(1),
+            match self.stored(slot, r.key)? {
+                Probe::Same(id, old) => return self.merge_into(id, &old, &incoming, detail),
+                Probe::Other => slot = slot.wrapping_add(1),
             }
         }
     }
 
-    /// Inserts the row for a new key at `id`; `false` when a row already holds `id`.
+    /// Inserts the row for a new key at `slot`; `false` when a row already holds `slot`.
     fn insert_new(
         &mut self,
-        id: i64,
+        slot: i64,
         key: &str,
         new: &Stored,
         detail: Option<&ApiDetail<'_>>,
@@ -411,7 +421,7 @@ impl<'a, 't> LedgerTx<'a, 't> {
         // Bound one by one with their concrete types: the same values through a `&dyn ToSql`
         // slice cost a sixth of writing a record.
         let t = &new.tokens;
-        stmt.raw_bind_parameter(1, id)?;
+        stmt.raw_bind_parameter(1, slot)?;
         stmt.raw_bind_parameter(2, key)?;
         stmt.raw_bind_parameter(3, new.time_s)?;
         stmt.raw_bind_parameter(4, new.session)?;
@@ -430,24 +440,27 @@ impl<'a, 't> LedgerTx<'a, 't> {
         Ok(stmt.raw_execute()? == 1)
     }
 
-    /// The row at `id`: this key's (`Same`), or another key's that took the id first.
-    fn stored(&mut self, id: i64, key: &str) -> rusqlite::Result<Probe> {
+    /// The row at `slot`: this key's (`Same`, with its row id), or another key's that took
+    /// the slot first.
+    fn stored(&mut self, slot: i64, key: &str) -> rusqlite::Result<Probe> {
         let tx: &'a Transaction<'t> = self.tx;
         let select = match &mut self.select {
             Some(stmt) => stmt,
             empty => empty.insert(tx.prepare_cached(
                 "SELECT key, time_s, session, model, project, branch, input_tokens,
                         output_tokens, cache_read_tokens, cache_creation_tokens,
-                        cache_5m_tokens, cache_1h_tokens, cost_usd, sources
-                 FROM requests WHERE id = ?1",
+                        cache_5m_tokens, cache_1h_tokens, cost_usd, sources, id
+                 FROM requests WHERE slot = ?1",
             )?),
         };
-        // The insert found the id taken in this transaction: the row is there.
-        select.query_row([id], |row| {
+        // The insert found the slot taken in this transaction: the row is there.
+        select.query_row([slot], |row| {
             if row.get_ref(0)?.as_str()? != key {
                 return Ok(Probe::Other);
             }
-            Ok(Probe::Same(Stored {
+            Ok(Probe::Same(
+                row.get(14)?,
+                Stored {
                 time_s: row.get(1)?,
                 session: row.get(2)?,
                 model: row.get(3)?,
@@ -463,11 +476,12 @@ impl<'a, 't> LedgerTx<'a, 't> {
                 },
                 cost_usd: row.get(12)?,
                 sources: row.get(13)?,
-            }))
+            },
+            ))
         })
     }
 
-    /// Merges `incoming` into the row at `id` that holds `old`.
+    /// Merges `incoming` into the row `id` (its row id) that holds `old`.
     fn merge_into(
         &mut self,
         id: i64,
@@ -541,9 +555,9 @@ impl<'a, 't> LedgerTx<'a, 't> {
 
 /// What a ledger row at a probed id holds.
 enum Probe {
-    /// The row of the key looked up.
-    Same(Stored),
-    /// Another key's row, which took the id first.
+    /// The row of the key looked up: its row id and figures.
+    Same(i64, Stored),
+    /// Another key's row, which took the slot first.
     Other,
 }
 
@@ -765,13 +779,13 @@ mod tests {
     }
 
     #[test]
-    fn a_key_whose_id_another_key_holds_takes_the_next_one_and_is_found_there() {
+    fn a_key_whose_slot_another_key_holds_takes_the_next_one_and_is_found_there() {
         let mut conn = store();
-        let id = key_id("req_1");
-        // Another key's row at req_1's id (a hash collision), and one at the id after it.
-        for (at, key) in [(id, "req_other"), (id.wrapping_add(1), "req_next")] {
+        let slot = key_id("req_1");
+        // Another key's row at req_1's slot (a hash collision), and one at the slot after it.
+        for (at, key) in [(slot, "req_other"), (slot.wrapping_add(1), "req_next")] {
             conn.execute(
-                "INSERT INTO requests(id, key, time_s, session, model, project, branch,
+                "INSERT INTO requests(slot, key, time_s, session, model, project, branch,
                      input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
                      sources) VALUES (?1, ?2, 0, 0, 0, 0, 0, 7, 7, 7, 7, 1)",
                 rusqlite::params![at, key],
@@ -789,12 +803,12 @@ mod tests {
         assert_eq!(changes, [Change::Added, Change::Unchanged, Change::Merged]);
         let at: (i64, i64) = conn
             .query_row(
-                "SELECT id, sources FROM requests WHERE key = 'req_1'",
+                "SELECT slot, sources FROM requests WHERE key = 'req_1'",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(at, (id.wrapping_add(2), 3), "placed after both, then merged there");
+        assert_eq!(at, (slot.wrapping_add(2), 3), "placed after both, then merged there");
         let others: i64 = conn
             .query_row(
                 "SELECT count(*) FROM requests WHERE key IN ('req_other', 'req_next')

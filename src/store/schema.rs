@@ -364,18 +364,21 @@ SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.
  WHERE r.event_ns IS NOT NULL;
 "#;
 
-/// Version 8: the ledger's row id is a stable 64-bit hash of the request key
-/// (`ledger::key_id`, probed to the next free id on a collision) instead of the key text as a
-/// `WITHOUT ROWID` primary key (issue 11: the relay's CPU per item). Every write looked the
-/// key up and inserted it with text comparisons at each level of the tree; an integer id is
-/// one cheap seek, and the key stays a plain column (the `api_requests` view's `request_id`,
-/// the collision check). Rows move over in id order (appends, no page splits); the few whose
-/// hash another key took first are placed by [`finish_v8`] before the old table is dropped.
+/// Version 8: a ledger row is found by `slot`, a stable 64-bit hash of the request key
+/// (`ledger::key_id`, probed to the next free slot on a collision), in a unique integer index,
+/// and rows are appended in arrival order (`id`), instead of the key text being the primary
+/// key of a `WITHOUT ROWID` table (issue 11: the relay's CPU per item). Every write looked the
+/// key up and inserted it with text comparisons at each level of the tree, and inserted the
+/// whole row at a random place in it, splitting pages; now the row goes at the end of the
+/// table and only a 20-byte index entry at a random place. The key stays a plain column (the
+/// `api_requests` view's `request_id`, the collision check). [`finish_v8`] indexes the copied
+/// rows (placing any whose hash another key took first) and drops the old table.
 const V8: &str = r#"
 DROP VIEW api_requests;
 ALTER TABLE requests RENAME TO requests_v7;
 CREATE TABLE requests (
     id                    INTEGER PRIMARY KEY,
+    slot                  INTEGER NOT NULL,
     key                   TEXT    NOT NULL,
     time_s                INTEGER NOT NULL,
     session               INTEGER NOT NULL,
@@ -397,12 +400,16 @@ CREATE TABLE requests (
     resource_id           INTEGER,
     absent                INTEGER
 );
-INSERT OR IGNORE INTO requests
+INSERT INTO requests(slot, key, time_s, session, model, project, branch, input_tokens,
+       output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+       cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+       resource_id, absent)
 SELECT ledger_key_id(key), key, time_s, session, model, project, branch, input_tokens,
        output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
        cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
        resource_id, absent
-  FROM requests_v7 ORDER BY 1;
+  FROM requests_v7;
+DROP TABLE requests_v7;
 CREATE VIEW api_requests AS
 SELECT id, time_ns, session, prompt_id, project, model, cost_usd, input_tokens, output_tokens,
        cache_read_tokens, cache_creation_tokens, duration_ms, request_id, query_source,
@@ -423,40 +430,40 @@ SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.
  WHERE r.event_ns IS NOT NULL;
 "#;
 
-/// The columns of `requests` after `id`, in table order (version 8).
-const REQUEST_COLUMNS: &str = "key, time_s, session, model, project, branch, input_tokens,
-       output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
-       cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
-       resource_id, absent";
+/// The index that finds a ledger row by its key's slot (version 8).
+const SLOT_INDEX: &str = "CREATE UNIQUE INDEX requests_slot ON requests(slot)";
 
-/// The rest of version 8: a row whose hash another key's row took first (the bulk copy left
-/// it out) goes to the next free id, as `ledger::LedgerTx` places it; then the old table goes.
-/// Astronomically rare with 64-bit hashes, but a row is never lost to it.
+/// The rest of version 8: the unique slot index over the copied rows. Should two keys share a
+/// hash (astronomically rare with 64 bits, but a row is never lost to it), the index cannot be
+/// built as they stand: every such row after the first moves to the next free slot, as
+/// `ledger::LedgerTx` places a new key, and the index is built then.
 fn finish_v8(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-    let moved: i64 = tx.query_row("SELECT count(*) FROM requests", [], |r| r.get(0))?;
-    let old: i64 = tx.query_row("SELECT count(*) FROM requests_v7", [], |r| r.get(0))?;
-    if moved != old {
-        let left: Vec<String> = tx
-            .prepare(
-                "SELECT key FROM requests_v7 WHERE key NOT IN (SELECT key FROM requests)
-                 ORDER BY key",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut taken = tx.prepare("SELECT 1 FROM requests WHERE id = ?1")?;
-        let mut insert = tx.prepare(&format!(
-            "INSERT INTO requests(id, {REQUEST_COLUMNS})
-             SELECT ?1, {REQUEST_COLUMNS} FROM requests_v7 WHERE key = ?2"
-        ))?;
-        for key in left {
-            let mut id = super::ledger::key_id(&key);
-            while taken.exists([id])? {
-                id = id.wrapping_add(1);
-            }
-            insert.execute(rusqlite::params![id, key])?;
-        }
+    if tx.execute_batch(SLOT_INDEX).is_ok() {
+        return Ok(());
     }
-    tx.execute_batch("DROP TABLE requests_v7")?;
+    tx.execute_batch("CREATE INDEX requests_slot_v8 ON requests(slot)")?;
+    let shared: Vec<(i64, i64)> = tx
+        .prepare(
+            "SELECT slot, id FROM requests
+              WHERE slot IN (SELECT slot FROM requests GROUP BY slot HAVING count(*) > 1)
+              ORDER BY slot, id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut taken = tx.prepare("SELECT count(*) FROM requests WHERE slot = ?1")?;
+    let mut mv = tx.prepare("UPDATE requests SET slot = ?2 WHERE id = ?1")?;
+    let mut previous = None;
+    for (slot, id) in shared {
+        if previous == Some(slot) {
+            let mut free = slot.wrapping_add(1);
+            while taken.query_row([free], |r| r.get::<_, i64>(0))? > 0 {
+                free = free.wrapping_add(1);
+            }
+            mv.execute([id, free])?;
+        }
+        previous = Some(slot);
+    }
+    tx.execute_batch(&format!("DROP INDEX requests_slot_v8; {SLOT_INDEX}"))?;
     Ok(())
 }
 
@@ -775,7 +782,7 @@ mod tests {
         );
         for key in ["req_a", "msg:m1", "req_b"] {
             let id: i64 = conn
-                .query_row("SELECT id FROM requests WHERE key = ?1", [key], |r| r.get(0))
+                .query_row("SELECT slot FROM requests WHERE key = ?1", [key], |r| r.get(0))
                 .unwrap();
             assert_eq!(id, crate::store::ledger::key_id(key), "{key} sits at its hash");
         }
@@ -797,7 +804,7 @@ mod tests {
     fn version_8_places_the_rows_whose_hash_another_key_took_instead_of_dropping_them() {
         let conn = version_7_store();
         let rows = table(&conn, LEDGER_ROWS);
-        // Every key hashing alike: the bulk copy keeps one row, the rest collide.
+        // Every key hashing alike: the unique index cannot be built over the copy as it is.
         conn.create_scalar_function(
             "ledger_key_id",
             1,
@@ -806,15 +813,27 @@ mod tests {
         )
         .unwrap();
         conn.execute_batch(V8).unwrap();
-        let copied: i64 = conn
-            .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(copied, 1);
         let mut conn = conn;
         let tx = conn.transaction().unwrap();
         finish_v8(&tx).unwrap();
         tx.commit().unwrap();
         assert_eq!(table(&conn, LEDGER_ROWS), rows, "no row lost to a collision");
+        let slots: Vec<i64> = conn
+            .prepare("SELECT slot FROM requests ORDER BY slot")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(slots, [42, 43, 44], "the later two probed to the next free slots");
+        let unique: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'requests_slot'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 1);
     }
 
     #[test]
