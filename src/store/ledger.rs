@@ -461,22 +461,22 @@ impl<'a, 't> LedgerTx<'a, 't> {
             Ok(Probe::Same(
                 row.get(14)?,
                 Stored {
-                time_s: row.get(1)?,
-                session: row.get(2)?,
-                model: row.get(3)?,
-                project: row.get(4)?,
-                branch: row.get(5)?,
-                tokens: Tokens {
-                    input: row.get::<_, i64>(6)? as u64,
-                    output: row.get::<_, i64>(7)? as u64,
-                    cache_read: row.get::<_, i64>(8)? as u64,
-                    cache_creation: row.get::<_, i64>(9)? as u64,
-                    cache_5m: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
-                    cache_1h: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+                    time_s: row.get(1)?,
+                    session: row.get(2)?,
+                    model: row.get(3)?,
+                    project: row.get(4)?,
+                    branch: row.get(5)?,
+                    tokens: Tokens {
+                        input: row.get::<_, i64>(6)? as u64,
+                        output: row.get::<_, i64>(7)? as u64,
+                        cache_read: row.get::<_, i64>(8)? as u64,
+                        cache_creation: row.get::<_, i64>(9)? as u64,
+                        cache_5m: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                        cache_1h: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+                    },
+                    cost_usd: row.get(12)?,
+                    sources: row.get(13)?,
                 },
-                cost_usd: row.get(12)?,
-                sources: row.get(13)?,
-            },
             ))
         })
     }
@@ -808,7 +808,11 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(at, (slot.wrapping_add(2), 3), "placed after both, then merged there");
+        assert_eq!(
+            at,
+            (slot.wrapping_add(2), 3),
+            "placed after both, then merged there"
+        );
         let others: i64 = conn
             .query_row(
                 "SELECT count(*) FROM requests WHERE key IN ('req_other', 'req_next')

@@ -484,9 +484,11 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
-/// Work a migration finishes in Rust after its SQL, by the index of its [`MIGRATIONS`] entry.
-const FINISH: &[(usize, fn(&rusqlite::Transaction<'_>) -> Result<(), StoreError>)] =
-    &[(7, finish_v8)];
+/// Rust work a migration does after its SQL (say, indexing rows it could not index in SQL).
+type Finish = fn(&rusqlite::Transaction<'_>) -> Result<(), StoreError>;
+
+/// The migrations with a [`Finish`] step, by the index of their [`MIGRATIONS`] entry.
+const FINISH: &[(usize, Finish)] = &[(7, finish_v8)];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -768,23 +770,43 @@ mod tests {
     fn a_version_7_store_keeps_every_ledger_row_and_event_when_rows_take_hashed_ids() {
         let mut conn = version_7_store();
         let (rows, events) = (table(&conn, LEDGER_ROWS), table(&conn, EVENTS));
-        let rollup = table(&conn, "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6");
+        let rollup = table(
+            &conn,
+            "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6",
+        );
         assert_eq!(rows.len(), 3);
         assert_eq!(events.len(), 3);
 
         migrate(&mut conn).unwrap();
 
-        assert_eq!(table(&conn, LEDGER_ROWS), rows, "every row and column as it was");
-        assert_eq!(table(&conn, EVENTS), events, "the view reads every event as before");
         assert_eq!(
-            table(&conn, "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6"),
+            table(&conn, LEDGER_ROWS),
+            rows,
+            "every row and column as it was"
+        );
+        assert_eq!(
+            table(&conn, EVENTS),
+            events,
+            "the view reads every event as before"
+        );
+        assert_eq!(
+            table(
+                &conn,
+                "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6"
+            ),
             rollup
         );
         for key in ["req_a", "msg:m1", "req_b"] {
             let id: i64 = conn
-                .query_row("SELECT slot FROM requests WHERE key = ?1", [key], |r| r.get(0))
+                .query_row("SELECT slot FROM requests WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
                 .unwrap();
-            assert_eq!(id, crate::store::ledger::key_id(key), "{key} sits at its hash");
+            assert_eq!(
+                id,
+                crate::store::ledger::key_id(key),
+                "{key} sits at its hash"
+            );
         }
         let old: i64 = conn
             .query_row(
@@ -817,7 +839,11 @@ mod tests {
         let tx = conn.transaction().unwrap();
         finish_v8(&tx).unwrap();
         tx.commit().unwrap();
-        assert_eq!(table(&conn, LEDGER_ROWS), rows, "no row lost to a collision");
+        assert_eq!(
+            table(&conn, LEDGER_ROWS),
+            rows,
+            "no row lost to a collision"
+        );
         let slots: Vec<i64> = conn
             .prepare("SELECT slot FROM requests ORDER BY slot")
             .unwrap()
@@ -825,7 +851,11 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(slots, [42, 43, 44], "the later two probed to the next free slots");
+        assert_eq!(
+            slots,
+            [42, 43, 44],
+            "the later two probed to the next free slots"
+        );
         let unique: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'requests_slot'",
