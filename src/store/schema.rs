@@ -438,8 +438,11 @@ const SLOT_INDEX: &str = "CREATE UNIQUE INDEX requests_slot ON requests(slot)";
 /// built as they stand: every such row after the first moves to the next free slot, as
 /// `ledger::LedgerTx` places a new key, and the index is built then.
 fn finish_v8(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-    if tx.execute_batch(SLOT_INDEX).is_ok() {
-        return Ok(());
+    match tx.execute_batch(SLOT_INDEX) {
+        Ok(()) => return Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation => {}
+        Err(e) => return Err(e.into()),
     }
     tx.execute_batch("CREATE INDEX requests_slot_v8 ON requests(slot)")?;
     let shared: Vec<(i64, i64)> = tx
