@@ -4,15 +4,17 @@
 //! so; the report adds what only transcripts saw to the telemetry figures, so every request is
 //! counted once.
 //!
-//! Rows are small on purpose (a million of them are expected): the key is the request id in
-//! a `WITHOUT ROWID` table (no second index), session, model, project and branch are integer
-//! ids into `labels`, tokens are integers. `request_hourly` sums them per (UTC hour, session,
+//! Rows are small on purpose (a million of them are expected): they are appended in arrival
+//! order and found by a stable 64-bit hash of the request id ([`key_id`], schema version 8) in
+//! a unique integer index; session, model, project and branch are integer ids into `labels`,
+//! tokens are integers. `request_hourly` sums them per (UTC hour, session,
 //! model, project, branch, context tier) and is kept exact at every write: a change to a row
 //! takes the row's old contribution out and puts its new one in, in the same transaction.
 
 use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, Transaction, params};
+use rustc_hash::FxHashMap;
 
 /// Bit of `requests.sources`: seen by the relay (an `api_request` event).
 pub const TELEMETRY: i64 = 1;
@@ -104,22 +106,80 @@ pub struct Record {
 
 /// What an `api_request` event says besides the ledger's figures: kept in the request's
 /// ledger row (schema version 7) instead of a second, 160-byte row in `api_requests`, so a
-/// relayed request is stored once. The `api_requests` view reads both back as one.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ApiDetail {
+/// relayed request is stored once. The `api_requests` view reads both back as one. Its texts
+/// are borrowed from the decoded event: the writer copies nothing to store them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ApiDetail<'a> {
     /// The event's time, to the nanosecond (the ledger keeps seconds).
     pub time_ns: i64,
     /// `prompt.id`.
-    pub prompt_id: Option<String>,
+    pub prompt_id: Option<&'a str>,
     /// `duration_ms`.
     pub duration_ms: Option<f64>,
     /// `query_source`.
-    pub query_source: Option<String>,
+    pub query_source: Option<&'a str>,
     /// Row id in `resources`.
     pub resource_id: Option<i64>,
     /// Token fields the event did not carry (the ledger stores 0 for them): bit 0 input,
     /// 1 output, 2 cache read, 3 cache creation. 0 when it carried all four.
     pub absent: i64,
+}
+
+/// A [`Record`] borrowing its texts, so the relay's writer hands its decoded events' strings
+/// to the ledger without copying them (six allocations per relayed request otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordRef<'a> {
+    /// [`Record::key`].
+    pub key: &'a str,
+    /// [`Record::time_ns`].
+    pub time_ns: i64,
+    /// [`Record::session`].
+    pub session: &'a str,
+    /// [`Record::model`].
+    pub model: &'a str,
+    /// [`Record::project`].
+    pub project: &'a str,
+    /// [`Record::branch`].
+    pub branch: Option<&'a str>,
+    /// [`Record::tokens`].
+    pub tokens: Tokens,
+    /// [`Record::cost_usd`].
+    pub cost_usd: Option<f64>,
+    /// [`Record::source`].
+    pub source: Source,
+}
+
+impl Record {
+    /// The record's borrowed form, as [`LedgerTx::apply_with_detail`] takes it.
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            key: &self.key,
+            time_ns: self.time_ns,
+            session: &self.session,
+            model: &self.model,
+            project: &self.project,
+            branch: self.branch.as_deref(),
+            tokens: self.tokens,
+            cost_usd: self.cost_usd,
+            source: self.source,
+        }
+    }
+}
+
+/// The slot of a request key's ledger row (schema version 8): the 64-bit FNV-1a hash of its
+/// bytes. Written here, not taken from std's hasher (randomly keyed per process) or a crate's
+/// (free to change between releases): a slot must mean the same row to every build that opens
+/// the store. An integer is one cheap index seek per write where the key text cost text
+/// comparisons at every tree level. Two keys with one hash: the later takes the next free slot
+/// (`slot + 1`, ...); since no ledger row is ever deleted, a lookup that probes from the hash
+/// until it meets its key or a free slot is sound.
+pub fn key_id(key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// What writing a record did to the ledger.
@@ -232,16 +292,28 @@ fn contribution(s: &Stored) -> (RollKey, Sums) {
 pub struct LedgerTx<'a, 't> {
     tx: &'a Transaction<'t>,
     labels: &'a mut Labels,
-    rollup: HashMap<RollKey, Sums>,
-    /// The per-record lookup and the insert of a new key, prepared on first use and held for
-    /// the transaction: taking them from the statement cache per record (hashing their SQL
+    rollup: FxHashMap<RollKey, Sums>,
+    /// The insert of a new row and the lookup of a stored one, prepared on first use and held
+    /// for the transaction: taking them from the statement cache per record (hashing their SQL
     /// text, resetting and returning them) cost about a sixth of writing a record.
-    select: Option<rusqlite::CachedStatement<'a>>,
     insert: Option<rusqlite::CachedStatement<'a>>,
+    select: Option<rusqlite::CachedStatement<'a>>,
 }
 
-/// Label ids already looked up, per kind (kept across the transactions of one writer).
-pub type Labels = [HashMap<String, i64>; 4];
+/// Label ids already looked up, per kind (kept across the transactions of one writer). Keyed
+/// with rustc-hash's hasher: the names are ours (session ids, models, projects, branches), not
+/// adversarial, and SipHash cost as much as the lookup itself.
+pub type Labels = [FxHashMap<String, i64>; 4];
+
+/// The insert of a new ledger row; a row already holding the slot leaves the statement with
+/// no change (`DO NOTHING`), so a new key, the relay's case, takes this one statement.
+const INSERT_SQL: &str = "INSERT INTO requests(slot, key, time_s, session, model, project, branch,
+         input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+         cache_5m_tokens, cache_1h_tokens, cost_usd, sources,
+         event_ns, prompt_id, duration_ms, query_source, resource_id, absent)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+             ?16, ?17, ?18, ?19, ?20, ?21)
+     ON CONFLICT(slot) DO NOTHING";
 
 impl<'a, 't> LedgerTx<'a, 't> {
     /// Starts writing in `tx`; `labels` caches label ids across transactions of one writer.
@@ -249,9 +321,9 @@ impl<'a, 't> LedgerTx<'a, 't> {
         LedgerTx {
             tx,
             labels,
-            rollup: HashMap::new(),
-            select: None,
+            rollup: FxHashMap::default(),
             insert: None,
+            select: None,
         }
     }
 
@@ -262,14 +334,23 @@ impl<'a, 't> LedgerTx<'a, 't> {
         if let Some(id) = self.labels[kind as usize].get(name) {
             return Ok(*id);
         }
-        let mut ins = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO labels(kind, name) VALUES (?1, ?2)")?;
-        ins.execute(params![kind as u8, name])?;
+        // Looked up first: after a session's first request its labels exist, and the writer
+        // starts each request with an empty cache.
         let mut sel = self
             .tx
             .prepare_cached("SELECT id FROM labels WHERE kind = ?1 AND name = ?2")?;
-        let id: i64 = sel.query_row(params![kind as u8, name], |r| r.get(0))?;
+        let found: Option<i64> = sel
+            .query_row(params![kind as u8, name], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.tx
+                    .prepare_cached("INSERT OR IGNORE INTO labels(kind, name) VALUES (?1, ?2)")?
+                    .execute(params![kind as u8, name])?;
+                sel.query_row(params![kind as u8, name], |r| r.get(0))?
+            }
+        };
         self.labels[kind as usize].insert(name.to_owned(), id);
         Ok(id)
     }
@@ -284,53 +365,22 @@ impl<'a, 't> LedgerTx<'a, 't> {
 
     /// Adds one record, merging it with what the ledger already holds for its key.
     pub fn apply(&mut self, r: &Record) -> rusqlite::Result<Change> {
-        self.apply_with_detail(r, None)
+        self.apply_with_detail(&r.as_ref(), None)
     }
 
     /// [`Self::apply`], keeping the `api_request` event's own fields with the row when this
     /// record is the one whose figures the row takes (the first telemetry copy).
     pub fn apply_with_detail(
         &mut self,
-        r: &Record,
-        detail: Option<&ApiDetail>,
+        r: &RecordRef<'_>,
+        detail: Option<&ApiDetail<'_>>,
     ) -> rusqlite::Result<Change> {
-        let tx: &'a Transaction<'t> = self.tx;
-        let select = match &mut self.select {
-            Some(stmt) => stmt,
-            empty => empty.insert(tx.prepare_cached(
-                "SELECT time_s, session, model, project, branch, input_tokens, output_tokens,
-                        cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
-                        cache_1h_tokens, cost_usd, sources
-                 FROM requests WHERE key = ?1",
-            )?),
-        };
-        let old: Option<Stored> = select
-            .query_row([&r.key], |row| {
-                Ok(Stored {
-                    time_s: row.get(0)?,
-                    session: row.get(1)?,
-                    model: row.get(2)?,
-                    project: row.get(3)?,
-                    branch: row.get(4)?,
-                    tokens: Tokens {
-                        input: row.get::<_, i64>(5)? as u64,
-                        output: row.get::<_, i64>(6)? as u64,
-                        cache_read: row.get::<_, i64>(7)? as u64,
-                        cache_creation: row.get::<_, i64>(8)? as u64,
-                        cache_5m: row.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                        cache_1h: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
-                    },
-                    cost_usd: row.get(11)?,
-                    sources: row.get(12)?,
-                })
-            })
-            .optional()?;
         let incoming = Stored {
             time_s: r.time_ns.div_euclid(1_000_000_000),
-            session: self.label(Kind::Session, &r.session)?,
-            model: self.label(Kind::Model, &r.model)?,
-            project: self.label(Kind::Project, &r.project)?,
-            branch: match &r.branch {
+            session: self.label(Kind::Session, r.session)?,
+            model: self.label(Kind::Model, r.model)?,
+            project: self.label(Kind::Project, r.project)?,
+            branch: match r.branch {
                 Some(b) => self.label(Kind::Branch, b)?,
                 None => 0,
             },
@@ -338,79 +388,149 @@ impl<'a, 't> LedgerTx<'a, 't> {
             cost_usd: r.cost_usd,
             sources: r.source.bit(),
         };
-        let (new, change) = match old {
-            None => (incoming, Change::Added),
-            Some(old) => match merge(&old, &incoming) {
-                Some(new) => (new, Change::Merged),
-                None => return Ok(Change::Unchanged),
-            },
-        };
-        if let Some(old) = &old {
-            self.account(old, -1);
-        }
-        self.account(&new, 1);
-        let t = &new.tokens;
-        let figures = params![
-            r.key,
-            new.time_s,
-            new.session,
-            new.model,
-            new.project,
-            new.branch,
-            t.input as i64,
-            t.output as i64,
-            t.cache_read as i64,
-            t.cache_creation as i64,
-            t.cache_5m.map(|v| v as i64),
-            t.cache_1h.map(|v| v as i64),
-            new.cost_usd,
-            new.sources
-        ];
         // The event's own fields go with the copy whose figures the row takes: a telemetry
         // record (the ledger keeps only the first). A transcript merged into a telemetry row
         // leaves them as they are.
         let detail = detail.filter(|_| r.source == Source::Telemetry);
-        if old.is_none() {
-            let d = detail.cloned().unwrap_or_default();
-            let insert = match &mut self.insert {
-                Some(stmt) => stmt,
-                empty => empty.insert(tx.prepare_cached(
-                    "INSERT INTO requests(key, time_s, session, model, project, branch,
-                         input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
-                         cache_5m_tokens, cache_1h_tokens, cost_usd, sources,
-                         event_ns, prompt_id, duration_ms, query_source, resource_id, absent)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                             ?15, ?16, ?17, ?18, ?19, ?20)",
-                )?),
-            };
-            insert.execute(rusqlite::params_from_iter(
-                figures.iter().copied().chain(detail_params(detail, &d)),
-            ))?;
-        } else {
-            self.tx
-                .prepare_cached(
-                    "UPDATE requests SET time_s = ?2, session = ?3, model = ?4, project = ?5,
-                         branch = ?6, input_tokens = ?7, output_tokens = ?8,
-                         cache_read_tokens = ?9, cache_creation_tokens = ?10,
-                         cache_5m_tokens = ?11, cache_1h_tokens = ?12, cost_usd = ?13,
-                         sources = ?14
-                     WHERE key = ?1",
-                )?
-                .execute(figures)?;
-            if let Some(d) = detail {
-                self.tx
-                    .prepare_cached(
-                        "UPDATE requests SET event_ns = ?2, prompt_id = ?3, duration_ms = ?4,
-                             query_source = ?5, resource_id = ?6, absent = ?7
-                         WHERE key = ?1",
-                    )?
-                    .execute(rusqlite::params_from_iter(
-                        std::iter::once(&r.key as &dyn rusqlite::ToSql)
-                            .chain(detail_params(Some(d), d)),
-                    ))?;
+        let mut slot = key_id(r.key);
+        loop {
+            if self.insert_new(slot, r.key, &incoming, detail)? {
+                self.account(&incoming, 1);
+                return Ok(Change::Added);
+            }
+            match self.stored(slot, r.key)? {
+                Probe::Same(id, old) => return self.merge_into(id, &old, &incoming, detail),
+                Probe::Other => slot = slot.wrapping_add(1),
             }
         }
-        Ok(change)
+    }
+
+    /// Inserts the row for a new key at `slot`; `false` when a row already holds `slot`.
+    fn insert_new(
+        &mut self,
+        slot: i64,
+        key: &str,
+        new: &Stored,
+        detail: Option<&ApiDetail<'_>>,
+    ) -> rusqlite::Result<bool> {
+        let tx: &'a Transaction<'t> = self.tx;
+        let stmt = match &mut self.insert {
+            Some(stmt) => stmt,
+            empty => empty.insert(tx.prepare_cached(INSERT_SQL)?),
+        };
+        // Bound one by one with their concrete types: the same values through a `&dyn ToSql`
+        // slice cost a sixth of writing a record.
+        let t = &new.tokens;
+        stmt.raw_bind_parameter(1, slot)?;
+        stmt.raw_bind_parameter(2, key)?;
+        stmt.raw_bind_parameter(3, new.time_s)?;
+        stmt.raw_bind_parameter(4, new.session)?;
+        stmt.raw_bind_parameter(5, new.model)?;
+        stmt.raw_bind_parameter(6, new.project)?;
+        stmt.raw_bind_parameter(7, new.branch)?;
+        stmt.raw_bind_parameter(8, t.input as i64)?;
+        stmt.raw_bind_parameter(9, t.output as i64)?;
+        stmt.raw_bind_parameter(10, t.cache_read as i64)?;
+        stmt.raw_bind_parameter(11, t.cache_creation as i64)?;
+        stmt.raw_bind_parameter(12, t.cache_5m.map(|v| v as i64))?;
+        stmt.raw_bind_parameter(13, t.cache_1h.map(|v| v as i64))?;
+        stmt.raw_bind_parameter(14, new.cost_usd)?;
+        stmt.raw_bind_parameter(15, new.sources)?;
+        bind_detail(stmt, 16, detail)?;
+        Ok(stmt.raw_execute()? == 1)
+    }
+
+    /// The row at `slot`: this key's (`Same`, with its row id), or another key's that took
+    /// the slot first.
+    fn stored(&mut self, slot: i64, key: &str) -> rusqlite::Result<Probe> {
+        let tx: &'a Transaction<'t> = self.tx;
+        let select = match &mut self.select {
+            Some(stmt) => stmt,
+            empty => empty.insert(tx.prepare_cached(
+                "SELECT key, time_s, session, model, project, branch, input_tokens,
+                        output_tokens, cache_read_tokens, cache_creation_tokens,
+                        cache_5m_tokens, cache_1h_tokens, cost_usd, sources, id
+                 FROM requests WHERE slot = ?1",
+            )?),
+        };
+        // The insert found the slot taken in this transaction: the row is there.
+        select.query_row([slot], |row| {
+            if row.get_ref(0)?.as_str()? != key {
+                return Ok(Probe::Other);
+            }
+            Ok(Probe::Same(
+                row.get(14)?,
+                Stored {
+                    time_s: row.get(1)?,
+                    session: row.get(2)?,
+                    model: row.get(3)?,
+                    project: row.get(4)?,
+                    branch: row.get(5)?,
+                    tokens: Tokens {
+                        input: row.get::<_, i64>(6)? as u64,
+                        output: row.get::<_, i64>(7)? as u64,
+                        cache_read: row.get::<_, i64>(8)? as u64,
+                        cache_creation: row.get::<_, i64>(9)? as u64,
+                        cache_5m: row.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                        cache_1h: row.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+                    },
+                    cost_usd: row.get(12)?,
+                    sources: row.get(13)?,
+                },
+            ))
+        })
+    }
+
+    /// Merges `incoming` into the row `id` (its row id) that holds `old`.
+    fn merge_into(
+        &mut self,
+        id: i64,
+        old: &Stored,
+        incoming: &Stored,
+        detail: Option<&ApiDetail<'_>>,
+    ) -> rusqlite::Result<Change> {
+        let Some(new) = merge(old, incoming) else {
+            return Ok(Change::Unchanged);
+        };
+        self.account(old, -1);
+        self.account(&new, 1);
+        let t = &new.tokens;
+        self.tx
+            .prepare_cached(
+                "UPDATE requests SET time_s = ?2, session = ?3, model = ?4, project = ?5,
+                     branch = ?6, input_tokens = ?7, output_tokens = ?8,
+                     cache_read_tokens = ?9, cache_creation_tokens = ?10,
+                     cache_5m_tokens = ?11, cache_1h_tokens = ?12, cost_usd = ?13,
+                     sources = ?14
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                new.time_s,
+                new.session,
+                new.model,
+                new.project,
+                new.branch,
+                t.input as i64,
+                t.output as i64,
+                t.cache_read as i64,
+                t.cache_creation as i64,
+                t.cache_5m.map(|v| v as i64),
+                t.cache_1h.map(|v| v as i64),
+                new.cost_usd,
+                new.sources
+            ])?;
+        if detail.is_some() {
+            let mut stmt = self.tx.prepare_cached(
+                "UPDATE requests SET event_ns = ?2, prompt_id = ?3, duration_ms = ?4,
+                     query_source = ?5, resource_id = ?6, absent = ?7
+                 WHERE id = ?1",
+            )?;
+            stmt.raw_bind_parameter(1, id)?;
+            bind_detail(&mut stmt, 2, detail)?;
+            stmt.raw_execute()?;
+        }
+        Ok(Change::Merged)
     }
 
     /// Writes the rollup changes of every record applied.
@@ -433,29 +553,30 @@ impl<'a, 't> LedgerTx<'a, 't> {
     }
 }
 
-/// The six detail columns' values (all NULL without a detail; `absent` NULL when 0, so a
-/// complete event costs no byte for it).
-fn detail_params<'d>(
-    detail: Option<&'d ApiDetail>,
-    d: &'d ApiDetail,
-) -> impl Iterator<Item = &'d dyn rusqlite::ToSql> {
-    const NULL: &rusqlite::types::Null = &rusqlite::types::Null;
-    const NO_ABSENT: &Option<i64> = &None;
+/// What a ledger row at a probed id holds.
+enum Probe {
+    /// The row of the key looked up: its row id and figures.
+    Same(i64, Stored),
+    /// Another key's row, which took the slot first.
+    Other,
+}
+
+/// Binds the six detail columns from parameter `first` on (all NULL without a detail;
+/// `absent` NULL when 0, so a complete event costs no byte for it).
+fn bind_detail(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: usize,
+    detail: Option<&ApiDetail<'_>>,
+) -> rusqlite::Result<()> {
+    let d = detail.copied().unwrap_or_default();
     let on = detail.is_some();
-    let pick = move |v: &'d dyn rusqlite::ToSql| if on { v } else { NULL };
-    [
-        pick(&d.time_ns),
-        pick(&d.prompt_id),
-        pick(&d.duration_ms),
-        pick(&d.query_source),
-        pick(&d.resource_id),
-        if on && d.absent != 0 {
-            &d.absent
-        } else {
-            NO_ABSENT
-        },
-    ]
-    .into_iter()
+    stmt.raw_bind_parameter(first, on.then_some(d.time_ns))?;
+    stmt.raw_bind_parameter(first + 1, d.prompt_id)?;
+    stmt.raw_bind_parameter(first + 2, d.duration_ms)?;
+    stmt.raw_bind_parameter(first + 3, d.query_source)?;
+    stmt.raw_bind_parameter(first + 4, d.resource_id)?;
+    stmt.raw_bind_parameter(first + 5, (d.absent != 0).then_some(d.absent))?;
+    Ok(())
 }
 
 /// The row after `incoming` meets `old`; `None` when nothing changes.
@@ -647,6 +768,61 @@ mod tests {
                 .unwrap();
             assert_eq!(branch, "main", "the transcript's branch is kept");
         }
+    }
+
+    #[test]
+    fn key_ids_are_fnv_1a_so_every_build_finds_the_same_rows() {
+        // Published FNV-1a 64-bit test vectors.
+        assert_eq!(key_id("") as u64, 0xcbf2_9ce4_8422_2325);
+        assert_eq!(key_id("a") as u64, 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(key_id("foobar") as u64, 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn a_key_whose_slot_another_key_holds_takes_the_next_one_and_is_found_there() {
+        let mut conn = store();
+        let slot = key_id("req_1");
+        // Another key's row at req_1's slot (a hash collision), and one at the slot after it.
+        for (at, key) in [(slot, "req_other"), (slot.wrapping_add(1), "req_next")] {
+            conn.execute(
+                "INSERT INTO requests(slot, key, time_s, session, model, project, branch,
+                     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+                     sources) VALUES (?1, ?2, 0, 0, 0, 0, 0, 7, 7, 7, 7, 1)",
+                rusqlite::params![at, key],
+            )
+            .unwrap();
+        }
+        let changes = apply(
+            &mut conn,
+            &[
+                rec("req_1", Source::Telemetry, 100),
+                rec("req_1", Source::Telemetry, 100),
+                rec("req_1", Source::Transcript, 100),
+            ],
+        );
+        assert_eq!(changes, [Change::Added, Change::Unchanged, Change::Merged]);
+        let at: (i64, i64) = conn
+            .query_row(
+                "SELECT slot, sources FROM requests WHERE key = 'req_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            at,
+            (slot.wrapping_add(2), 3),
+            "placed after both, then merged there"
+        );
+        let others: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM requests WHERE key IN ('req_other', 'req_next')
+                     AND input_tokens = 7 AND sources = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(others, 2, "the other keys' rows are untouched");
+        assert_eq!(&sums(&conn)[..4], &[1, 0, 0, 1]);
     }
 
     #[test]

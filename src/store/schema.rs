@@ -364,8 +364,134 @@ SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.
  WHERE r.event_ns IS NOT NULL;
 "#;
 
+/// Version 8: a ledger row is found by `slot`, a stable 64-bit hash of the request key
+/// (`ledger::key_id`, probed to the next free slot on a collision), in a unique integer index,
+/// and rows are appended in arrival order (`id`), instead of the key text being the primary
+/// key of a `WITHOUT ROWID` table (issue 11: the relay's CPU per item). Every write looked the
+/// key up and inserted it with text comparisons at each level of the tree, and inserted the
+/// whole row at a random place in it, splitting pages; now the row goes at the end of the
+/// table and only a 20-byte index entry at a random place. The key stays a plain column (the
+/// `api_requests` view's `request_id`, the collision check). [`finish_v8`] indexes the copied
+/// rows (placing any whose hash another key took first) and drops the old table.
+const V8: &str = r#"
+DROP VIEW api_requests;
+ALTER TABLE requests RENAME TO requests_v7;
+CREATE TABLE requests (
+    id                    INTEGER PRIMARY KEY,
+    slot                  INTEGER NOT NULL,
+    key                   TEXT    NOT NULL,
+    time_s                INTEGER NOT NULL,
+    session               INTEGER NOT NULL,
+    model                 INTEGER NOT NULL,
+    project               INTEGER NOT NULL,
+    branch                INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    cache_read_tokens     INTEGER NOT NULL,
+    cache_creation_tokens INTEGER NOT NULL,
+    cache_5m_tokens       INTEGER,
+    cache_1h_tokens       INTEGER,
+    cost_usd              REAL,
+    sources               INTEGER NOT NULL,
+    event_ns              INTEGER,
+    prompt_id             TEXT,
+    duration_ms           REAL,
+    query_source          TEXT,
+    resource_id           INTEGER,
+    absent                INTEGER
+);
+INSERT INTO requests(slot, key, time_s, session, model, project, branch, input_tokens,
+       output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+       cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+       resource_id, absent)
+SELECT ledger_key_id(key), key, time_s, session, model, project, branch, input_tokens,
+       output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+       cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+       resource_id, absent
+  FROM requests_v7;
+DROP TABLE requests_v7;
+CREATE VIEW api_requests AS
+SELECT id, time_ns, session, prompt_id, project, model, cost_usd, input_tokens, output_tokens,
+       cache_read_tokens, cache_creation_tokens, duration_ms, request_id, query_source,
+       resource_id, cache_creation_5m_tokens, cache_creation_1h_tokens
+  FROM api_requests_unkeyed
+UNION ALL
+SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.prompt_id,
+       coalesce(p.name, ''), m.name, r.cost_usd,
+       CASE WHEN r.absent & 1 THEN NULL ELSE r.input_tokens END,
+       CASE WHEN r.absent & 2 THEN NULL ELSE r.output_tokens END,
+       CASE WHEN r.absent & 4 THEN NULL ELSE r.cache_read_tokens END,
+       CASE WHEN r.absent & 8 THEN NULL ELSE r.cache_creation_tokens END,
+       r.duration_ms, r.key, r.query_source, r.resource_id, r.cache_5m_tokens, r.cache_1h_tokens
+  FROM requests r
+  LEFT JOIN labels s ON s.id = r.session
+  LEFT JOIN labels m ON m.id = r.model
+  LEFT JOIN labels p ON p.id = r.project
+ WHERE r.event_ns IS NOT NULL;
+"#;
+
+/// The index that finds a ledger row by its key's slot (version 8).
+const SLOT_INDEX: &str = "CREATE UNIQUE INDEX requests_slot ON requests(slot)";
+
+/// The rest of version 8: the unique slot index over the copied rows. Should two keys share a
+/// hash (astronomically rare with 64 bits, but a row is never lost to it), the index cannot be
+/// built as they stand: every such row after the first moves to the next free slot, as
+/// `ledger::LedgerTx` places a new key, and the index is built then.
+fn finish_v8(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    match tx.execute_batch(SLOT_INDEX) {
+        Ok(()) => return Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation => {}
+        Err(e) => return Err(e.into()),
+    }
+    tx.execute_batch("CREATE INDEX requests_slot_v8 ON requests(slot)")?;
+    let shared: Vec<(i64, i64)> = tx
+        .prepare(
+            "SELECT slot, id FROM requests
+              WHERE slot IN (SELECT slot FROM requests GROUP BY slot HAVING count(*) > 1)
+              ORDER BY slot, id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut taken = tx.prepare("SELECT count(*) FROM requests WHERE slot = ?1")?;
+    let mut mv = tx.prepare("UPDATE requests SET slot = ?2 WHERE id = ?1")?;
+    let mut previous = None;
+    for (slot, id) in shared {
+        if previous == Some(slot) {
+            let mut free = slot.wrapping_add(1);
+            while taken.query_row([free], |r| r.get::<_, i64>(0))? > 0 {
+                free = free.wrapping_add(1);
+            }
+            mv.execute([id, free])?;
+        }
+        previous = Some(slot);
+    }
+    tx.execute_batch(&format!("DROP INDEX requests_slot_v8; {SLOT_INDEX}"))?;
+    Ok(())
+}
+
+/// Registers the SQL functions migrations call (`ledger_key_id`, version 8) on `conn`.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "ledger_key_id",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let key = ctx.get_raw(0).as_str()?;
+            Ok(super::ledger::key_id(key))
+        },
+    )
+}
+
 /// Every migration in order; index `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+
+/// Rust work a migration does after its SQL (say, indexing rows it could not index in SQL).
+type Finish = fn(&rusqlite::Transaction<'_>) -> Result<(), StoreError>;
+
+/// The migrations with a [`Finish`] step, by the index of their [`MIGRATIONS`] entry.
+const FINISH: &[(usize, Finish)] = &[(7, finish_v8)];
 
 /// The schema version this build writes and reads.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -389,8 +515,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: CURRENT_VERSION,
         });
     }
-    for sql in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+    register_functions(&tx)?;
+    let first = usize::try_from(version).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(first) {
         tx.execute_batch(sql)?;
+        if let Some((_, finish)) = FINISH.iter().find(|(at, _)| *at == i) {
+            finish(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
@@ -585,6 +716,157 @@ mod tests {
             [Some("req_old".to_owned()), None],
             "req_a is stored once"
         );
+    }
+
+    /// A version-7 store as its writer left it: three ledger rows (a relayed event with its
+    /// fields, a transcript-only request, one seen by both), their rollup, an unkeyed event.
+    fn version_7_store() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.execute_batch(
+            r#"INSERT INTO sessions(id, session_id, first_seen_ns, last_seen_ns)
+                 VALUES (5, 's1', 1, 2);
+            INSERT INTO labels(id, kind, name) VALUES (1, 0, 's1'), (2, 1, 'claude-opus-4-8'),
+                 (3, 2, 'api'), (4, 3, 'main');
+            INSERT INTO requests(key, time_s, session, model, project, branch, input_tokens,
+                 output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+                 cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms,
+                 query_source, resource_id, absent) VALUES
+              ('req_a', 3600, 1, 2, 3, 0, 10, 20, 0, 40, 15, 25, 0.25, 1, 3600000000123,
+               'p-1', 1500.0, 'main', 1, 4),
+              ('msg:m1', 3700, 1, 2, 3, 4, 1, 2, 3, 4, NULL, NULL, NULL, 2, NULL, NULL,
+               NULL, NULL, NULL, NULL),
+              ('req_b', 3800, 1, 2, 3, 4, 5, 6, 7, 8, NULL, NULL, 0.5, 3, 3800000000456,
+               'p-2', 900.0, 'main', 1, NULL);
+            INSERT INTO request_hourly(hour, session, model, project, branch, long, requests)
+              VALUES (3600, 1, 2, 3, 0, 0, 1), (3600, 1, 2, 3, 4, 0, 2);
+            INSERT INTO api_requests_unkeyed(time_ns, session, project, model, cost_usd,
+                 input_tokens) VALUES (3600000000789, 5, 'api', 'claude-opus-4-8', 0.75, 5);"#,
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        conn
+    }
+
+    const LEDGER_ROWS: &str = "SELECT key, time_s, session, model, project, branch,
+        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_5m_tokens,
+        cache_1h_tokens, cost_usd, sources, event_ns, prompt_id, duration_ms, query_source,
+        resource_id, absent FROM requests ORDER BY key";
+
+    fn table(c: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    const EVENTS: &str = "SELECT * FROM api_requests ORDER BY time_ns";
+
+    #[test]
+    fn a_version_7_store_keeps_every_ledger_row_and_event_when_rows_take_hashed_ids() {
+        let mut conn = version_7_store();
+        let (rows, events) = (table(&conn, LEDGER_ROWS), table(&conn, EVENTS));
+        let rollup = table(
+            &conn,
+            "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6",
+        );
+        assert_eq!(rows.len(), 3);
+        assert_eq!(events.len(), 3);
+
+        migrate(&mut conn).unwrap();
+
+        assert_eq!(
+            table(&conn, LEDGER_ROWS),
+            rows,
+            "every row and column as it was"
+        );
+        assert_eq!(
+            table(&conn, EVENTS),
+            events,
+            "the view reads every event as before"
+        );
+        assert_eq!(
+            table(
+                &conn,
+                "SELECT * FROM request_hourly ORDER BY 1, 2, 3, 4, 5, 6"
+            ),
+            rollup
+        );
+        for key in ["req_a", "msg:m1", "req_b"] {
+            let id: i64 = conn
+                .query_row("SELECT slot FROM requests WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(
+                id,
+                crate::store::ledger::key_id(key),
+                "{key} sits at its hash"
+            );
+        }
+        let old: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'requests_v7'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old table is gone");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+    }
+
+    #[test]
+    fn version_8_places_the_rows_whose_hash_another_key_took_instead_of_dropping_them() {
+        let conn = version_7_store();
+        let rows = table(&conn, LEDGER_ROWS);
+        // Every key hashing alike: the unique index cannot be built over the copy as it is.
+        conn.create_scalar_function(
+            "ledger_key_id",
+            1,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+            |_| Ok(42_i64),
+        )
+        .unwrap();
+        conn.execute_batch(V8).unwrap();
+        let mut conn = conn;
+        let tx = conn.transaction().unwrap();
+        finish_v8(&tx).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            table(&conn, LEDGER_ROWS),
+            rows,
+            "no row lost to a collision"
+        );
+        let slots: Vec<i64> = conn
+            .prepare("SELECT slot FROM requests ORDER BY slot")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            slots,
+            [42, 43, 44],
+            "the later two probed to the next free slots"
+        );
+        let unique: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'requests_slot'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 1);
     }
 
     #[test]

@@ -704,18 +704,21 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
         }
     }
     // The same requests into the ledger, where a transcript copy of each is merged with it.
-    let with_ids: Vec<&ApiRow> = d.api.iter().filter(|a| a.request_id.is_some()).collect();
-    if !with_ids.is_empty() {
+    // The records borrow the decoded events' texts: nothing is copied to store them.
+    if d.api.iter().any(|a| a.request_id.is_some()) {
         let mut labels = super::ledger::Labels::default();
         let mut ledger = super::ledger::LedgerTx::new(tx, &mut labels);
-        for a in with_ids {
+        for a in &d.api {
+            let Some(key) = a.request_id.as_deref() else {
+                continue;
+            };
             let t = a.tokens.map(|t| t.map_or(0, |v| v.max(0.0) as u64));
             let split = a.cache_split.map(|t| t.map(|v| v.max(0.0) as u64));
             let detail = super::ledger::ApiDetail {
                 time_ns: a.time_ns,
-                prompt_id: a.prompt.clone(),
+                prompt_id: a.prompt.as_deref(),
                 duration_ms: a.duration_ms,
-                query_source: a.query_source.clone(),
+                query_source: a.query_source.as_deref(),
                 resource_id: rid(a.resource),
                 absent: a
                     .tokens
@@ -725,12 +728,12 @@ pub(super) fn insert(tx: &Transaction<'_>, d: &Decoded) -> rusqlite::Result<()> 
                     .map(|(i, _)| 1 << i)
                     .sum(),
             };
-            let record = super::ledger::Record {
-                key: a.request_id.clone().unwrap_or_default(),
+            let record = super::ledger::RecordRef {
+                key,
                 time_ns: a.time_ns,
-                session: a.session.clone().unwrap_or_default(),
-                model: a.model.clone().unwrap_or_default(),
-                project: a.project.clone(),
+                session: a.session.as_deref().unwrap_or_default(),
+                model: a.model.as_deref().unwrap_or_default(),
+                project: &a.project,
                 branch: None,
                 tokens: super::ledger::Tokens {
                     input: t[0],
