@@ -126,13 +126,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// Work for the writer thread; each carries the channel its answer goes back on.
 enum Command {
     Append(Box<outbox::Prepared>, Reply<OutboxId>),
-    Claim {
-        owner: String,
-        limit: usize,
-        lease: Duration,
-        target: Target,
-        reply: Reply<Vec<outbox::RawClaim>>,
-    },
+    Claim(outbox::ClaimRequest, Reply<Vec<outbox::RawClaim>>),
     DropUnreadable(Vec<outbox::Unreadable>, Reply<()>),
     Delivered(OutboxId, Reply<bool>),
     Release(OutboxId, String, Reply<bool>),
@@ -338,12 +332,16 @@ impl Store {
         let owner = owner.to_owned();
         let target = self.target.clone();
         let raw = self
-            .call(|reply| Command::Claim {
-                owner,
-                limit,
-                lease,
-                target,
-                reply,
+            .call(|reply| {
+                Command::Claim(
+                    outbox::ClaimRequest {
+                        owner,
+                        limit,
+                        lease,
+                        target,
+                    },
+                    reply,
+                )
             })?
             .await
             .map_err(|_| StoreError::Closed)??;
@@ -505,12 +503,16 @@ impl Store {
         let owner = owner.to_owned();
         let target = self.target.clone();
         let raw = self
-            .call(|reply| Command::Claim {
-                owner,
-                limit,
-                lease,
-                target,
-                reply,
+            .call(|reply| {
+                Command::Claim(
+                    outbox::ClaimRequest {
+                        owner,
+                        limit,
+                        lease,
+                        target,
+                    },
+                    reply,
+                )
             })?
             .blocking_recv()
             .map_err(|_| StoreError::Closed)??;
@@ -700,12 +702,17 @@ fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
 struct Group {
     writes: Vec<outbox::Write>,
     replies: Vec<Answer>,
+    /// A claim queued with the writes: it runs after all of them, so it also sees rows
+    /// appended behind it (a claim takes the oldest deliverable rows, which those cannot
+    /// precede) and never the rows deleted behind it (they are this process's, claimed).
+    claim: Option<(outbox::ClaimRequest, Reply<Vec<outbox::RawClaim>>)>,
     /// Stored bytes of the appends.
     bytes: usize,
 }
 
 impl Group {
-    /// Adds an append or a delivery; any other command is handed back (it runs after).
+    /// Adds an append, a delivery or the group's one claim; any other command (a second
+    /// claim too) is handed back (it runs after).
     fn add(&mut self, command: Command) -> Option<Command> {
         match command {
             Command::Append(prepared, reply) => {
@@ -719,8 +726,17 @@ impl Group {
                 self.replies.push(Answer::Delivered(reply));
                 None
             }
+            Command::Claim(request, reply) if self.claim.is_none() => {
+                self.claim = Some((request, reply));
+                None
+            }
             other => Some(other),
         }
+    }
+
+    /// Nothing more joins: a transaction is kept short.
+    fn full(&self) -> bool {
+        self.writes.len() >= MAX_GROUP_COMMIT || self.bytes >= MAX_GROUP_COMMIT_BYTES
     }
 }
 
@@ -774,13 +790,13 @@ fn writer_loop(
         }
         // A dropped receiver means the caller gave up waiting; the work is done regardless.
         match command {
-            first @ (Command::Append(..) | Command::Delivered(..)) => {
+            first @ (Command::Append(..) | Command::Delivered(..) | Command::Claim(..)) => {
                 // Group commit: appends and deletes already queued behind this one share its
-                // transaction, so a burst of requests costs one commit instead of one each.
+                // transaction, so a burst of requests costs one commit instead of one each; a
+                // claim queued among them runs last in it.
                 let mut group = Group::default();
                 group.add(first);
-                while group.writes.len() < MAX_GROUP_COMMIT && group.bytes < MAX_GROUP_COMMIT_BYTES
-                {
+                while !group.full() {
                     match commands.try_recv() {
                         Ok(command) => {
                             if let Some(other) = group.add(command) {
@@ -792,29 +808,26 @@ fn writer_loop(
                     }
                 }
                 let Group {
-                    writes, replies, ..
+                    writes,
+                    replies,
+                    claim,
+                    ..
                 } = group;
-                let results = outbox::write_group(&mut conn, &writes, bounds, now_ns(), &mut hot);
-                for (reply, result) in replies.into_iter().zip(results) {
+                let (claim_request, claim_reply) = claim.unzip();
+                let done = outbox::write_group(
+                    &mut conn,
+                    &writes,
+                    claim_request.as_ref(),
+                    bounds,
+                    now_ns(),
+                    &mut hot,
+                );
+                for (reply, result) in replies.into_iter().zip(done.writes) {
                     reply.send(result);
                 }
-            }
-            Command::Claim {
-                owner,
-                limit,
-                lease,
-                target,
-                reply,
-            } => {
-                let _ = reply.send(outbox::claim(
-                    &mut conn,
-                    &owner,
-                    limit,
-                    lease,
-                    now_ns(),
-                    &target,
-                    &mut hot,
-                ));
+                if let (Some(reply), Some(result)) = (claim_reply, done.claim) {
+                    let _ = reply.send(result);
+                }
             }
             Command::Defer {
                 id,
