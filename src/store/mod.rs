@@ -31,7 +31,7 @@ mod usage;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
@@ -697,6 +697,34 @@ fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
     }
 }
 
+/// A command arriving less than this after the last group commit ended means a burst.
+const BURST_GAP: Duration = Duration::from_millis(2);
+
+/// How long a group may wait in a burst for the appends that usually share it.
+const GROUP_WAIT: Duration = Duration::from_micros(500);
+
+/// How many recent groups tell how many appends a group usually gathers.
+const RECENT_GROUPS: usize = 8;
+
+/// The append counts of the last [`RECENT_GROUPS`] groups; their largest is about how many
+/// requests are accepted at once. One sender at a time makes it 1, and no group ever waits.
+#[derive(Default)]
+struct RecentGroups {
+    appends: [usize; RECENT_GROUPS],
+    next: usize,
+}
+
+impl RecentGroups {
+    fn push(&mut self, appends: usize) {
+        self.appends[self.next] = appends;
+        self.next = (self.next + 1) % RECENT_GROUPS;
+    }
+
+    fn usual(&self) -> usize {
+        self.appends.iter().copied().max().unwrap_or(0)
+    }
+}
+
 /// Writes gathered for one transaction, with where each answer goes.
 #[derive(Default)]
 struct Group {
@@ -732,6 +760,13 @@ impl Group {
             }
             other => Some(other),
         }
+    }
+
+    fn appends(&self) -> usize {
+        self.replies
+            .iter()
+            .filter(|r| matches!(r, Answer::Appended(_)))
+            .count()
     }
 
     /// Nothing more joins: a transaction is kept short.
@@ -775,6 +810,8 @@ fn writer_loop(
     let mut hot = outbox::HotBodies::default();
     let mut commits = 0u32;
     let mut next = None;
+    let mut last_commit: Option<Instant> = None;
+    let mut recent = RecentGroups::default();
     loop {
         let command = match next.take() {
             Some(command) => command,
@@ -796,17 +833,40 @@ fn writer_loop(
                 // claim queued among them runs last in it.
                 let mut group = Group::default();
                 group.add(first);
+                // In a burst (the last transaction ended moments ago) a group smaller than the
+                // recent ones waits a little for the requests being decoded behind it, so they
+                // share its commit: fewer commits write the pages every commit dirties (page 1,
+                // counters, sequence, rollups) fewer times.
+                let now = Instant::now();
+                let burst = last_commit.is_some_and(|t| now.duration_since(t) < BURST_GAP);
+                let wait_until = burst.then(|| now + GROUP_WAIT);
+                let usual = recent.usual();
                 while !group.full() {
-                    match commands.try_recv() {
-                        Ok(command) => {
+                    let received = match commands.try_recv() {
+                        Ok(command) => Some(command),
+                        Err(_) => match wait_until {
+                            Some(until) if group.appends() < usual => {
+                                let left = until.saturating_duration_since(Instant::now());
+                                if left.is_zero() {
+                                    None
+                                } else {
+                                    commands.recv_timeout(left).ok()
+                                }
+                            }
+                            _ => None,
+                        },
+                    };
+                    match received {
+                        Some(command) => {
                             if let Some(other) = group.add(command) {
                                 next = Some(other);
                                 break;
                             }
                         }
-                        Err(_) => break,
+                        None => break,
                     }
                 }
+                recent.push(group.appends());
                 let Group {
                     writes,
                     replies,
@@ -828,6 +888,7 @@ fn writer_loop(
                 if let (Some(reply), Some(result)) = (claim_reply, done.claim) {
                     let _ = reply.send(result);
                 }
+                last_commit = Some(Instant::now());
             }
             Command::Defer {
                 id,
