@@ -14,9 +14,10 @@
 //! launcher processes may open the same file: every write is a `BEGIN IMMEDIATE` transaction
 //! (which waits on `busy_timeout` instead of failing with `database is locked` on a lock
 //! upgrade) and delivery uses leased claims so two processes never send the same row.
-//! Appends already queued when the writer starts a transaction share it (group commit), and
-//! requests are encoded, compressed and decoded on the caller's thread, so the writer only
-//! runs SQL. Checkpoints, the only fsyncs, run on a second thread with its own connection.
+//! Appends, deletes and a claim already queued when the writer starts a transaction share it
+//! (group commit; in a burst a group waits up to [`GROUP_WAIT`] for the appends recent groups
+//! had), and requests are encoded, compressed and decoded on the caller's thread, so the
+//! writer only runs SQL. Checkpoints, the only fsyncs, run on a second thread with its own connection.
 
 #[cfg(test)]
 pub(crate) mod fixtures;
