@@ -14,9 +14,10 @@
 //! launcher processes may open the same file: every write is a `BEGIN IMMEDIATE` transaction
 //! (which waits on `busy_timeout` instead of failing with `database is locked` on a lock
 //! upgrade) and delivery uses leased claims so two processes never send the same row.
-//! Appends already queued when the writer starts a transaction share it (group commit), and
-//! requests are encoded, compressed and decoded on the caller's thread, so the writer only
-//! runs SQL. Checkpoints, the only fsyncs, run on a second thread with its own connection.
+//! Appends, deletes and a claim already queued when the writer starts a transaction share it
+//! (group commit; in a burst a group waits up to [`GROUP_WAIT`] for the appends recent groups
+//! had), and requests are encoded, compressed and decoded on the caller's thread, so the
+//! writer only runs SQL. Checkpoints, the only fsyncs, run on a second thread with its own connection.
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -31,7 +32,7 @@ mod usage;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags};
@@ -126,13 +127,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// Work for the writer thread; each carries the channel its answer goes back on.
 enum Command {
     Append(Box<outbox::Prepared>, Reply<OutboxId>),
-    Claim {
-        owner: String,
-        limit: usize,
-        lease: Duration,
-        target: Target,
-        reply: Reply<Vec<outbox::RawClaim>>,
-    },
+    Claim(outbox::ClaimRequest, Reply<Vec<outbox::RawClaim>>),
     DropUnreadable(Vec<outbox::Unreadable>, Reply<()>),
     Delivered(OutboxId, Reply<bool>),
     Release(OutboxId, String, Reply<bool>),
@@ -338,12 +333,16 @@ impl Store {
         let owner = owner.to_owned();
         let target = self.target.clone();
         let raw = self
-            .call(|reply| Command::Claim {
-                owner,
-                limit,
-                lease,
-                target,
-                reply,
+            .call(|reply| {
+                Command::Claim(
+                    outbox::ClaimRequest {
+                        owner,
+                        limit,
+                        lease,
+                        target,
+                    },
+                    reply,
+                )
             })?
             .await
             .map_err(|_| StoreError::Closed)??;
@@ -505,12 +504,16 @@ impl Store {
         let owner = owner.to_owned();
         let target = self.target.clone();
         let raw = self
-            .call(|reply| Command::Claim {
-                owner,
-                limit,
-                lease,
-                target,
-                reply,
+            .call(|reply| {
+                Command::Claim(
+                    outbox::ClaimRequest {
+                        owner,
+                        limit,
+                        lease,
+                        target,
+                    },
+                    reply,
+                )
             })?
             .blocking_recv()
             .map_err(|_| StoreError::Closed)??;
@@ -695,17 +698,50 @@ fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
     }
 }
 
+/// A command arriving less than this after the last group commit ended means a burst.
+const BURST_GAP: Duration = Duration::from_millis(2);
+
+/// How long a group may wait in a burst for the appends that usually share it.
+const GROUP_WAIT: Duration = Duration::from_micros(500);
+
+/// How many recent groups tell how many appends a group usually gathers.
+const RECENT_GROUPS: usize = 8;
+
+/// The append counts of the last [`RECENT_GROUPS`] groups; their largest is about how many
+/// requests are accepted at once. One sender at a time makes it 1, and no group ever waits.
+#[derive(Default)]
+struct RecentGroups {
+    appends: [usize; RECENT_GROUPS],
+    next: usize,
+}
+
+impl RecentGroups {
+    fn push(&mut self, appends: usize) {
+        self.appends[self.next] = appends;
+        self.next = (self.next + 1) % RECENT_GROUPS;
+    }
+
+    fn usual(&self) -> usize {
+        self.appends.iter().copied().max().unwrap_or(0)
+    }
+}
+
 /// Writes gathered for one transaction, with where each answer goes.
 #[derive(Default)]
 struct Group {
     writes: Vec<outbox::Write>,
     replies: Vec<Answer>,
+    /// A claim queued with the writes: it runs after all of them, so it also sees rows
+    /// appended behind it (a claim takes the oldest deliverable rows, which those cannot
+    /// precede) and never the rows deleted behind it (they are this process's, claimed).
+    claim: Option<(outbox::ClaimRequest, Reply<Vec<outbox::RawClaim>>)>,
     /// Stored bytes of the appends.
     bytes: usize,
 }
 
 impl Group {
-    /// Adds an append or a delivery; any other command is handed back (it runs after).
+    /// Adds an append, a delivery or the group's one claim; any other command (a second
+    /// claim too) is handed back (it runs after).
     fn add(&mut self, command: Command) -> Option<Command> {
         match command {
             Command::Append(prepared, reply) => {
@@ -719,8 +755,24 @@ impl Group {
                 self.replies.push(Answer::Delivered(reply));
                 None
             }
+            Command::Claim(request, reply) if self.claim.is_none() => {
+                self.claim = Some((request, reply));
+                None
+            }
             other => Some(other),
         }
+    }
+
+    fn appends(&self) -> usize {
+        self.replies
+            .iter()
+            .filter(|r| matches!(r, Answer::Appended(_)))
+            .count()
+    }
+
+    /// Nothing more joins: a transaction is kept short.
+    fn full(&self) -> bool {
+        self.writes.len() >= MAX_GROUP_COMMIT || self.bytes >= MAX_GROUP_COMMIT_BYTES
     }
 }
 
@@ -759,6 +811,8 @@ fn writer_loop(
     let mut hot = outbox::HotBodies::default();
     let mut commits = 0u32;
     let mut next = None;
+    let mut last_commit: Option<Instant> = None;
+    let mut recent = RecentGroups::default();
     loop {
         let command = match next.take() {
             Some(command) => command,
@@ -774,47 +828,68 @@ fn writer_loop(
         }
         // A dropped receiver means the caller gave up waiting; the work is done regardless.
         match command {
-            first @ (Command::Append(..) | Command::Delivered(..)) => {
+            first @ (Command::Append(..) | Command::Delivered(..) | Command::Claim(..)) => {
                 // Group commit: appends and deletes already queued behind this one share its
-                // transaction, so a burst of requests costs one commit instead of one each.
+                // transaction, so a burst of requests costs one commit instead of one each; a
+                // claim queued among them runs last in it.
                 let mut group = Group::default();
                 group.add(first);
-                while group.writes.len() < MAX_GROUP_COMMIT && group.bytes < MAX_GROUP_COMMIT_BYTES
-                {
-                    match commands.try_recv() {
-                        Ok(command) => {
+                // In a burst (the last transaction ended moments ago) a group smaller than the
+                // recent ones waits a little for the requests being decoded behind it, so they
+                // share its commit: fewer commits write the pages every commit dirties (page 1,
+                // counters, sequence, rollups) fewer times.
+                let now = Instant::now();
+                let burst = last_commit.is_some_and(|t| now.duration_since(t) < BURST_GAP);
+                let wait_until = burst.then(|| now + GROUP_WAIT);
+                let usual = recent.usual();
+                while !group.full() {
+                    let received = match commands.try_recv() {
+                        Ok(command) => Some(command),
+                        Err(_) => match wait_until {
+                            Some(until) if group.appends() < usual => {
+                                let left = until.saturating_duration_since(Instant::now());
+                                if left.is_zero() {
+                                    None
+                                } else {
+                                    commands.recv_timeout(left).ok()
+                                }
+                            }
+                            _ => None,
+                        },
+                    };
+                    match received {
+                        Some(command) => {
                             if let Some(other) = group.add(command) {
                                 next = Some(other);
                                 break;
                             }
                         }
-                        Err(_) => break,
+                        None => break,
                     }
                 }
+                recent.push(group.appends());
                 let Group {
-                    writes, replies, ..
+                    writes,
+                    replies,
+                    claim,
+                    ..
                 } = group;
-                let results = outbox::write_group(&mut conn, &writes, bounds, now_ns(), &mut hot);
-                for (reply, result) in replies.into_iter().zip(results) {
+                let (claim_request, claim_reply) = claim.unzip();
+                let done = outbox::write_group(
+                    &mut conn,
+                    &writes,
+                    claim_request.as_ref(),
+                    bounds,
+                    now_ns(),
+                    &mut hot,
+                );
+                for (reply, result) in replies.into_iter().zip(done.writes) {
                     reply.send(result);
                 }
-            }
-            Command::Claim {
-                owner,
-                limit,
-                lease,
-                target,
-                reply,
-            } => {
-                let _ = reply.send(outbox::claim(
-                    &mut conn,
-                    &owner,
-                    limit,
-                    lease,
-                    now_ns(),
-                    &target,
-                    &mut hot,
-                ));
+                if let (Some(reply), Some(result)) = (claim_reply, done.claim) {
+                    let _ = reply.send(result);
+                }
+                last_commit = Some(Instant::now());
             }
             Command::Defer {
                 id,

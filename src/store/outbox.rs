@@ -160,50 +160,105 @@ pub(super) enum Write {
     Delivered(OutboxId),
 }
 
-/// Runs a group of writes in one transaction (group commit: a burst costs one commit, not one
-/// per request), then applies the bounds; committed bodies go to `hot`. Should the group
-/// fail, each write is retried alone so one bad request cannot fail the others. Returns one
-/// result per write, in order: the new row's id for an append, the rows deleted (0 when it
-/// was already gone, else 1) for a delivery.
+/// A claim's arguments: run alone or at the end of a group of writes
+/// ([`write_group`]), sharing its transaction.
+pub(super) struct ClaimRequest {
+    pub(super) owner: String,
+    pub(super) limit: usize,
+    pub(super) lease: Duration,
+    pub(super) target: Target,
+}
+
+/// What [`write_group`] did: one result per write, in order, and the claim's.
+pub(super) struct GroupDone {
+    /// The new row's id for an append, the rows deleted (0 when it was already gone, else 1)
+    /// for a delivery.
+    pub(super) writes: Vec<Result<i64, StoreError>>,
+    /// The rows claimed, when the group ended with a claim.
+    pub(super) claim: Option<Result<Vec<RawClaim>, StoreError>>,
+}
+
+/// Runs a group of writes, then the claim queued behind them if any, in one transaction
+/// (group commit: a burst costs one commit, not one per request, and the forwarder's claim
+/// shares it instead of writing the WAL's shared pages (page 1, counters, the outbox's right
+/// edge) and taking the file locks once more), then applies the bounds; committed bodies go to
+/// `hot`. Should the group fail, each write and the claim are retried alone so one bad request
+/// cannot fail the others.
 pub(super) fn write_group(
     conn: &mut Connection,
     group: &[Write],
+    claim_request: Option<&ClaimRequest>,
     bounds: StoreBounds,
     now_ns: i64,
     hot: &mut HotBodies,
-) -> Vec<Result<i64, StoreError>> {
-    let mut run = |conn: &mut Connection, writes: &[Write]| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let done = writes
-            .iter()
-            .map(|w| match w {
-                Write::Append(p) => insert(&tx, p).map(|id| id.0),
-                Write::Delivered(id) => delivered(&tx, *id).map(i64::from),
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        if writes.iter().any(|w| matches!(w, Write::Append(_))) {
-            enforce_bounds(&tx, bounds, now_ns)?;
-        }
-        tx.commit()?;
-        for (w, d) in writes.iter().zip(&done) {
-            if let Write::Append(p) = w
-                && let Some(body) = &p.hot
-            {
-                hot.insert(OutboxId(*d), body.clone());
+) -> GroupDone {
+    let mut run =
+        |conn: &mut Connection, writes: &[Write], claim_request: Option<&ClaimRequest>| {
+            // Bodies enter the hot cache before the claim, so a claim in this transaction takes the
+            // rows it appended from memory; they leave it again should the transaction fail (a
+            // rolled-back id is given out again).
+            let mut cached = Vec::new();
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let done = writes
+                    .iter()
+                    .map(|w| match w {
+                        Write::Append(p) => insert(&tx, p).map(|id| id.0),
+                        Write::Delivered(id) => delivered(&tx, *id).map(i64::from),
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                if writes.iter().any(|w| matches!(w, Write::Append(_))) {
+                    enforce_bounds(&tx, bounds, now_ns)?;
+                }
+                for (w, d) in writes.iter().zip(&done) {
+                    if let Write::Append(p) = w
+                        && let Some(body) = &p.hot
+                    {
+                        hot.insert(OutboxId(*d), body.clone());
+                        cached.push(OutboxId(*d));
+                    }
+                }
+                let claimed = claim_request
+                    .map(|c| claim_in(&tx, c, now_ns, hot))
+                    .transpose()?;
+                tx.commit()?;
+                Ok::<_, StoreError>((done, claimed))
+            })();
+            if result.is_err() {
+                for id in cached {
+                    hot.take(id);
+                }
+            }
+            result
+        };
+    match run(conn, group, claim_request) {
+        Ok((done, claimed)) => GroupDone {
+            writes: done.into_iter().map(Ok).collect(),
+            claim: claimed.map(Ok),
+        },
+        Err(err) if group.len() + usize::from(claim_request.is_some()) == 1 => {
+            match claim_request {
+                Some(_) => GroupDone {
+                    writes: Vec::new(),
+                    claim: Some(Err(err)),
+                },
+                None => GroupDone {
+                    writes: vec![Err(err)],
+                    claim: None,
+                },
             }
         }
-        Ok::<_, StoreError>(done)
-    };
-    match run(conn, group) {
-        Ok(done) => done.into_iter().map(Ok).collect(),
-        Err(err) if group.len() == 1 => vec![Err(err)],
-        Err(_) => group
-            .iter()
-            .map(|w| {
-                run(conn, std::slice::from_ref(w))
-                    .map(|mut d| d.pop().expect("one result per write"))
-            })
-            .collect(),
+        Err(_) => GroupDone {
+            writes: group
+                .iter()
+                .map(|w| {
+                    run(conn, std::slice::from_ref(w), None)
+                        .map(|(mut d, _)| d.pop().expect("one result per write"))
+                })
+                .collect(),
+            claim: claim_request
+                .map(|c| run(conn, &[], Some(c)).map(|(_, claimed)| claimed.unwrap_or_default())),
+        },
     }
 }
 
@@ -371,24 +426,26 @@ pub enum Target {
     Any,
 }
 
-/// Claims up to `limit` deliverable rows (unclaimed, lease expired, back-off over) for
-/// `target`, oldest first, atomically.
-pub(super) fn claim(
-    conn: &mut Connection,
-    owner: &str,
-    limit: usize,
-    lease: Duration,
+/// Claims up to `request.limit` deliverable rows (unclaimed, lease expired, back-off over)
+/// for its target, oldest first, inside a transaction the caller commits ([`write_group`]).
+fn claim_in(
+    tx: &rusqlite::Transaction<'_>,
+    request: &ClaimRequest,
     now_ns: i64,
-    target: &Target,
     hot: &mut HotBodies,
 ) -> Result<Vec<RawClaim>, StoreError> {
+    let ClaimRequest {
+        owner,
+        limit,
+        lease,
+        target,
+    } = request;
     let (only, upstream) = match target {
         Target::Only(u) => (true, u.as_str()),
         Target::Any => (false, ""),
     };
     let until_ns = now_ns.saturating_add(i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX));
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let limit = i64::try_from(*limit).unwrap_or(i64::MAX);
     let mut claimed = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
@@ -430,7 +487,6 @@ pub(super) fn claim(
             };
         }
     }
-    tx.commit()?;
     Ok(claimed)
 }
 
@@ -658,6 +714,141 @@ pub(super) fn stats(conn: &Connection, now_ns: i64) -> Result<OutboxStats, Store
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixtures::{self, Usage};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A migrated store file and a connection to it that counts its commits.
+    fn counted_store() -> (tempfile::TempDir, Connection, Arc<AtomicUsize>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = super::super::open_connection(&dir.path().join("store.db")).expect("open");
+        super::super::schema::migrate(&mut conn).expect("migrate");
+        let commits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&commits);
+        conn.commit_hook(Some(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            false
+        }))
+        .expect("commit hook");
+        (dir, conn, commits)
+    }
+
+    /// An append of a request of `events` api_request events, kept for this process's claim.
+    fn kept_append(events: usize) -> (Write, Bytes) {
+        let records = (0..events)
+            .map(|i| {
+                let usage = Usage {
+                    input: 10,
+                    output: 20,
+                    cache_read: 30,
+                    cache_creation: 0,
+                    cost_usd: 0.01,
+                };
+                fixtures::api_request("s-1", 1_793_610_000_000_000_000 + i as u64, "m", usage)
+            })
+            .collect();
+        let request = fixtures::logs(fixtures::resource(Some("alpha")), records);
+        let encoded = Bytes::from(request.encode_to_vec());
+        let prepared = Prepared::new(
+            &request,
+            encoded.clone(),
+            super::super::now_ns(),
+            None,
+            true,
+        );
+        (Write::Append(Box::new(prepared)), encoded)
+    }
+
+    fn claim_request(owner: &str) -> ClaimRequest {
+        ClaimRequest {
+            owner: owner.to_owned(),
+            limit: 10,
+            lease: Duration::from_secs(30),
+            target: Target::Any,
+        }
+    }
+
+    #[test]
+    fn a_claim_queued_with_appends_shares_their_commit_and_sends_their_bodies_from_memory() {
+        let (_dir, mut conn, commits) = counted_store();
+        let mut hot = HotBodies::default();
+        let (writes, encoded): (Vec<Write>, Vec<Bytes>) = (1..=3).map(kept_append).unzip();
+        let now = super::super::now_ns();
+        let claim = claim_request("me");
+        let done = write_group(
+            &mut conn,
+            &writes,
+            Some(&claim),
+            StoreBounds::default(),
+            now,
+            &mut hot,
+        );
+        assert_eq!(commits.load(Ordering::Relaxed), 1, "one transaction");
+        let ids: Vec<i64> = done
+            .writes
+            .into_iter()
+            .map(|r| r.expect("appended"))
+            .collect();
+        let raw = done.claim.expect("the claim ran").expect("claimed");
+        assert!(raw.iter().all(|c| matches!(c.body, RawBody::Hot(_))));
+        assert!(hot.rows.is_empty(), "every kept body went to the claim");
+        let (claimed, unreadable) = decode_claims(raw);
+        assert!(unreadable.is_empty());
+        assert_eq!(claimed.iter().map(|c| c.id.0).collect::<Vec<_>>(), ids);
+        for (c, body) in claimed.iter().zip(&encoded) {
+            assert_eq!(&c.body, body);
+        }
+        let owner: String = conn
+            .query_row(
+                "SELECT claim_owner FROM outbox WHERE id = ?1",
+                [ids[0]],
+                |r| r.get(0),
+            )
+            .expect("row");
+        assert_eq!(owner, "me");
+    }
+
+    #[test]
+    fn a_claim_that_fails_in_a_group_leaves_the_appends_committed_and_is_answered_alone() {
+        let (_dir, mut conn, commits) = counted_store();
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER refuse_claim BEFORE UPDATE OF claim_owner ON outbox
+             WHEN NEW.claim_owner = 'refused' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .expect("trigger");
+        commits.store(0, Ordering::Relaxed);
+        let mut hot = HotBodies::default();
+        let (writes, encoded): (Vec<Write>, Vec<Bytes>) = (1..=2).map(kept_append).unzip();
+        let claim = claim_request("refused");
+        let done = write_group(
+            &mut conn,
+            &writes,
+            Some(&claim),
+            StoreBounds::default(),
+            super::super::now_ns(),
+            &mut hot,
+        );
+        let ids: Vec<i64> = done
+            .writes
+            .into_iter()
+            .map(|r| r.expect("appended"))
+            .collect();
+        assert!(done.claim.expect("answered").is_err());
+        assert_eq!(commits.load(Ordering::Relaxed), 2, "each append alone");
+        let rows: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE claim_owner IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(rows, 2);
+        // The cache holds exactly the committed rows' bodies, none of the failed attempt's.
+        assert_eq!(hot.rows.keys().copied().collect::<Vec<_>>(), ids);
+        for (id, body) in ids.iter().zip(&encoded) {
+            assert_eq!(hot.rows.get(id), Some(body));
+        }
+    }
 
     #[test]
     fn hot_bodies_keep_the_newest_within_their_budget_and_forget_rows_claimed_elsewhere() {

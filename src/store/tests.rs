@@ -1275,3 +1275,23 @@ fn a_transcript_copy_merged_later_keeps_the_events_fields() {
         3
     );
 }
+
+#[test]
+fn a_group_waits_only_for_as_many_appends_as_the_recent_groups_gathered() {
+    let mut recent = RecentGroups::default();
+    assert_eq!(recent.usual(), 0, "the first group never waits");
+    for _ in 0..RECENT_GROUPS {
+        recent.push(1);
+    }
+    assert_eq!(recent.usual(), 1, "one sender at a time: no group waits");
+    recent.push(4);
+    assert_eq!(recent.usual(), 4);
+    for _ in 0..RECENT_GROUPS {
+        recent.push(2);
+    }
+    assert_eq!(
+        recent.usual(),
+        2,
+        "groups older than the window stop counting"
+    );
+}
