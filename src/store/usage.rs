@@ -116,9 +116,13 @@ pub(crate) mod col {
 /// Strips the context-window suffix metrics carry (`claude-opus-4-8[1m]`) so metric points
 /// and events (which carry the bare id) group under one model.
 pub fn normalize_model(model: &str) -> &str {
+    // Looked for only in ids that end with the suffix's bracket: most carry none.
+    if !model.ends_with(']') {
+        return model;
+    }
     match model.find('[') {
-        Some(i) if model.ends_with(']') => &model[..i],
-        _ => model,
+        Some(i) => &model[..i],
+        None => model,
     }
 }
 
@@ -989,6 +993,7 @@ mod key {
 
     /// The index of an attribute key decoding reads, `None` for the others. Matched on the
     /// length first, so most keys are told apart without comparing their text.
+    #[inline]
     pub fn of(key: &str) -> Option<usize> {
         Some(match (key.len(), key) {
             (4, "type") => TYPE,
@@ -1126,30 +1131,28 @@ fn parse_number(s: &str) -> Option<f64> {
 /// `digits[.digits]` with at most [`EXACT_DIGITS`] digits in all (and one at least), exactly;
 /// `None` for anything else.
 fn plain_decimal(bytes: &[u8]) -> Option<f64> {
-    let mut mantissa = 0u64;
-    let mut digits = 0u32;
-    let mut fraction: Option<u32> = None;
-    for &b in bytes {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                digits += 1;
-                if digits > EXACT_DIGITS {
-                    return None;
-                }
-                if let Some(f) = fraction.as_mut() {
-                    *f += 1;
-                }
-            }
-            b'.' if fraction.is_none() => fraction = Some(0),
-            _ => return None,
-        }
-    }
-    if digits == 0 {
+    // One more byte than digits for the point: the mantissa cannot overflow below.
+    if bytes.len() > EXACT_DIGITS as usize + 1 {
         return None;
     }
-    let scale = POWERS_OF_TEN[fraction.unwrap_or(0) as usize];
-    Some(mantissa as f64 / scale)
+    let mut mantissa = 0u64;
+    let mut point = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit < 10 {
+            mantissa = mantissa * 10 + u64::from(digit);
+        } else if b == b'.' && point.is_none() {
+            point = Some(i);
+        } else {
+            return None;
+        }
+    }
+    let digits = bytes.len() - usize::from(point.is_some());
+    if digits == 0 || digits > EXACT_DIGITS as usize {
+        return None;
+    }
+    let fraction = point.map_or(0, |p| bytes.len() - 1 - p);
+    Some(mantissa as f64 / POWERS_OF_TEN.get(fraction)?)
 }
 
 fn json_value(v: &AnyValue) -> Option<serde_json::Value> {
