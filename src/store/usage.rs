@@ -1093,6 +1093,7 @@ impl<'a> Known<'a> {
 }
 
 /// A value as text: strings as they are, numbers and booleans rendered; `None` for the rest.
+#[inline]
 fn text(value: &any_value::Value) -> Option<Cow<'_, str>> {
     match value {
         any_value::Value::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
@@ -1118,14 +1119,8 @@ const POWERS_OF_TEN: [f64; EXACT_DIGITS as usize + 1] = [
 /// durations and costs are plain decimals: those are read in one pass over their digits (the
 /// same value, to the bit), the rest (`"1.5e3"`, `"-2"`, long ones) by the float parser.
 fn parse_number(s: &str) -> Option<f64> {
-    let bytes = s.as_bytes();
-    let plain = bytes.first().is_some_and(u8::is_ascii_graphic)
-        && bytes.last().is_some_and(u8::is_ascii_graphic);
-    if plain && let Some(v) = plain_decimal(bytes) {
-        return Some(v);
-    }
-    let s = if plain { s } else { s.trim() };
-    s.parse::<f64>().ok()
+    // A plain decimal has no blanks to trim.
+    plain_decimal(s.as_bytes()).or_else(|| s.trim().parse::<f64>().ok())
 }
 
 /// `digits[.digits]` with at most [`EXACT_DIGITS`] digits in all (and one at least), exactly;
