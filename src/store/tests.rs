@@ -125,7 +125,7 @@ fn append_commits_the_outbox_row_and_its_usage_rows_together() {
         )
         .expect("outbox row");
     assert_eq!((signal.as_str(), items, bytes), ("logs", 3, stored));
-    assert_eq!(encoding, "deflate");
+    assert_eq!(encoding, "lz4");
     assert!(
         stored * 2 < encoded_len,
         "compressed {stored} of {encoded_len} bytes"

@@ -11,6 +11,7 @@
 //! counts, durations, prompts, errors and tool decisions/results come from events. The
 //! `api_*` event sums are kept beside the metric ones only as a cross-check.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -19,6 +20,7 @@ use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use rusqlite::{Transaction, params};
+use rustc_hash::FxHashMap;
 
 use crate::otlp::ExportRequest;
 
@@ -114,9 +116,13 @@ pub(crate) mod col {
 /// Strips the context-window suffix metrics carry (`claude-opus-4-8[1m]`) so metric points
 /// and events (which carry the bare id) group under one model.
 pub fn normalize_model(model: &str) -> &str {
+    // Looked for only in ids that end with the suffix's bracket: most carry none.
+    if !model.ends_with(']') {
+        return model;
+    }
     match model.find('[') {
-        Some(i) if model.ends_with(']') => &model[..i],
-        _ => model,
+        Some(i) => &model[..i],
+        None => model,
     }
 }
 
@@ -213,20 +219,51 @@ pub(super) struct Decoded {
     api: Vec<ApiRow>,
     tools: Vec<ToolRow>,
     others: Vec<OtherRow>,
-    sessions: HashMap<String, SessionRow>,
-    rollup: HashMap<RollupKey, [f64; ROLLUP_COLUMNS.len()]>,
+    /// Sessions by id, in the order first seen.
+    sessions: Vec<(String, SessionRow)>,
+    /// Where each id of `sessions` is.
+    session_index: FxHashMap<String, usize>,
+    /// The `sessions` entry the previous record touched (nearly always the next one's).
+    last_session: Option<usize>,
+    /// Sums per key, in the order the keys were first seen.
+    rollup: Vec<(RollupKey, [f64; ROLLUP_COLUMNS.len()])>,
+    /// Where each key of `rollup` is.
+    rollup_index: FxHashMap<RollupKey, usize>,
+    /// The `rollup` entry the previous record added to: a request's records nearly all share
+    /// one key, which is then compared, not built, hashed and looked up.
+    last_rollup: Option<usize>,
+    /// Log records in the request: what `api` is given room for when its first row comes
+    /// (claude's requests are batches of one kind of event).
+    records: usize,
 }
 
 /// Context shared by every record under one resource.
 struct Scope<'a> {
     resource: &'a [KeyValue],
     resource_index: usize,
+    /// The resource's `project.name`, for records that do not carry their own.
+    project: Option<Cow<'a, str>>,
 }
 
-impl Scope<'_> {
-    fn project(&self, attrs: &[KeyValue]) -> String {
-        attr_string(attrs, PROJECT_ATTRIBUTE)
-            .or_else(|| attr_string(self.resource, PROJECT_ATTRIBUTE))
+impl<'a> Scope<'a> {
+    fn new(resource: Option<&'a Resource>, resource_index: usize) -> Scope<'a> {
+        let resource = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let project = resource
+            .iter()
+            .find(|kv| kv.key == PROJECT_ATTRIBUTE)
+            .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?));
+        Scope {
+            resource,
+            resource_index,
+            project,
+        }
+    }
+
+    /// The record's project, else its resource's, else ''.
+    fn project<'r>(&'r self, known: &Known<'r>) -> Cow<'r, str> {
+        known
+            .text(key::PROJECT)
+            .or_else(|| self.project.as_deref().map(Cow::Borrowed))
             .unwrap_or_default()
     }
 }
@@ -255,37 +292,72 @@ impl Decoded {
         model: &str,
         project: &str,
     ) -> &mut [f64; ROLLUP_COLUMNS.len()] {
-        let key = RollupKey {
-            hour: hour_of(time_ns),
-            session: session.unwrap_or_default().to_owned(),
-            model: normalize_model(model).to_owned(),
-            project: project.to_owned(),
+        let hour = hour_of(time_ns);
+        let session = session.unwrap_or_default();
+        let model = normalize_model(model);
+        let same = |k: &RollupKey| {
+            k.hour == hour && k.session == session && k.model == model && k.project == project
         };
-        self.rollup
-            .entry(key)
-            .or_insert([0.0; ROLLUP_COLUMNS.len()])
+        let index = match self.last_rollup {
+            Some(i) if self.rollup.get(i).is_some_and(|(k, _)| same(k)) => i,
+            _ => {
+                let key = RollupKey {
+                    hour,
+                    session: session.to_owned(),
+                    model: model.to_owned(),
+                    project: project.to_owned(),
+                };
+                match self.rollup_index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        self.rollup_index.insert(key.clone(), self.rollup.len());
+                        self.rollup.push((key, [0.0; ROLLUP_COLUMNS.len()]));
+                        self.rollup.len() - 1
+                    }
+                }
+            }
+        };
+        self.last_rollup = Some(index);
+        &mut self.rollup[index].1
     }
 
     fn touch_session(
         &mut self,
         scope: &Scope<'_>,
-        attrs: &[KeyValue],
+        known: &Known<'_>,
+        session: Option<&str>,
         project: &str,
         time_ns: i64,
     ) {
-        let Some(session) = attr_string(attrs, "session.id") else {
+        let Some(session) = session else {
             return;
         };
-        let row = self.sessions.entry(session).or_insert_with(|| SessionRow {
-            user_id: attr_string(attrs, "user.id"),
-            project: project.to_owned(),
-            terminal_type: attr_string(attrs, "terminal.type"),
-            resource: scope.resource_index,
-            first_ns: time_ns,
-            last_ns: time_ns,
-        });
-        row.first_ns = row.first_ns.min(time_ns);
-        row.last_ns = row.last_ns.max(time_ns);
+        let index = match self.last_session {
+            Some(i) if self.sessions.get(i).is_some_and(|(id, _)| id == session) => Some(i),
+            _ => self.session_index.get(session).copied(),
+        };
+        match index {
+            Some(i) => {
+                self.last_session = Some(i);
+                let row = &mut self.sessions[i].1;
+                row.first_ns = row.first_ns.min(time_ns);
+                row.last_ns = row.last_ns.max(time_ns);
+            }
+            None => {
+                let row = SessionRow {
+                    user_id: known.string(key::USER_ID),
+                    project: project.to_owned(),
+                    terminal_type: known.string(key::TERMINAL_TYPE),
+                    resource: scope.resource_index,
+                    first_ns: time_ns,
+                    last_ns: time_ns,
+                };
+                self.last_session = Some(self.sessions.len());
+                self.session_index
+                    .insert(session.to_owned(), self.sessions.len());
+                self.sessions.push((session.to_owned(), row));
+            }
+        }
     }
 
     fn metric_point(
@@ -296,11 +368,12 @@ impl Decoded {
         point: PointIn<'_>,
     ) {
         let attrs = point.attributes;
-        let project = scope.project(attrs);
-        let session = attr_string(attrs, "session.id");
-        let model = attr_string(attrs, "model");
-        let kind = attr_string(attrs, "type");
-        self.touch_session(scope, attrs, &project, point.time_ns);
+        let known = Known::of(attrs);
+        let project = scope.project(&known);
+        let session = known.text(key::SESSION_ID);
+        let model = known.text(key::MODEL);
+        let kind = known.text(key::TYPE);
+        self.touch_session(scope, &known, session.as_deref(), &project, point.time_ns);
         let mut summed_elsewhere = false;
         if temporality == DELTA && point.monotonic_sum {
             let v = point.value;
@@ -319,7 +392,7 @@ impl Decoded {
                 ("claude_code.active_time.total", "user") => Some(col::ACTIVE_USER_S),
                 ("claude_code.active_time.total", "cli") => Some(col::ACTIVE_CLI_S),
                 ("claude_code.code_edit_tool.decision", _) => {
-                    match attr_string(attrs, "decision").as_deref() {
+                    match known.text(key::DECISION).as_deref() {
                         Some("accept") => Some(col::EDIT_ACCEPTS),
                         Some("reject") => Some(col::EDIT_REJECTS),
                         _ => None,
@@ -362,9 +435,9 @@ impl Decoded {
             .collect();
         let key = SeriesKey {
             name: name.to_owned(),
-            kind: kind.unwrap_or_default(),
-            model: model.unwrap_or_default(),
-            project,
+            kind: kind.map(Cow::into_owned).unwrap_or_default(),
+            model: model.map(Cow::into_owned).unwrap_or_default(),
+            project: project.into_owned(),
             attrs_json: if extra.is_empty() {
                 String::new()
             } else {
@@ -390,38 +463,41 @@ impl Decoded {
         self.points.push(PointRow {
             time_ns: point.time_ns,
             start_ns: point.start_ns,
-            session,
+            session: session.map(Cow::into_owned),
             value: point.value,
             series,
         });
     }
 
     fn log_record(&mut self, scope: &Scope<'_>, record: &LogRecord, received_ns: i64) {
-        let attrs = record.attributes.as_slice();
-        let Some(name) = event_name(record) else {
+        let known = Known::of(&record.attributes);
+        let Some(name) = event_name(record, &known) else {
             return;
         };
-        let time_ns = event_time(record, received_ns);
-        let project = scope.project(attrs);
-        let session = attr_string(attrs, "session.id");
-        let model = attr_string(attrs, "model");
-        self.touch_session(scope, attrs, &project, time_ns);
+        let time_ns = event_time(record, &known, received_ns);
+        let project = scope.project(&known);
+        let session = known.text(key::SESSION_ID);
+        let model = known.text(key::MODEL);
+        self.touch_session(scope, &known, session.as_deref(), &project, time_ns);
         let sums = self.add(
             time_ns,
             session.as_deref(),
             model.as_deref().unwrap_or_default(),
             &project,
         );
+        let session = session.map(Cow::into_owned);
+        let project = project.into_owned();
+        let model = model.map(Cow::into_owned);
         match name {
             "api_request" => {
-                let cost = attr_f64(attrs, "cost_usd");
+                let cost = known.number(key::COST_USD);
                 let tokens = [
-                    attr_f64(attrs, "input_tokens"),
-                    attr_f64(attrs, "output_tokens"),
-                    attr_f64(attrs, "cache_read_tokens"),
-                    attr_f64(attrs, "cache_creation_tokens"),
+                    known.number(key::INPUT_TOKENS),
+                    known.number(key::OUTPUT_TOKENS),
+                    known.number(key::CACHE_READ_TOKENS),
+                    known.number(key::CACHE_CREATION_TOKENS),
                 ];
-                let duration_ms = attr_f64(attrs, "duration_ms");
+                let duration_ms = known.number(key::DURATION_MS);
                 sums[col::API_REQUESTS] += 1.0;
                 sums[col::API_DURATION_MS] += duration_ms.unwrap_or(0.0);
                 sums[col::API_COST_USD] += cost.unwrap_or(0.0);
@@ -429,33 +505,37 @@ impl Decoded {
                     sums[col::API_INPUT_TOKENS + i] += t.unwrap_or(0.0);
                 }
                 let cache_split = [
-                    attr_f64(attrs, "cache_creation_5m_tokens"),
-                    attr_f64(attrs, "cache_creation_1h_tokens"),
+                    known.number(key::CACHE_CREATION_5M_TOKENS),
+                    known.number(key::CACHE_CREATION_1H_TOKENS),
                 ];
                 if cache_split.iter().any(Option::is_some) {
                     sums[col::API_CACHE_SPLIT_REQUESTS] += 1.0;
                     sums[col::API_CACHE_CREATION_5M_TOKENS] += cache_split[0].unwrap_or(0.0);
                     sums[col::API_CACHE_CREATION_1H_TOKENS] += cache_split[1].unwrap_or(0.0);
                 }
+                if self.api.capacity() == 0 {
+                    self.api.reserve(self.records);
+                }
                 self.api.push(ApiRow {
                     time_ns,
                     session,
-                    prompt: attr_string(attrs, "prompt.id"),
+                    prompt: known.string(key::PROMPT_ID),
                     project,
                     model,
                     cost_usd: cost,
                     tokens,
                     cache_split,
                     duration_ms,
-                    request_id: attr_string(attrs, "request_id"),
-                    query_source: attr_string(attrs, "query_source"),
+                    request_id: known.string(key::REQUEST_ID),
+                    query_source: known.string(key::QUERY_SOURCE),
                     resource: scope.resource_index,
                 });
             }
             "tool_decision" | "tool_result" => {
-                let decision = attr_string(attrs, "decision");
-                let success = attr_bool(attrs, "success");
-                if name == "tool_decision" {
+                let is_decision = name == "tool_decision";
+                let decision = known.text(key::DECISION);
+                let success = known.boolean(key::SUCCESS);
+                if is_decision {
                     match decision.as_deref() {
                         Some("accept") => sums[col::TOOL_ACCEPTS] += 1.0,
                         Some("reject") => sums[col::TOOL_REJECTS] += 1.0,
@@ -467,25 +547,24 @@ impl Decoded {
                         sums[col::TOOL_FAILURES] += 1.0;
                     }
                 }
-                let is_decision = name == "tool_decision";
                 self.tools.push(ToolRow {
                     time_ns,
                     kind: if is_decision { "decision" } else { "result" },
                     session,
                     project,
-                    tool_name: attr_string(attrs, "tool_name"),
+                    tool_name: known.string(key::TOOL_NAME),
                     decision: if is_decision {
-                        decision
+                        decision.map(Cow::into_owned)
                     } else {
-                        attr_string(attrs, "decision_type")
+                        known.string(key::DECISION_TYPE)
                     },
                     source: if is_decision {
-                        attr_string(attrs, "source")
+                        known.string(key::SOURCE)
                     } else {
-                        attr_string(attrs, "decision_source")
+                        known.string(key::DECISION_SOURCE)
                     },
                     success,
-                    duration_ms: attr_f64(attrs, "duration_ms"),
+                    duration_ms: known.number(key::DURATION_MS),
                 });
             }
             other => {
@@ -500,7 +579,7 @@ impl Decoded {
                     session,
                     project,
                     model,
-                    status_code: attr_f64(attrs, "status_code").map(|v| v as i64),
+                    status_code: known.number(key::STATUS_CODE).map(|v| v as i64),
                 });
             }
         }
@@ -523,14 +602,7 @@ pub(super) fn decode(request: &ExportRequest, received_ns: i64) -> Decoded {
         ExportRequest::Metrics(r) => {
             for rm in &r.resource_metrics {
                 let resource_index = out.add_resource(rm.resource.as_ref());
-                let scope = Scope {
-                    resource: rm
-                        .resource
-                        .as_ref()
-                        .map(|r| r.attributes.as_slice())
-                        .unwrap_or(&[]),
-                    resource_index,
-                };
+                let scope = Scope::new(rm.resource.as_ref(), resource_index);
                 for metric in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
                     let (points, temporality, monotonic_sum) = match &metric.data {
                         Some(Data::Sum(s)) => {
@@ -566,16 +638,15 @@ pub(super) fn decode(request: &ExportRequest, received_ns: i64) -> Decoded {
             }
         }
         ExportRequest::Logs(r) => {
+            out.records = r
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .map(|sl| sl.log_records.len())
+                .sum();
             for rl in &r.resource_logs {
                 let resource_index = out.add_resource(rl.resource.as_ref());
-                let scope = Scope {
-                    resource: rl
-                        .resource
-                        .as_ref()
-                        .map(|r| r.attributes.as_slice())
-                        .unwrap_or(&[]),
-                    resource_index,
-                };
+                let scope = Scope::new(rl.resource.as_ref(), resource_index);
                 for record in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
                     out.log_record(&scope, record, received_ns);
                 }
@@ -831,15 +902,11 @@ fn nanos(v: u64) -> Option<i64> {
 
 /// The event's name without the `claude_code.` prefix, from `event.name`, the proto
 /// `event_name` field or the body, whichever is present.
-fn event_name(record: &LogRecord) -> Option<&str> {
-    let from_attr = record
-        .attributes
-        .iter()
-        .find(|kv| kv.key == "event.name")
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        });
+fn event_name<'a>(record: &'a LogRecord, known: &Known<'a>) -> Option<&'a str> {
+    let from_attr = known.value(key::EVENT_NAME).and_then(|v| match v {
+        any_value::Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    });
     let from_body = || match record.body.as_ref()?.value.as_ref()? {
         any_value::Value::StringValue(s) => Some(s.as_str()),
         _ => None,
@@ -852,11 +919,13 @@ fn event_name(record: &LogRecord) -> Option<&str> {
 
 /// When the event happened: the record timestamp, else the observed time, else claude's
 /// `event.timestamp` attribute, else when the relay received it.
-fn event_time(record: &LogRecord, received_ns: i64) -> i64 {
+fn event_time(record: &LogRecord, known: &Known<'_>, received_ns: i64) -> i64 {
     nanos(record.time_unix_nano)
         .or_else(|| nanos(record.observed_time_unix_nano))
         .or_else(|| {
-            attr_string(&record.attributes, "event.timestamp").and_then(|s| parse_rfc3339_utc(&s))
+            known
+                .text(key::EVENT_TIMESTAMP)
+                .and_then(|s| parse_rfc3339_utc(&s))
         })
         .unwrap_or(received_ns)
 }
@@ -895,48 +964,193 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
-}
+/// The attributes decoding reads, by their index in [`Known`].
+mod key {
+    pub const EVENT_NAME: usize = 0;
+    pub const EVENT_TIMESTAMP: usize = 1;
+    pub const PROJECT: usize = 2;
+    pub const SESSION_ID: usize = 3;
+    pub const USER_ID: usize = 4;
+    pub const TERMINAL_TYPE: usize = 5;
+    pub const MODEL: usize = 6;
+    pub const TYPE: usize = 7;
+    pub const DECISION: usize = 8;
+    pub const COST_USD: usize = 9;
+    pub const INPUT_TOKENS: usize = 10;
+    pub const OUTPUT_TOKENS: usize = 11;
+    pub const CACHE_READ_TOKENS: usize = 12;
+    pub const CACHE_CREATION_TOKENS: usize = 13;
+    pub const CACHE_CREATION_5M_TOKENS: usize = 14;
+    pub const CACHE_CREATION_1H_TOKENS: usize = 15;
+    pub const DURATION_MS: usize = 16;
+    pub const PROMPT_ID: usize = 17;
+    pub const REQUEST_ID: usize = 18;
+    pub const QUERY_SOURCE: usize = 19;
+    pub const SUCCESS: usize = 20;
+    pub const TOOL_NAME: usize = 21;
+    pub const DECISION_TYPE: usize = 22;
+    pub const SOURCE: usize = 23;
+    pub const DECISION_SOURCE: usize = 24;
+    pub const STATUS_CODE: usize = 25;
+    pub const COUNT: usize = 26;
 
-/// A string attribute; numbers and booleans are rendered, so ids sent as numbers still match.
-fn attr_string(attrs: &[KeyValue], key: &str) -> Option<String> {
-    match attr(attrs, key)? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
-        any_value::Value::IntValue(v) => Some(v.to_string()),
-        any_value::Value::DoubleValue(v) => Some(v.to_string()),
-        any_value::Value::BoolValue(v) => Some(v.to_string()),
-        _ => None,
+    /// The index of an attribute key decoding reads, `None` for the others. Matched on the
+    /// length first, so most keys are told apart without comparing their text.
+    #[inline]
+    pub fn of(key: &str) -> Option<usize> {
+        Some(match (key.len(), key) {
+            (4, "type") => TYPE,
+            (5, "model") => MODEL,
+            (6, "source") => SOURCE,
+            (7, "user.id") => USER_ID,
+            (7, "success") => SUCCESS,
+            (8, "decision") => DECISION,
+            (8, "cost_usd") => COST_USD,
+            (9, "prompt.id") => PROMPT_ID,
+            (9, "tool_name") => TOOL_NAME,
+            (10, "session.id") => SESSION_ID,
+            (10, "event.name") => EVENT_NAME,
+            (10, "request_id") => REQUEST_ID,
+            (11, "duration_ms") => DURATION_MS,
+            (11, "status_code") => STATUS_CODE,
+            (12, "input_tokens") => INPUT_TOKENS,
+            (12, super::PROJECT_ATTRIBUTE) => PROJECT,
+            (12, "query_source") => QUERY_SOURCE,
+            (13, "output_tokens") => OUTPUT_TOKENS,
+            (13, "terminal.type") => TERMINAL_TYPE,
+            (13, "decision_type") => DECISION_TYPE,
+            (15, "event.timestamp") => EVENT_TIMESTAMP,
+            (15, "decision_source") => DECISION_SOURCE,
+            (17, "cache_read_tokens") => CACHE_READ_TOKENS,
+            (21, "cache_creation_tokens") => CACHE_CREATION_TOKENS,
+            (24, "cache_creation_5m_tokens") => CACHE_CREATION_5M_TOKENS,
+            (24, "cache_creation_1h_tokens") => CACHE_CREATION_1H_TOKENS,
+            _ => return None,
+        })
     }
 }
 
-/// A numeric attribute, accepting the strings claude sometimes sends (`"0.0123"`).
-fn attr_f64(attrs: &[KeyValue], key: &str) -> Option<f64> {
-    let v = match attr(attrs, key)? {
-        any_value::Value::IntValue(v) => *v as f64,
-        any_value::Value::DoubleValue(v) => *v,
-        any_value::Value::StringValue(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    v.is_finite().then_some(v)
+/// The attributes of one record or point that decoding reads, found in one pass over them
+/// (a record has a dozen, and a dozen are read): the first of each key, as a search by key
+/// finds; its value `None` when that attribute has none.
+struct Known<'a> {
+    values: [Option<&'a any_value::Value>; key::COUNT],
+    /// Which keys were found (their value may still be `None`).
+    seen: u32,
 }
 
-fn attr_bool(attrs: &[KeyValue], key: &str) -> Option<bool> {
-    match attr(attrs, key)? {
-        any_value::Value::BoolValue(v) => Some(*v),
-        any_value::Value::StringValue(s) => match s.as_str() {
-            "true" => Some(true),
-            "false" => Some(false),
+impl<'a> Known<'a> {
+    fn of(attrs: &'a [KeyValue]) -> Known<'a> {
+        let mut known = Known {
+            values: [None; key::COUNT],
+            seen: 0,
+        };
+        for kv in attrs {
+            if let Some(i) = key::of(&kv.key)
+                && known.seen & (1 << i) == 0
+            {
+                known.seen |= 1 << i;
+                known.values[i] = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            }
+        }
+        known
+    }
+
+    fn value(&self, key: usize) -> Option<&'a any_value::Value> {
+        self.values.get(key).copied().flatten()
+    }
+
+    /// A string attribute, borrowed; numbers and booleans are rendered, so ids sent as
+    /// numbers still match.
+    fn text(&self, key: usize) -> Option<Cow<'a, str>> {
+        text(self.value(key)?)
+    }
+
+    /// [`Known::text`], owned: for the rows, which outlive the request.
+    fn string(&self, key: usize) -> Option<String> {
+        self.text(key).map(Cow::into_owned)
+    }
+
+    /// A numeric attribute, accepting the strings claude sometimes sends (`"0.0123"`).
+    fn number(&self, key: usize) -> Option<f64> {
+        let v = match self.value(key)? {
+            any_value::Value::IntValue(v) => *v as f64,
+            any_value::Value::DoubleValue(v) => *v,
+            any_value::Value::StringValue(s) => parse_number(s)?,
+            _ => return None,
+        };
+        v.is_finite().then_some(v)
+    }
+
+    fn boolean(&self, key: usize) -> Option<bool> {
+        match self.value(key)? {
+            any_value::Value::BoolValue(v) => Some(*v),
+            any_value::Value::StringValue(s) => match s.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
             _ => None,
-        },
+        }
+    }
+}
+
+/// A value as text: strings as they are, numbers and booleans rendered; `None` for the rest.
+#[inline]
+fn text(value: &any_value::Value) -> Option<Cow<'_, str>> {
+    match value {
+        any_value::Value::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
+        any_value::Value::IntValue(v) => Some(Cow::Owned(v.to_string())),
+        any_value::Value::DoubleValue(v) => Some(Cow::Owned(v.to_string())),
+        any_value::Value::BoolValue(v) => Some(Cow::Owned(v.to_string())),
         _ => None,
     }
+}
+
+/// Most digits a plain decimal (`1234`, `0.0123`) may have to be read without the float
+/// parser: its digits as an integer are then below 2^53 and its power of ten at most 10^15,
+/// both exact in an f64, so one division rounds to the value that parser gives (the same
+/// fast path it takes itself; the tests compare the two).
+const EXACT_DIGITS: u32 = 15;
+
+/// Exact powers of ten up to [`EXACT_DIGITS`].
+const POWERS_OF_TEN: [f64; EXACT_DIGITS as usize + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// A number sent as a string, as `str::parse::<f64>` reads it once trimmed. Token counts,
+/// durations and costs are plain decimals: those are read in one pass over their digits (the
+/// same value, to the bit), the rest (`"1.5e3"`, `"-2"`, long ones) by the float parser.
+fn parse_number(s: &str) -> Option<f64> {
+    // A plain decimal has no blanks to trim.
+    plain_decimal(s.as_bytes()).or_else(|| s.trim().parse::<f64>().ok())
+}
+
+/// `digits[.digits]` with at most [`EXACT_DIGITS`] digits in all (and one at least), exactly;
+/// `None` for anything else.
+fn plain_decimal(bytes: &[u8]) -> Option<f64> {
+    // One more byte than digits for the point: the mantissa cannot overflow below.
+    if bytes.len() > EXACT_DIGITS as usize + 1 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut point = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit < 10 {
+            mantissa = mantissa * 10 + u64::from(digit);
+        } else if b == b'.' && point.is_none() {
+            point = Some(i);
+        } else {
+            return None;
+        }
+    }
+    let digits = bytes.len() - usize::from(point.is_some());
+    if digits == 0 || digits > EXACT_DIGITS as usize {
+        return None;
+    }
+    let fraction = point.map_or(0, |p| bytes.len() - 1 - p);
+    Some(mantissa as f64 / POWERS_OF_TEN.get(fraction)?)
 }
 
 fn json_value(v: &AnyValue) -> Option<serde_json::Value> {
@@ -956,4 +1170,149 @@ fn json_value(v: &AnyValue) -> Option<serde_json::Value> {
         ),
         any_value::Value::BytesValue(_) | any_value::Value::StringValueStrindex(_) => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: Option<any_value::Value>) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: value.map(|v| AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(key: &str, value: &str) -> KeyValue {
+        kv(key, Some(any_value::Value::StringValue(value.to_owned())))
+    }
+
+    #[test]
+    fn numbers_sent_as_strings_read_as_the_float_parser_reads_them() {
+        for text in [
+            "0",
+            "1234",
+            " 1234 ",
+            "007",
+            "999999999999999",
+            "9007199254740993",
+            "123456789012345678901234567890",
+            "1.5e3",
+            "0.0123",
+            "-2",
+            "+3",
+            "-0",
+            "1e400",
+            "NaN",
+            "inf",
+            "",
+            " ",
+            "12a",
+            "a12",
+            "1_000",
+            "٣",
+        ] {
+            let attrs = [s("input_tokens", text)];
+            let expected = text.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+            assert_eq!(
+                Known::of(&attrs)
+                    .number(key::INPUT_TOKENS)
+                    .map(f64::to_bits),
+                expected.map(f64::to_bits),
+                "{text:?}"
+            );
+        }
+        let attrs = [
+            kv("input_tokens", Some(any_value::Value::IntValue(42))),
+            kv("output_tokens", Some(any_value::Value::DoubleValue(0.5))),
+            kv("cost_usd", Some(any_value::Value::BoolValue(true))),
+        ];
+        let known = Known::of(&attrs);
+        assert_eq!(known.number(key::INPUT_TOKENS), Some(42.0));
+        assert_eq!(known.number(key::OUTPUT_TOKENS), Some(0.5));
+        assert_eq!(
+            known.number(key::COST_USD),
+            None,
+            "a boolean is not a number"
+        );
+        assert_eq!(known.number(key::DURATION_MS), None, "absent");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_decimals_read_to_the_bit_as_the_float_parser_reads_them(
+            text in "[0-9]{0,17}(\\.[0-9]{0,17})?"
+        ) {
+            proptest::prop_assert_eq!(
+                parse_number(&text).map(f64::to_bits),
+                text.parse::<f64>().ok().map(f64::to_bits)
+            );
+        }
+    }
+
+    #[test]
+    fn one_pass_finds_the_first_of_each_key_as_a_search_by_key_does() {
+        let attrs = [
+            s("service.name", "claude-code"),
+            kv("session.id", None),
+            s("session.id", "second"),
+            s("model", "claude-opus-4-8"),
+            s("model", "other"),
+            kv("user.id", Some(any_value::Value::IntValue(7))),
+            kv("success", Some(any_value::Value::BoolValue(false))),
+            s("decision_source", "config"),
+            s("cache_creation_1h_tokens", "12"),
+        ];
+        let known = Known::of(&attrs);
+        assert_eq!(known.text(key::SESSION_ID), None, "the first has no value");
+        assert_eq!(known.text(key::MODEL).as_deref(), Some("claude-opus-4-8"));
+        assert_eq!(known.string(key::USER_ID).as_deref(), Some("7"));
+        assert_eq!(known.boolean(key::SUCCESS), Some(false));
+        assert_eq!(known.text(key::DECISION_SOURCE).as_deref(), Some("config"));
+        assert_eq!(known.number(key::CACHE_CREATION_1H_TOKENS), Some(12.0));
+        assert_eq!(known.number(key::CACHE_CREATION_5M_TOKENS), None);
+        assert_eq!(known.text(key::PROJECT), None);
+    }
+
+    #[test]
+    fn every_key_decoding_reads_has_its_own_slot() {
+        let names = [
+            "event.name",
+            "event.timestamp",
+            PROJECT_ATTRIBUTE,
+            "session.id",
+            "user.id",
+            "terminal.type",
+            "model",
+            "type",
+            "decision",
+            "cost_usd",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_creation_tokens",
+            "cache_creation_5m_tokens",
+            "cache_creation_1h_tokens",
+            "duration_ms",
+            "prompt.id",
+            "request_id",
+            "query_source",
+            "success",
+            "tool_name",
+            "decision_type",
+            "source",
+            "decision_source",
+            "status_code",
+        ];
+        let slots: Vec<Option<usize>> = names.iter().map(|n| key::of(n)).collect();
+        assert_eq!(
+            slots,
+            (0..key::COUNT).map(Some).collect::<Vec<_>>(),
+            "in the order of the `key` constants"
+        );
+        for other in ["event.sequence", "service.name", "Model", "session.idx", ""] {
+            assert_eq!(key::of(other), None, "{other:?}");
+        }
+    }
 }
