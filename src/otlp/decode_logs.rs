@@ -125,6 +125,7 @@ fn fixed<const N: usize>(buf: &mut &[u8]) -> Result<[u8; N]> {
 }
 
 /// Skips an unknown field as prost does; groups (which prost also skips) are left to prost.
+#[inline]
 fn skip(wire: u8, buf: &mut &[u8]) -> Result<()> {
     match wire {
         VARINT => varint(buf).map(drop),
@@ -166,9 +167,26 @@ fn count2(mut buf: &[u8], a: u32, b: u32) -> (usize, usize) {
 fn string(wire: u8, buf: &mut &[u8]) -> Result<String> {
     expect(wire, LEN)?;
     let bytes = delimited(buf)?;
+    if is_ascii(bytes) {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        return Ok(unsafe { String::from_utf8_unchecked(bytes.to_vec()) });
+    }
     std::str::from_utf8(bytes)
         .map(str::to_owned)
         .map_err(|_| Reject)
+}
+
+/// Whether every byte is below 0x80, 8 bytes per step without a branch per byte: nearly every
+/// string of claude's requests is short and ASCII, and `str::from_utf8` spent ~100
+/// instructions on each (a quarter of decoding).
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    let (words, tail) = bytes.as_chunks::<8>();
+    let high = words
+        .iter()
+        .fold(0u64, |acc, w| acc | u64::from_le_bytes(*w));
+    let tail = tail.iter().fold(0u8, |acc, b| acc | b);
+    high & 0x8080_8080_8080_8080 == 0 && tail < 0x80
 }
 
 fn bytes(wire: u8, buf: &mut &[u8]) -> Result<Vec<u8>> {
@@ -653,6 +671,19 @@ mod tests {
                 prop_assert_eq!(Ok(format!("{:?}", crate::otlp::ExportRequest::Logs(ours))), prost_answer(&bytes));
             }
             prop_assert_eq!(answer(&bytes), prost_answer(&bytes));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_ascii_check_agrees_with_the_standard_library(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(is_ascii(&bytes), bytes.is_ascii());
+            let mut ascii: Vec<u8> = bytes.iter().map(|b| b & 0x7f).collect();
+            prop_assert!(is_ascii(&ascii));
+            if let Some(last) = ascii.last_mut() {
+                *last |= 0x80;
+                prop_assert!(!is_ascii(&ascii));
+            }
         }
     }
 
