@@ -166,7 +166,12 @@ fn count2(mut buf: &[u8], a: u32, b: u32) -> (usize, usize) {
 
 fn string(wire: u8, buf: &mut &[u8]) -> Result<String> {
     expect(wire, LEN)?;
-    let bytes = delimited(buf)?;
+    owned_text(delimited(buf)?)
+}
+
+/// A string field's bytes as a `String`, rejected unless UTF-8 (as prost rejects them).
+#[inline(always)]
+fn owned_text(bytes: &[u8]) -> Result<String> {
     if is_ascii(bytes) {
         // SAFETY: ASCII bytes are valid UTF-8.
         return Ok(unsafe { String::from_utf8_unchecked(bytes.to_vec()) });
@@ -385,6 +390,15 @@ fn key_value(kv: &mut KeyValue, mut buf: &[u8], depth: u32) -> Result<()> {
 }
 
 fn any_value(v: &mut AnyValue, mut buf: &[u8], depth: u32) -> Result<()> {
+    // Nearly every value claude sends: a fresh value holding one string field and nothing else.
+    if v.value.is_none()
+        && let Some((&0x0a, mut rest)) = buf.split_first()
+        && let Ok(text) = delimited(&mut rest)
+        && rest.is_empty()
+    {
+        v.value = Some(Value::StringValue(owned_text(text)?));
+        return Ok(());
+    }
     while !buf.is_empty() {
         let (tag, wire) = key(&mut buf)?;
         // A oneof: a message variant seen again is merged into, anything else replaces.
