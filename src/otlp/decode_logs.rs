@@ -371,6 +371,23 @@ fn log_record(r: &mut LogRecord, mut buf: &[u8], depth: u32) -> Result<()> {
 }
 
 fn key_value(kv: &mut KeyValue, mut buf: &[u8], depth: u32) -> Result<()> {
+    // Nearly every attribute: a fresh one holding its key, then its value, and nothing else.
+    if kv.value.is_none()
+        && let Some((&0x0a, mut rest)) = buf.split_first()
+        && let Ok(key) = delimited(&mut rest)
+        && let Some((&0x12, mut rest)) = rest.split_first()
+        && let Ok(body) = delimited(&mut rest)
+        && rest.is_empty()
+    {
+        if depth + 1 > MAX_DEPTH {
+            return Err(Reject);
+        }
+        kv.key = owned_text(key)?;
+        let mut value = AnyValue::default();
+        any_value(&mut value, body, depth + 1)?;
+        kv.value = Some(value);
+        return Ok(());
+    }
     while !buf.is_empty() {
         let (tag, wire) = key(&mut buf)?;
         match tag {
