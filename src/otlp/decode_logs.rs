@@ -1,7 +1,7 @@
 //! A logs request decoded straight from the wire into prost's structs, without prost.
 //!
 //! Every logs request claude sends is decoded once on receipt, and prost's generated decoder
-//! was a quarter of the relay's instructions: it grows each repeated field one element at a
+//! was 23 % of the launcher's instructions: it grows each repeated field one element at a
 //! time (a `Vec` doubling, realloc and copy, for every attribute list and record list) and
 //! goes through its generic `Buf` machinery for every field. This decoder counts each
 //! repeated field's elements first, so every `Vec` is allocated once at its final size, and
