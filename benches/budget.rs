@@ -14,7 +14,7 @@
 mod definitions;
 #[path = "../src/store/fixtures.rs"]
 mod fixtures;
-#[path = "../src/otlp.rs"]
+#[path = "../src/otlp/mod.rs"]
 mod otlp;
 #[path = "../src/store/mod.rs"]
 mod store;

@@ -9,7 +9,7 @@
 // their test modules, compiled here without the test harness) would otherwise warn.
 #![allow(dead_code, unused_imports)]
 
-#[path = "../src/otlp.rs"]
+#[path = "../src/otlp/mod.rs"]
 mod otlp;
 
 #[path = "../src/settings"]

@@ -20,7 +20,7 @@ mod definitions;
 mod fixtures;
 #[path = "../src/history/mod.rs"]
 mod history;
-#[path = "../src/otlp.rs"]
+#[path = "../src/otlp/mod.rs"]
 mod otlp;
 #[path = "../src/report/mod.rs"]
 mod report;

@@ -10,6 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 
+mod decode_logs;
+
 /// The three OTLP signals; each has its own service, HTTP path and upstream route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Signal {
@@ -69,7 +71,12 @@ impl ExportRequest {
     pub fn decode(signal: Signal, bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         Ok(match signal {
             Signal::Metrics => ExportRequest::Metrics(ExportMetricsServiceRequest::decode(bytes)?),
-            Signal::Logs => ExportRequest::Logs(ExportLogsServiceRequest::decode(bytes)?),
+            // prost decides whatever the hand-written decoder does not take on, so the
+            // answer (the request, or prost's exact error) is prost's in every case.
+            Signal::Logs => ExportRequest::Logs(match decode_logs::decode(bytes) {
+                Ok(request) => request,
+                Err(decode_logs::Reject) => ExportLogsServiceRequest::decode(bytes)?,
+            }),
             Signal::Traces => ExportRequest::Traces(ExportTraceServiceRequest::decode(bytes)?),
         })
     }
