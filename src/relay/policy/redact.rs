@@ -27,10 +27,20 @@ const BUILTIN_PATTERNS: [&str; 5] = [
 /// literals `@`, `sk-ant-`, `bearer`, `AKIA`/`ASIA`, `secret` (none of which JSON escapes).
 /// The scan stops only at bytes that are rare in machine-made values (`@ k K I r R`: absent
 /// from hex ids, UUIDs, numbers and timestamps) and checks the literals around them, so most
-/// attribute values never reach the regex. It runs on every string value of every request,
-/// so the bytes are compared 16 at a time (SSE2) where the CPU allows.
+/// attribute values cost one table lookup per byte and never reach the regex.
 #[inline]
 fn may_hold_builtin_secret(text: &str) -> bool {
+    const fn anchors() -> [bool; 256] {
+        let mut t = [false; 256];
+        t[b'@' as usize] = true;
+        t[b'k' as usize] = true;
+        t[b'K' as usize] = true;
+        t[b'I' as usize] = true;
+        t[b'r' as usize] = true;
+        t[b'R' as usize] = true;
+        t
+    }
+    static ANCHOR: [bool; 256] = anchors();
     let b = text.as_bytes();
     // The shortest text any built-in matches is an e-mail like `a@b.cd`.
     if b.len() < 6 {
@@ -45,123 +55,21 @@ fn may_hold_builtin_secret(text: &str) -> bool {
             }
         })
     };
-    // Whether the literal an anchor byte at `i` belongs to is there.
-    let hit = |i: usize| -> bool {
-        match b[i] {
-            b'@' => true,
-            // `sk-ant-`: the k is at offset 1.
-            b'k' => i >= 1 && at(i - 1, b"sk-ant-", false),
-            // `AKIA`: K at 1; `ASIA`: I at 2.
-            b'K' => i >= 1 && at(i - 1, b"AKIA", false),
-            b'I' => i >= 2 && at(i - 2, b"ASIA", false),
-            // `bearer`: r at 3 and 5 (checking at 5 suffices); `secret`: r at 3.
-            b'r' | b'R' => {
-                (i >= 5 && at(i - 5, b"bearer", true)) || (i >= 3 && at(i - 3, b"secret", true))
+    b.iter().enumerate().any(|(i, &c)| {
+        ANCHOR[usize::from(c)]
+            && match c {
+                b'@' => true,
+                // `sk-ant-`: the k is at offset 1.
+                b'k' => i >= 1 && at(i - 1, b"sk-ant-", false),
+                // `AKIA`: K at 1; `ASIA`: I at 2.
+                b'K' => i >= 1 && at(i - 1, b"AKIA", false),
+                b'I' => i >= 2 && at(i - 2, b"ASIA", false),
+                // `bearer`: r at 3 and 5 (checking at 5 suffices); `secret`: r at 3.
+                _ => {
+                    (i >= 5 && at(i - 5, b"bearer", true)) || (i >= 3 && at(i - 3, b"secret", true))
+                }
             }
-            _ => false,
-        }
-    };
-    anchors::any(b, hit)
-}
-
-/// Where the anchor bytes `@ k K I r R` of [`may_hold_builtin_secret`] are, one answer per
-/// position that holds one (a position may be offered twice), until `hit` accepts one.
-#[cfg(target_arch = "x86_64")]
-mod anchors {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x, _mm_set1_epi8,
-    };
-
-    /// Bit j set when byte j of the 16 (`lo` then `hi`, little-endian) is an anchor.
-    #[target_feature(enable = "sse2")]
-    fn mask(lo: u64, hi: u64) -> u32 {
-        let v: __m128i = _mm_set_epi64x(hi as i64, lo as i64);
-        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
-        let m = _mm_or_si128(
-            _mm_or_si128(
-                _mm_or_si128(eq(b'@'), eq(b'k')),
-                _mm_or_si128(eq(b'K'), eq(b'I')),
-            ),
-            _mm_or_si128(eq(b'r'), eq(b'R')),
-        );
-        _mm_movemask_epi8(m) as u32
-    }
-
-    fn word(b: &[u8], at: usize) -> u64 {
-        b.get(at..at + 8)
-            .and_then(|w| w.first_chunk::<8>())
-            .map_or(0, |w| u64::from_le_bytes(*w))
-    }
-
-    #[inline(always)]
-    fn mask_at(b: &[u8], at: usize) -> u32 {
-        // SAFETY: SSE2 is part of the x86_64 baseline: every x86_64 CPU has it.
-        unsafe { mask(word(b, at), word(b, at + 8)) }
-    }
-
-    /// Offers each set bit of `m` as position `base + bit`.
-    #[inline(always)]
-    fn offer(mut m: u32, base: usize, hit: &impl Fn(usize) -> bool) -> bool {
-        while m != 0 {
-            if hit(base + m.trailing_zeros() as usize) {
-                return true;
-            }
-            m &= m - 1;
-        }
-        false
-    }
-
-    pub(super) fn any(b: &[u8], hit: impl Fn(usize) -> bool) -> bool {
-        let n = b.len();
-        if n < 8 {
-            return super::anchors_scalar(b, hit);
-        }
-        if n < 16 {
-            // The first and the last 8 bytes (overlapping): one comparison of 16.
-            // SAFETY: as in `mask_at`.
-            let m = unsafe { mask(word(b, 0), word(b, n - 8)) };
-            return offer(m & 0xff, 0, &hit) || offer(m >> 8, n - 8, &hit);
-        }
-        let mut start = 0;
-        while start + 16 <= n {
-            if offer(mask_at(b, start), start, &hit) {
-                return true;
-            }
-            start += 16;
-        }
-        if start < n {
-            // The last 16 bytes, those already seen masked off.
-            let last = n - 16;
-            let seen = start - last;
-            return offer(mask_at(b, last) >> seen << seen, last, &hit);
-        }
-        false
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod anchors {
-    pub(super) fn any(b: &[u8], hit: impl Fn(usize) -> bool) -> bool {
-        super::anchors_scalar(b, hit)
-    }
-}
-
-/// [`anchors`] a byte at a time.
-fn anchors_scalar(b: &[u8], hit: impl Fn(usize) -> bool) -> bool {
-    const fn anchors() -> [bool; 256] {
-        let mut t = [false; 256];
-        t[b'@' as usize] = true;
-        t[b'k' as usize] = true;
-        t[b'K' as usize] = true;
-        t[b'I' as usize] = true;
-        t[b'r' as usize] = true;
-        t[b'R' as usize] = true;
-        t
-    }
-    static ANCHOR: [bool; 256] = anchors();
-    b.iter()
-        .enumerate()
-        .any(|(i, &c)| ANCHOR[usize::from(c)] && hit(i))
+    })
 }
 
 /// Compiled redaction patterns: the built-ins behind a literal prefilter, the user's in one
@@ -420,28 +328,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        #[test]
-        fn the_anchor_scan_offers_exactly_the_anchor_positions(
-            text in proptest::collection::vec(proptest::sample::select(b"@kKIrRa0-_.ASE".to_vec()), 0..70)
-        ) {
-            let is_anchor = |c: u8| b"@kKIrR".contains(&c);
-            let offered = std::cell::RefCell::new(Vec::new());
-            let none = anchors::any(&text, |i| {
-                offered.borrow_mut().push(i);
-                false
-            });
-            proptest::prop_assert!(!none);
-            let mut offered = offered.into_inner();
-            offered.sort_unstable();
-            offered.dedup();
-            let wanted: Vec<usize> = (0..text.len()).filter(|&i| is_anchor(text[i])).collect();
-            proptest::prop_assert_eq!(&offered, &wanted);
-            for target in 0..text.len() {
-                proptest::prop_assert_eq!(anchors::any(&text, |i| i == target), is_anchor(text[target]));
-                proptest::prop_assert_eq!(anchors_scalar(&text, |i| i == target), is_anchor(text[target]));
-            }
-        }
-
         #[test]
         fn prefilter_accepts_every_text_a_builtin_pattern_matches(
             text in "(sk-ant-[A-Za-z0-9]{0,12}|[Bb][Ee][Aa][Rr][Ee][Rr][ \\t]{1,2}[a-z0-9.]{0,12}|A[KS]IA[A-Z0-9]{0,18}|[Aa][Ww][Ss]_?[Ss][Ee][Cc][Rr][Ee][Tt]_?[Aa]ccess_?[Kk]ey ?= ?[A-Za-z0-9]{0,42}|[a-z.]{0,6}@[a-z]{0,5}\\.[a-z]{0,3}|[ -~]{0,8}){1,4}"
