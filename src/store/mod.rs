@@ -628,6 +628,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // 16 MiB of page cache: the rollup and the tables' right edges stay in memory.
     conn.pragma_update(None, "cache_size", -16_384)?;
     conn.set_prepared_statement_cache_capacity(64);
+    outbox::register_can_read(&conn)?;
     Ok(conn)
 }
 

@@ -332,6 +332,27 @@ fn decompress(encoding: &str, body: Vec<u8>) -> Option<Vec<u8>> {
     }
 }
 
+/// The body encodings [`decompress`] reads.
+const READABLE_ENCODINGS: [&str; 3] = ["none", "lz4", "deflate"];
+
+/// Registers `outbox_can_read(encoding)` on `conn`: the schema's claim trigger asks it, so a
+/// claim takes only rows this build can inflate, and a release too old to have the function
+/// (it cannot read LZ4 bodies either) claims nothing at all rather than dropping rows.
+pub(super) fn register_can_read(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "outbox_can_read",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(ctx
+                .get_raw(0)
+                .as_str()
+                .is_ok_and(|e| READABLE_ENCODINGS.contains(&e)))
+        },
+    )
+}
+
 /// Drops the oldest rows while the outbox is over its size bound (stored bytes) or they are over age.
 fn enforce_bounds(conn: &Connection, bounds: StoreBounds, now_ns: i64) -> Result<(), StoreError> {
     let max_bytes = i64::try_from(bounds.max_bytes).unwrap_or(i64::MAX);
@@ -957,5 +978,95 @@ mod tests {
         assert_eq!(claimed[0].body, encoded, "the request as accepted");
         let stats = store.outbox_stats_blocking().expect("stats");
         assert_eq!((stats.dropped_rows, stats.pending_rows), (0, 1));
+    }
+
+    /// A store holding one LZ4 row (written by this build) and nothing else.
+    fn store_with_an_lz4_row(path: &std::path::Path) -> crate::store::Store {
+        use crate::store::{Store, StoreBounds, fixtures};
+        let store = Store::open(path, StoreBounds::default()).expect("open");
+        let records = (0..20)
+            .map(|i| {
+                let usage = fixtures::Usage {
+                    input: 10,
+                    output: 100,
+                    cache_read: 1000,
+                    cache_creation: 50,
+                    cost_usd: 0.01,
+                };
+                fixtures::api_request("s1", 1_793_610_000_000_000_000 + i, "claude-opus-4-8", usage)
+            })
+            .collect();
+        let request = fixtures::logs(fixtures::resource(Some("alpha")), records);
+        store.append_blocking(request).expect("append");
+        let encoding: String = Connection::open(path)
+            .expect("raw connection")
+            .query_row("SELECT encoding FROM outbox", [], |r| r.get(0))
+            .expect("one row");
+        assert_eq!(encoding, "lz4");
+        store
+    }
+
+    #[test]
+    fn a_launcher_too_old_to_read_lz4_claims_nothing_and_drops_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let store = store_with_an_lz4_row(&path);
+        // A release before LZ4 still running on the file: its connections lack the function,
+        // and its claim (this statement, as it ran it) must take nothing.
+        let old = Connection::open(&path).expect("an older release's connection");
+        let claimed = old.query_row(
+            "UPDATE outbox SET claim_owner = ?1, claim_until_ns = ?2
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE (claim_until_ns IS NULL OR claim_until_ns <= ?3)
+                          ORDER BY id LIMIT ?4)
+             RETURNING id, signal, items, bytes, attempts, received_ns",
+            params!["old", i64::MAX, 0_i64, 10_i64],
+            |r| r.get::<_, i64>(0),
+        );
+        assert!(claimed.is_err(), "an old release claimed an LZ4 row: {claimed:?}");
+        let owner: Option<String> = old
+            .query_row("SELECT claim_owner FROM outbox", [], |r| r.get(0))
+            .expect("the row is still there");
+        assert_eq!(owner, None);
+        // This build still claims and reads it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let claimed = rt
+            .block_on(store.claim("A", 10, Duration::from_secs(30)))
+            .expect("claim");
+        assert_eq!((claimed.len(), claimed[0].items), (1, 20));
+        let stats = store.outbox_stats_blocking().expect("stats");
+        assert_eq!(stats.dropped_rows, 0);
+    }
+
+    #[test]
+    fn a_row_in_an_encoding_this_build_cannot_read_is_left_for_one_that_can() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let store = store_with_an_lz4_row(&path);
+        // As a later release with a new codec would write it.
+        let conn = super::super::open_connection(&path).expect("connection");
+        conn.execute("UPDATE outbox SET encoding = 'zstd'", [])
+            .expect("a future encoding");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let claimed = rt
+            .block_on(store.claim("A", 10, Duration::from_secs(30)))
+            .expect("claim");
+        assert!(claimed.is_empty(), "claimed a row it cannot read");
+        let stats = store.outbox_stats_blocking().expect("stats");
+        assert_eq!((stats.dropped_rows, stats.pending_rows), (0, 1));
+    }
+
+    #[test]
+    fn every_encoding_the_claim_trigger_lets_through_is_one_decompress_reads() {
+        let body = vec![7_u8; 600];
+        let (encoding, packed) = compress(&body);
+        assert!(READABLE_ENCODINGS.contains(&encoding));
+        assert_eq!(decompress(encoding, packed), Some(body.clone()));
+        assert_eq!(decompress("none", body.clone()), Some(body));
+        assert!(READABLE_ENCODINGS.contains(&"deflate"));
     }
 }

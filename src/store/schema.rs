@@ -428,6 +428,16 @@ SELECT NULL, r.event_ns, (SELECT id FROM sessions WHERE session_id = s.name), r.
   LEFT JOIN labels m ON m.id = r.model
   LEFT JOIN labels p ON p.id = r.project
  WHERE r.event_ns IS NOT NULL;
+-- Outbox bodies are LZ4 from version 8 on. A launcher of an older release still running on
+-- this file would claim such a row, fail to inflate it and drop it as unreadable: claims go
+-- through `outbox_can_read`, which only this release and later register on their
+-- connections, so an older one's claim statement fails to prepare and takes nothing (its
+-- rows wait for a current launcher); a row in an encoding this build does not know is left
+-- for a build that does.
+CREATE TRIGGER outbox_claims_only_what_the_claimer_reads
+BEFORE UPDATE OF claim_owner ON outbox
+WHEN NEW.claim_owner IS NOT NULL AND NOT outbox_can_read(NEW.encoding)
+BEGIN SELECT RAISE(IGNORE); END;
 "#;
 
 /// The index that finds a ledger row by its key's slot (version 8).
