@@ -993,7 +993,12 @@ mod tests {
                     cache_creation: 50,
                     cost_usd: 0.01,
                 };
-                fixtures::api_request("s1", 1_793_610_000_000_000_000 + i, "claude-opus-4-8", usage)
+                fixtures::api_request(
+                    "s1",
+                    1_793_610_000_000_000_000 + i,
+                    "claude-opus-4-8",
+                    usage,
+                )
             })
             .collect();
         let request = fixtures::logs(fixtures::resource(Some("alpha")), records);
@@ -1023,7 +1028,10 @@ mod tests {
             params!["old", i64::MAX, 0_i64, 10_i64],
             |r| r.get::<_, i64>(0),
         );
-        assert!(claimed.is_err(), "an old release claimed an LZ4 row: {claimed:?}");
+        assert!(
+            claimed.is_err(),
+            "an old release claimed an LZ4 row: {claimed:?}"
+        );
         let owner: Option<String> = old
             .query_row("SELECT claim_owner FROM outbox", [], |r| r.get(0))
             .expect("the row is still there");
