@@ -930,29 +930,12 @@ mod tests {
 
     #[test]
     fn a_deflate_row_written_by_an_older_release_is_claimed_and_sent_byte_for_byte() {
-        use crate::store::{Store, StoreBounds, fixtures};
+        use crate::store::{Store, StoreBounds};
         use std::io::Write as _;
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.db");
         let store = Store::open(&path, StoreBounds::default()).expect("open");
-        let records = (0..20)
-            .map(|i| {
-                let usage = fixtures::Usage {
-                    input: 10,
-                    output: 100,
-                    cache_read: 1000,
-                    cache_creation: 50,
-                    cost_usd: 0.01,
-                };
-                fixtures::api_request(
-                    "s1",
-                    1_793_610_000_000_000_000 + i,
-                    "claude-opus-4-8",
-                    usage,
-                )
-            })
-            .collect();
-        let request = fixtures::logs(fixtures::resource(Some("alpha")), records);
+        let request = twenty_api_requests();
         let encoded = request.encode_to_vec();
         // As releases before lz4 wrote it: zlib framing, fast level.
         let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -980,19 +963,17 @@ mod tests {
         assert_eq!((stats.dropped_rows, stats.pending_rows), (0, 1));
     }
 
-    /// A store holding one LZ4 row (written by this build) and nothing else.
-    fn store_with_an_lz4_row(path: &std::path::Path) -> crate::store::Store {
-        use crate::store::{Store, StoreBounds, fixtures};
-        let store = Store::open(path, StoreBounds::default()).expect("open");
+    /// A logs request of 20 `api_request` events of one session.
+    fn twenty_api_requests() -> ExportRequest {
+        let usage = fixtures::Usage {
+            input: 10,
+            output: 100,
+            cache_read: 1000,
+            cache_creation: 50,
+            cost_usd: 0.01,
+        };
         let records = (0..20)
             .map(|i| {
-                let usage = fixtures::Usage {
-                    input: 10,
-                    output: 100,
-                    cache_read: 1000,
-                    cache_creation: 50,
-                    cost_usd: 0.01,
-                };
                 fixtures::api_request(
                     "s1",
                     1_793_610_000_000_000_000 + i,
@@ -1001,7 +982,14 @@ mod tests {
                 )
             })
             .collect();
-        let request = fixtures::logs(fixtures::resource(Some("alpha")), records);
+        fixtures::logs(fixtures::resource(Some("alpha")), records)
+    }
+
+    /// A store holding one LZ4 row (written by this build) and nothing else.
+    fn store_with_an_lz4_row(path: &std::path::Path) -> crate::store::Store {
+        use crate::store::{Store, StoreBounds};
+        let store = Store::open(path, StoreBounds::default()).expect("open");
+        let request = twenty_api_requests();
         store.append_blocking(request).expect("append");
         let encoding: String = Connection::open(path)
             .expect("raw connection")
