@@ -41,6 +41,23 @@ pub struct Sandbox {
     env: BTreeMap<String, String>,
 }
 
+impl Drop for Sandbox {
+    /// A detached process the launcher started (the grammar learner) may still be making or
+    /// removing its own folder under `TMPDIR`, which is this sandbox's root, while the tree is
+    /// removed: a removal racing it fails ("directory not empty") and used to leave an empty
+    /// sandbox in the temp dir. Removal is tried again until the root is gone (10 s at most).
+    fn drop(&mut self) {
+        let root = self.dir.path();
+        let started = std::time::Instant::now();
+        while root.exists() && started.elapsed() < std::time::Duration::from_secs(10) {
+            if std::fs::remove_dir_all(root).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 impl Sandbox {
     /// A sandbox whose claude (the test's release) talks to `api`.
     pub fn new(api: &FakeAnthropic) -> Sandbox {
