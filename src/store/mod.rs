@@ -321,6 +321,16 @@ impl Store {
         Ok(decoded(self.claim(owner, limit, lease).await?))
     }
 
+    /// A claim of up to `limit` rows for `owner`, of this handle's target.
+    fn claim_request(&self, owner: &str, limit: usize, lease: Duration) -> outbox::ClaimRequest {
+        outbox::ClaimRequest {
+            owner: owner.to_owned(),
+            limit,
+            lease,
+            target: self.target.clone(),
+        }
+    }
+
     /// [`Store::claim_pending`] with what the forwarder needs besides the request: the row's
     /// failed attempts (its back-off) and when it was accepted. Rows in back-off are skipped,
     /// so they never hold back the rows behind them.
@@ -330,20 +340,9 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let owner = owner.to_owned();
-        let target = self.target.clone();
+        let request = self.claim_request(owner, limit, lease);
         let raw = self
-            .call(|reply| {
-                Command::Claim(
-                    outbox::ClaimRequest {
-                        owner,
-                        limit,
-                        lease,
-                        target,
-                    },
-                    reply,
-                )
-            })?
+            .call(|reply| Command::Claim(request, reply))?
             .await
             .map_err(|_| StoreError::Closed)??;
         let (claimed, unreadable) = outbox::decode_claims(raw);
@@ -501,20 +500,9 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<(OutboxId, ExportRequest)>, StoreError> {
-        let owner = owner.to_owned();
-        let target = self.target.clone();
+        let request = self.claim_request(owner, limit, lease);
         let raw = self
-            .call(|reply| {
-                Command::Claim(
-                    outbox::ClaimRequest {
-                        owner,
-                        limit,
-                        lease,
-                        target,
-                    },
-                    reply,
-                )
-            })?
+            .call(|reply| Command::Claim(request, reply))?
             .blocking_recv()
             .map_err(|_| StoreError::Closed)??;
         let (claimed, unreadable) = outbox::decode_claims(raw);

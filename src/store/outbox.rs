@@ -754,21 +754,24 @@ mod tests {
         (dir, conn, commits)
     }
 
+    /// A logs request of `events` api_request events of one session.
+    fn api_requests(events: usize) -> ExportRequest {
+        let usage = Usage {
+            input: 10,
+            output: 20,
+            cache_read: 30,
+            cache_creation: 0,
+            cost_usd: 0.01,
+        };
+        let records = (0..events)
+            .map(|i| fixtures::api_request("s-1", 1_793_610_000_000_000_000 + i as u64, "m", usage))
+            .collect();
+        fixtures::logs(fixtures::resource(Some("alpha")), records)
+    }
+
     /// An append of a request of `events` api_request events, kept for this process's claim.
     fn kept_append(events: usize) -> (Write, Bytes) {
-        let records = (0..events)
-            .map(|i| {
-                let usage = Usage {
-                    input: 10,
-                    output: 20,
-                    cache_read: 30,
-                    cache_creation: 0,
-                    cost_usd: 0.01,
-                };
-                fixtures::api_request("s-1", 1_793_610_000_000_000_000 + i as u64, "m", usage)
-            })
-            .collect();
-        let request = fixtures::logs(fixtures::resource(Some("alpha")), records);
+        let request = api_requests(events);
         let encoded = Bytes::from(request.encode_to_vec());
         let prepared = Prepared::new(
             &request,
@@ -935,7 +938,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.db");
         let store = Store::open(&path, StoreBounds::default()).expect("open");
-        let request = twenty_api_requests();
+        let request = api_requests(20);
         let encoded = request.encode_to_vec();
         // As releases before lz4 wrote it: zlib framing, fast level.
         let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -963,33 +966,11 @@ mod tests {
         assert_eq!((stats.dropped_rows, stats.pending_rows), (0, 1));
     }
 
-    /// A logs request of 20 `api_request` events of one session.
-    fn twenty_api_requests() -> ExportRequest {
-        let usage = fixtures::Usage {
-            input: 10,
-            output: 100,
-            cache_read: 1000,
-            cache_creation: 50,
-            cost_usd: 0.01,
-        };
-        let records = (0..20)
-            .map(|i| {
-                fixtures::api_request(
-                    "s1",
-                    1_793_610_000_000_000_000 + i,
-                    "claude-opus-4-8",
-                    usage,
-                )
-            })
-            .collect();
-        fixtures::logs(fixtures::resource(Some("alpha")), records)
-    }
-
     /// A store holding one LZ4 row (written by this build) and nothing else.
     fn store_with_an_lz4_row(path: &std::path::Path) -> crate::store::Store {
         use crate::store::{Store, StoreBounds};
         let store = Store::open(path, StoreBounds::default()).expect("open");
-        let request = twenty_api_requests();
+        let request = api_requests(20);
         store.append_blocking(request).expect("append");
         let encoding: String = Connection::open(path)
             .expect("raw connection")
